@@ -1,0 +1,1 @@
+"""Rotation and geometry helpers (quaternion convention: xyzw)."""

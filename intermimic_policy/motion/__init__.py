@@ -1,0 +1,1 @@
+"""HOI motion: the typed clip model, its loaders and writers."""

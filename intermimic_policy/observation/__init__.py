@@ -1,0 +1,1 @@
+"""The observation spec and the builder used by training, export and the ROS nodes."""

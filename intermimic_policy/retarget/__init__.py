@@ -1,0 +1,1 @@
+"""Retargeting HOI motion to humanoid robot URDFs."""

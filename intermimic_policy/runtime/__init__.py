@@ -1,0 +1,1 @@
+"""Policy inference behind one small interface: ONNX Runtime, TensorRT."""

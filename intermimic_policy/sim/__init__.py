@@ -1,0 +1,1 @@
+"""Scene assembly, simulator backends, the HOI environment and its terms."""

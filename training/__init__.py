@@ -1,0 +1,1 @@
+"""Training: PPO teachers, distillation, evaluation and export, driven by run_pipeline.py."""
