@@ -17,13 +17,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from intermimic_policy.errors import IntermimicError
 from intermimic_policy.embodiment.smplx_body import (
     CONTACT_BODIES,
     KEY_BODIES,
     NO_HAND_BODIES,
     NUM_BODIES,
 )
+from intermimic_policy.errors import IntermimicError
 
 SPEC_VERSION = 1
 
