@@ -5,10 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
+# Debian's python3 ships without venv/ensurepip: install it when we can.
+if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  else
+    echo "setup: $PY lacks venv; install python3-venv (sudo apt-get install python3-venv)" >&2; exit 1
+  fi
+fi
+
 # Offscreen rendering (EGL or OSMesa) for videos; optional: without GL only plots are written.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  if ! ldconfig -p 2>/dev/null | grep -qE 'libEGL\.so|libOSMesa\.so'; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 libosmesa6 >/dev/null) \
+  if ! ldconfig -p 2>/dev/null | grep -qE 'libEGL_mesa\.so|libOSMesa\.so'; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 >/dev/null) \
       || echo "setup: could not install GL libraries; videos will be skipped (plots still written)" >&2
   fi
 fi

@@ -29,6 +29,13 @@ class MotionError(IntermimicError, ValueError):
     """A clip that cannot be used, with a message that names the file and the problem."""
 
 
+# The per-frame arrays of a clip, in declaration order (what writers store, what equality compares).
+ARRAY_FIELDS: tuple[str, ...] = (
+    "root_pos", "root_rot", "joint_rotvec", "body_pos", "body_rot",
+    "object_pos", "object_rot", "body_contact", "object_contact",
+)
+
+
 @dataclass(frozen=True, eq=False)
 class HOIMotion:
     fps: float
@@ -113,6 +120,19 @@ class HOIMotion:
     @cached_property
     def object_ang_vel(self) -> np.ndarray:
         return quat.finite_difference_angular_velocity(self._t(self.object_rot), self.fps).float().numpy()
+
+    def identical(self, other: HOIMotion) -> bool:
+        """Bit-exact equality: same dtype, shape and bytes of every array, same scalars and meta.
+
+        (``==`` stays identity: a dataclass ``__eq__`` over arrays would be ambiguous.)
+        """
+        for key in ARRAY_FIELDS:
+            a, b = getattr(self, key), getattr(other, key)
+            if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
+                return False
+        return (self.fps, self.object_name, self.name, self.source, self.meta) == (
+            other.fps, other.object_name, other.name, other.source, other.meta
+        )
 
     def slice(self, start: int, stop: int | None = None) -> HOIMotion:
         """Frames [start, stop) as a new motion (velocities are re-derived)."""
