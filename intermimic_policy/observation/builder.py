@@ -1,0 +1,123 @@
+"""Build the flat observation of an ``ObservationSpec`` from a simulated state and reference frames.
+
+The one builder used by the training environment, the exporter's golden pairs and the ROS policy
+node, so train and deploy cannot compute different observations. It checks the spec against the
+term functions once, at construction (unknown term or wrong size -> ``ObservationSpecError``),
+and then only concatenates: one block per reference offset, in the spec's offset order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
+from intermimic_policy.observation.spec import ObservationSpec, ObservationSpecError
+from intermimic_policy.observation.terms import (
+    SIM_ONLY_TERMS,
+    TERM_FUNCTIONS,
+    ObsContext,
+    make_context,
+    simulated_ig,
+)
+from intermimic_policy.sim.reference import RefFrame
+from intermimic_policy.sim.state import SimState
+
+
+def nonfinite_envs(obs: Tensor) -> Tensor:
+    """Ids of the worlds whose observation holds NaN or inf (the env resets them; training goes on)."""
+    return torch.nonzero(~torch.isfinite(obs).all(dim=-1), as_tuple=False).flatten()
+
+
+def _neutral_state(n: int = 1) -> tuple[SimState, RefFrame, Tensor]:
+    """A small valid scene (identity rotations, bodies spread out) to probe each term's size."""
+    body_pos = torch.arange(NUM_BODIES * 3, dtype=torch.float32).reshape(1, NUM_BODIES, 3).repeat(n, 1, 1)
+    body_pos = body_pos * 0.01
+    body_rot = torch.zeros(n, NUM_BODIES, 4)
+    body_rot[..., 3] = 1.0
+    zeros3 = torch.zeros(n, NUM_BODIES, 3)
+    obj_rot = torch.zeros(n, 4)
+    obj_rot[:, 3] = 1.0
+    sim = SimState(
+        body_pos=body_pos, body_rot=body_rot, body_lin_vel=zeros3, body_ang_vel=zeros3,
+        joint_rotvec=torch.zeros(n, NUM_JOINTS, 3), joint_ang_vel=torch.zeros(n, NUM_JOINTS, 3),
+        body_contact=torch.zeros(n, NUM_BODIES, dtype=torch.bool),
+        body_object_contact=torch.zeros(n, NUM_BODIES, dtype=torch.bool),
+        body_contact_force=zeros3, object_pos=torch.ones(n, 3), object_rot=obj_rot,
+        object_lin_vel=torch.zeros(n, 3), object_ang_vel=torch.zeros(n, 3),
+        object_contact=torch.zeros(n, dtype=torch.bool),
+    )
+    ref = RefFrame(
+        body_pos=body_pos, body_rot=body_rot, body_lin_vel=zeros3, body_ang_vel=zeros3,
+        object_pos=torch.ones(n, 3), object_rot=obj_rot, object_lin_vel=torch.zeros(n, 3),
+        object_ang_vel=torch.zeros(n, 3), body_contact=torch.zeros(n, NUM_BODIES),
+        object_contact=torch.zeros(n, dtype=torch.bool), ig=zeros3,
+    )
+    points = torch.randn(n, 8, 3, generator=torch.Generator().manual_seed(0))
+    return sim, ref, points
+
+
+class ObservationBuilder:
+    """Validated, stateless builder of ``spec``'s observation."""
+
+    def __init__(self, spec: ObservationSpec) -> None:
+        self.spec = spec
+        unknown = [t.name for t in spec.terms if t.name not in TERM_FUNCTIONS]
+        if unknown:
+            raise ObservationSpecError(f"observation spec has terms with no function: {unknown} "
+                                       f"(known: {sorted(TERM_FUNCTIONS)})")
+        for key in ("key_bodies", "contact_bodies", "no_hand_bodies"):
+            ids = getattr(spec, key)
+            if not ids or any(not 0 <= int(i) < NUM_BODIES for i in ids):
+                raise ObservationSpecError(f"observation spec {key} must be body ids in [0, {NUM_BODIES}), "
+                                           f"got {list(ids)}")
+        sim, ref, points = _neutral_state()
+        ctx = self._context(sim, ref, simulated_ig(sim, points))
+        wrong = []
+        for t in spec.terms:
+            got = TERM_FUNCTIONS[t.name](ctx).shape[-1]
+            if got != t.dim:
+                wrong.append(f"{t.name}: spec says {t.dim}, term gives {got}")
+        if wrong:
+            raise ObservationSpecError("observation spec term dims do not match: " + "; ".join(wrong))
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def _context(self, sim: SimState, ref: RefFrame, ig_sim: Tensor) -> ObsContext:
+        s = self.spec
+        return make_context(sim, ref, ig_sim=ig_sim, key_bodies=s.key_bodies,
+                            contact_bodies=s.contact_bodies, no_hand_bodies=s.no_hand_bodies)
+
+    def build(self, sim: SimState, refs: Sequence[RefFrame], object_points: Tensor) -> Tensor:
+        """Observation [N, spec.dim]: one block per ``spec.ref_offsets`` entry (``refs[i]`` is the
+        reference at t + ``ref_offsets[i]``), each block the spec's terms in order.
+
+        ``object_points`` are each world's object-frame surface points [N, P, 3]. Non-finite
+        values are passed through; find them with :func:`nonfinite_envs`.
+        """
+        if len(refs) != self.spec.num_tokens:
+            raise ObservationSpecError(f"observation needs {self.spec.num_tokens} reference frames "
+                                       f"(offsets {list(self.spec.ref_offsets)}), got {len(refs)}")
+        n = sim.num_worlds
+        for i, r in enumerate(refs):
+            if r.num_worlds != n:
+                raise ValueError(f"reference frame {i} has {r.num_worlds} worlds, state has {n}")
+        if object_points.dim() != 3 or object_points.shape[0] != n or object_points.shape[2] != 3:
+            raise ValueError(f"object_points must be [{n}, P, 3], got {list(object_points.shape)}")
+        ig_sim = simulated_ig(sim, object_points)
+        shared: dict[str, Tensor] = {}
+        blocks: list[Tensor] = []
+        for ref in refs:
+            ctx = self._context(sim, ref, ig_sim)
+            for t in self.spec.terms:
+                if t.name in SIM_ONLY_TERMS:
+                    if t.name not in shared:
+                        shared[t.name] = TERM_FUNCTIONS[t.name](ctx)
+                    blocks.append(shared[t.name])
+                else:
+                    blocks.append(TERM_FUNCTIONS[t.name](ctx))
+        return torch.cat(blocks, dim=-1)

@@ -1,0 +1,301 @@
+"""Reference motion on the device: many clips stacked, read one frame per world.
+
+The environment asks, every step, for the reference at frame t (+ each observation offset) of the
+clip each world tracks. ``MotionLibrary`` stacks all clips (padded to the longest), derives the
+velocities and the interaction-graph vectors once, and answers with a batched ``RefFrame``.
+
+Differences from upstream (``InterMimic._load_motion``, spec 1.5):
+
+* angular velocities are true ones (``HOIMotion``'s relative-rotation differences), not
+  differences of absolute rotation vectors, which jump at the +-pi wrap;
+* ``RefFrame.ig`` is kept in the world frame; the terms rotate it into the heading they need;
+* padded frames repeat the clip's last frame, and reads are clamped to each clip's last frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from intermimic_policy.embodiment.smplx_body import NUM_JOINTS
+from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
+from intermimic_policy.sim.interaction_graph import nearest_point_vectors, object_points_world
+from intermimic_policy.sim.state import SimState
+
+# frames per chunk when the interaction-graph vectors of a clip are precomputed
+_IG_FRAMES_PER_CHUNK = 64
+
+
+@dataclass
+class RefFrame:
+    """The reference of N worlds, one frame each. World frame, xyzw, root = body 0."""
+
+    body_pos: Tensor  # [N, 52, 3]
+    body_rot: Tensor  # [N, 52, 4]
+    body_lin_vel: Tensor  # [N, 52, 3]
+    body_ang_vel: Tensor  # [N, 52, 3]
+    object_pos: Tensor  # [N, 3]
+    object_rot: Tensor  # [N, 4]
+    object_lin_vel: Tensor  # [N, 3]
+    object_ang_vel: Tensor  # [N, 3]
+    body_contact: Tensor  # [N, 52] float labels in {-1, 0, +1}
+    object_contact: Tensor  # [N] bool
+    ig: Tensor  # [N, 52, 3] body minus its nearest object surface point, world frame
+
+    @property
+    def num_worlds(self) -> int:
+        return int(self.body_pos.shape[0])
+
+    @property
+    def root_pos(self) -> Tensor:
+        return self.body_pos[:, 0]
+
+    @property
+    def root_rot(self) -> Tensor:
+        return self.body_rot[:, 0]
+
+    def index(self, ids: Tensor | slice) -> RefFrame:
+        return RefFrame(**{f.name: getattr(self, f.name)[ids] for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> RefFrame:
+        return RefFrame(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@dataclass
+class InitialState:
+    """What a backend needs to put N worlds into a state: the reference's, or a PSI-stored one.
+
+    ``flatten`` gives upstream's 332-D reference-state layout (spec 1.5 step 7): root state 13
+    (pos, rot, lin vel, ang vel), joint rotations 153, joint angular velocities 153, object state
+    13. Joint angular velocities are local (child frame); root and object ones are world frame.
+    """
+
+    root_pos: Tensor  # [N, 3]
+    root_rot: Tensor  # [N, 4]
+    root_lin_vel: Tensor  # [N, 3]
+    root_ang_vel: Tensor  # [N, 3]
+    joint_rotvec: Tensor  # [N, 51, 3]
+    joint_ang_vel: Tensor  # [N, 51, 3]
+    object_pos: Tensor  # [N, 3]
+    object_rot: Tensor  # [N, 4]
+    object_lin_vel: Tensor  # [N, 3]
+    object_ang_vel: Tensor  # [N, 3]
+
+    DIM: ClassVar[int] = 13 + 3 * NUM_JOINTS * 2 + 13  # 332
+
+    @property
+    def num_worlds(self) -> int:
+        return int(self.root_pos.shape[0])
+
+    def flatten(self) -> Tensor:
+        n = self.num_worlds
+        return torch.cat([
+            self.root_pos, self.root_rot, self.root_lin_vel, self.root_ang_vel,
+            self.joint_rotvec.reshape(n, -1), self.joint_ang_vel.reshape(n, -1),
+            self.object_pos, self.object_rot, self.object_lin_vel, self.object_ang_vel,
+        ], dim=-1)
+
+    @classmethod
+    def from_flat(cls, x: Tensor) -> InitialState:
+        if x.dim() != 2 or x.shape[1] != cls.DIM:
+            raise ValueError(f"flat initial state must be [N, {cls.DIM}], got {list(x.shape)}")
+        n, j = x.shape[0], 3 * NUM_JOINTS
+        parts = torch.split(x, [3, 4, 3, 3, j, j, 3, 4, 3, 3], dim=-1)
+        return cls(parts[0], parts[1], parts[2], parts[3], parts[4].reshape(n, NUM_JOINTS, 3),
+                   parts[5].reshape(n, NUM_JOINTS, 3), parts[6], parts[7], parts[8], parts[9])
+
+    @classmethod
+    def from_sim(cls, sim: SimState) -> InitialState:
+        """The simulated state of each world, in the form a reset writes back (for PSI)."""
+        return cls(sim.body_pos[:, 0], sim.body_rot[:, 0], sim.body_lin_vel[:, 0],
+                   sim.body_ang_vel[:, 0], sim.joint_rotvec, sim.joint_ang_vel, sim.object_pos,
+                   sim.object_rot, sim.object_lin_vel, sim.object_ang_vel)
+
+    def index(self, ids: Tensor | slice) -> InitialState:
+        return InitialState(**{f.name: getattr(self, f.name)[ids] for f in fields(self)})
+
+
+def farthest_point_subsample(points: Tensor, count: int) -> Tensor:
+    """``count`` of ``points`` [P,3] spread over the cloud; deterministic (starts at point 0)."""
+    p = points.shape[0]
+    if count >= p:
+        return points.clone()
+    chosen = torch.zeros(count, dtype=torch.long)
+    dist = torch.full((p,), float("inf"), dtype=points.dtype)
+    last = 0
+    for i in range(1, count):
+        dist = torch.minimum(dist, (points - points[last]).square().sum(-1))
+        last = int(dist.argmax())
+        chosen[i] = last
+    return points[chosen]
+
+
+def _as_points(name: str, pts: Tensor | np.ndarray) -> Tensor:
+    t = torch.as_tensor(np.asarray(pts) if not isinstance(pts, Tensor) else pts).to(torch.float32)
+    if t.dim() != 2 or t.shape[1] != 3 or t.shape[0] < 1:
+        raise MotionError(f"object {name!r}: surface points must be [P, 3], got {list(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise MotionError(f"object {name!r}: surface points contain NaN or inf")
+    return t
+
+
+class MotionLibrary:
+    """All reference clips of an environment, stacked on one device.
+
+    ``object_points`` maps each object name to its object-frame surface points [P, 3]. Objects
+    with different point counts are brought to the smallest count (or ``num_points``) by
+    deterministic farthest-point subsampling, so every world sees the same P.
+    """
+
+    def __init__(self, motions: Sequence[HOIMotion], object_points: Mapping[str, Tensor | np.ndarray],
+                 device: torch.device | str = "cpu", num_points: int | None = None) -> None:
+        if not motions:
+            raise MotionError("motion library: no clips given")
+        fps = {float(m.fps) for m in motions}
+        if len(fps) != 1:
+            raise MotionError(f"motion library: clips have different frame rates {sorted(fps)}; "
+                              "resample them to one rate first")
+        self.fps = fps.pop()
+        self.device = torch.device(device)
+        self.clip_names = [m.name or f"clip{i}" for i, m in enumerate(motions)]
+        self.object_names = [m.object_name for m in motions]
+
+        missing = sorted({n for n in self.object_names if n not in object_points})
+        if missing:
+            raise MotionError(f"motion library: no surface points for object(s) {missing}")
+        used = sorted(set(self.object_names))
+        clouds = {n: _as_points(n, object_points[n]) for n in used}
+        target = num_points if num_points is not None else min(c.shape[0] for c in clouds.values())
+        short = [n for n, c in clouds.items() if c.shape[0] < target]
+        if short:
+            raise MotionError(f"motion library: object(s) {short} have fewer than {target} surface points")
+        self.object_list = used
+        self.points = torch.stack([farthest_point_subsample(clouds[n], target) for n in used]).to(self.device)
+        self.clip_object = torch.tensor([used.index(n) for n in self.object_names], dtype=torch.long,
+                                        device=self.device)
+
+        lengths = [m.num_frames for m in motions]
+        self.num_frames = torch.tensor(lengths, dtype=torch.long, device=self.device)
+        self.max_frames = max(lengths)
+        per_clip: dict[str, list[np.ndarray]] = {k: [] for k in _STACKED}
+        for m in tqdm(motions, desc="reference clips", disable=len(motions) < 16, leave=False):
+            arrays = self._clip_arrays(m)
+            for k in _STACKED:
+                per_clip[k].append(_pad(arrays[k], self.max_frames))
+        self._data: dict[str, Tensor] = {
+            k: torch.from_numpy(np.stack(per_clip[k])).to(self.device) for k in _STACKED
+        }
+        self._data["ig"] = self._compute_ig()
+
+    # -- construction helpers ------------------------------------------------------------------
+    @staticmethod
+    def _clip_arrays(m: HOIMotion) -> dict[str, np.ndarray]:
+        arrays = {
+            "body_pos": m.body_pos, "body_rot": m.body_rot, "body_lin_vel": m.body_lin_vel,
+            "body_ang_vel": m.body_ang_vel, "object_pos": m.object_pos, "object_rot": m.object_rot,
+            "object_lin_vel": m.object_lin_vel, "object_ang_vel": m.object_ang_vel,
+            "body_contact": m.body_contact, "object_contact": m.object_contact,
+            "root_pos": m.root_pos, "root_rot": m.root_rot, "root_lin_vel": m.root_lin_vel,
+            "root_ang_vel": m.root_ang_vel, "joint_rotvec": m.joint_rotvec,
+            "joint_ang_vel": m.joint_ang_vel,
+        }
+        out = {}
+        for k, a in arrays.items():
+            a = np.asarray(a)
+            if k == "object_contact":
+                out[k] = a.astype(bool)
+                continue
+            a = a.astype(np.float32)
+            if not np.isfinite(a).all():
+                raise MotionError(f"{m.name or 'motion'}: {k} contains NaN or inf")
+            out[k] = a
+        return out
+
+    def _compute_ig(self) -> Tensor:
+        body_pos, obj_pos, obj_rot = (self._data[k] for k in ("body_pos", "object_pos", "object_rot"))
+        m, length = body_pos.shape[:2]
+        out = torch.empty_like(body_pos)
+        for clip in range(m):
+            pts = self.points[self.clip_object[clip]]
+            for s in range(0, length, _IG_FRAMES_PER_CHUNK):
+                sl = slice(s, min(length, s + _IG_FRAMES_PER_CHUNK))
+                world = object_points_world(pts, obj_pos[clip, sl], obj_rot[clip, sl])
+                out[clip, sl] = nearest_point_vectors(body_pos[clip, sl], world)
+        return out
+
+    # -- queries -------------------------------------------------------------------------------
+    @property
+    def num_clips(self) -> int:
+        return len(self.clip_names)
+
+    @property
+    def num_points(self) -> int:
+        return int(self.points.shape[1])
+
+    def clamp_frames(self, clip_ids: Tensor, t: Tensor) -> Tensor:
+        """Frames clamped into [0, last frame of each clip]."""
+        last = self.num_frames[clip_ids] - 1
+        return torch.minimum(t.clamp_min(0), last)
+
+    def frames(self, clip_ids: Tensor, t: Tensor) -> RefFrame:
+        """The reference of clip ``clip_ids[i]`` at frame ``t[i]`` (clamped to the clip's end)."""
+        clip_ids = clip_ids.to(self.device, torch.long)
+        t = self.clamp_frames(clip_ids, t.to(self.device, torch.long))
+        d = self._data
+        return RefFrame(
+            body_pos=d["body_pos"][clip_ids, t],
+            body_rot=d["body_rot"][clip_ids, t],
+            body_lin_vel=d["body_lin_vel"][clip_ids, t],
+            body_ang_vel=d["body_ang_vel"][clip_ids, t],
+            object_pos=d["object_pos"][clip_ids, t],
+            object_rot=d["object_rot"][clip_ids, t],
+            object_lin_vel=d["object_lin_vel"][clip_ids, t],
+            object_ang_vel=d["object_ang_vel"][clip_ids, t],
+            body_contact=d["body_contact"][clip_ids, t],
+            object_contact=d["object_contact"][clip_ids, t],
+            ig=d["ig"][clip_ids, t],
+        )
+
+    def initial_state(self, clip_ids: Tensor, t: Tensor) -> InitialState:
+        """The reference state at (clip, frame), for a backend reset (reference state init)."""
+        clip_ids = clip_ids.to(self.device, torch.long)
+        t = self.clamp_frames(clip_ids, t.to(self.device, torch.long))
+        d = self._data
+        return InitialState(
+            root_pos=d["root_pos"][clip_ids, t],
+            root_rot=d["root_rot"][clip_ids, t],
+            root_lin_vel=d["root_lin_vel"][clip_ids, t],
+            root_ang_vel=d["root_ang_vel"][clip_ids, t],
+            joint_rotvec=d["joint_rotvec"][clip_ids, t],
+            joint_ang_vel=d["joint_ang_vel"][clip_ids, t],
+            object_pos=d["object_pos"][clip_ids, t],
+            object_rot=d["object_rot"][clip_ids, t],
+            object_lin_vel=d["object_lin_vel"][clip_ids, t],
+            object_ang_vel=d["object_ang_vel"][clip_ids, t],
+        )
+
+    def points_of(self, clip_ids: Tensor) -> Tensor:
+        """Object-frame surface points of each world's object, [N, P, 3]."""
+        return self.points[self.clip_object[clip_ids.to(self.device, torch.long)]]
+
+
+_STACKED = (
+    "body_pos", "body_rot", "body_lin_vel", "body_ang_vel", "object_pos", "object_rot",
+    "object_lin_vel", "object_ang_vel", "body_contact", "object_contact", "root_pos", "root_rot",
+    "root_lin_vel", "root_ang_vel", "joint_rotvec", "joint_ang_vel",
+)
+
+
+def _pad(a: np.ndarray, length: int) -> np.ndarray:
+    """Pad along time by repeating the last frame (padded frames are never read after clamping)."""
+    if a.shape[0] == length:
+        return a
+    reps = np.repeat(a[-1:], length - a.shape[0], axis=0)
+    return np.concatenate([a, reps], axis=0)
+
