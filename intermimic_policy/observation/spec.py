@@ -52,7 +52,8 @@ HOI_BLOCK_TERMS: tuple[ObsTerm, ...] = (
     ObsTerm("local_body_ang_vel", 3 * NUM_BODIES, "sim", "h w_b"),
     ObsTerm("body_contact", _NC, "sim", "contact flag of each contact body"),
     ObsTerm("key_pos_error", 3 * _NK, "both", "h (p_ref,k - p_k)"),
-    ObsTerm("body_rot_error", 6 * _NR, "both", "tan-norm of h (q_ref^-1 q) h^-1"),
+    ObsTerm("body_rot_error", 6 * _NR, "both", "tan-norm of h (q_ref q^-1) h^-1: world-frame error seen from the heading frame "
+            "(upstream mixes body and heading frames, so its value changes when the scene turns)"),
     ObsTerm("contact_error", _NC, "both", "c_ref ((c_ref + 1)/2 - c): 1 = missing or unwanted"),
     ObsTerm("ref_local_key_pos", 3 * _NK, "ref", "reference key bodies in the reference root frame "
             "(upstream reads simulated positions here by mistake)"),
@@ -62,7 +63,7 @@ HOI_BLOCK_TERMS: tuple[ObsTerm, ...] = (
     ObsTerm("object_vel", 3, "sim", "h v_obj"),
     ObsTerm("object_ang_vel", 3, "sim", "h w_obj"),
     ObsTerm("object_pos_error", 3, "both", "h (p_ref,obj - p_obj)"),
-    ObsTerm("object_rot_error", 6, "both", "tan-norm of h (q_ref,obj^-1 q_obj) h^-1"),
+    ObsTerm("object_rot_error", 6, "both", "tan-norm of h (q_ref,obj q_obj^-1) h^-1, heading-invariant as body_rot_error"),
     ObsTerm("object_vel_error", 3, "both", "h (v_ref,obj - v_obj)"),
     ObsTerm("object_ang_vel_error", 3, "both", "h (w_ref,obj - w_obj)"),
     ObsTerm("interaction_graph", 3 * NUM_BODIES, "sim", "f(h (p_b - nearest object point)), "
