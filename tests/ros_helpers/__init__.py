@@ -1,0 +1,1 @@
+"""Subprocess scripts and shared sample builders for the ROS transport tests."""
