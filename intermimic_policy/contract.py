@@ -1,0 +1,438 @@
+"""The deployment contract: everything a runtime must agree on with the policy it runs.
+
+Peers each invented an encoding (CSV, YAML, JSON sidecars) and users keep feeding policies
+observations of the wrong size or layout. Here the contract travels *inside* the ONNX file as
+``metadata_props`` (one key per field, each value JSON text), and every consumer builds the
+contract it *expects* from the same single sources of truth (``smplx_body`` for joints, gains and
+the action map; ``ObservationSpec`` for the observation), then compares the two with
+``check_compatible``: the list names every mismatch, and ``ContractMismatch`` refuses the model.
+
+The exported graph outputs the *unclamped* action mean; the consumer clamps it to
+``[-action_clip, action_clip]`` and maps it to PD targets: ``target = offset + scale * a``
+(``PolicyContract.pd_targets``).
+
+Numpy only: the deployment runtime imports this without torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from intermimic_policy import __version__
+from intermimic_policy.embodiment.smplx_body import DOF_NAMES, action_offset_scale, dof_arrays
+from intermimic_policy.errors import IntermimicError
+from intermimic_policy.observation.spec import (
+    ObservationSpec,
+    ObservationSpecError,
+    student_spec,
+    teacher_spec,
+)
+
+CONTRACT_VERSION = 1
+KINDS = ("teacher", "student")
+QUAT_CONVENTION = "xyzw"
+EMBODIMENT = "smplx_humanoid"
+GOLDEN_KEY = "golden_pairs"
+# relative tolerance for gains and the action map: float32 round trips, never a real change
+GAIN_RTOL = 1e-5
+
+
+class ContractError(IntermimicError, ValueError):
+    """A contract that is malformed or missing (names the source and the field)."""
+
+
+class ContractMismatch(IntermimicError):
+    """A policy whose contract does not fit the expected one; the message lists every mismatch."""
+
+    def __init__(self, mismatches: Sequence[str], source: str = "policy") -> None:
+        self.mismatches = list(mismatches)
+        self.source = source
+        lines = "\n".join(f"  - {m}" for m in self.mismatches)
+        super().__init__(f"{source} does not fit the expected contract "
+                         f"({len(self.mismatches)} mismatch{'es' if len(self.mismatches) != 1 else ''}):\n"
+                         f"{lines}")
+
+
+@dataclass(frozen=True)
+class NormalizationStats:
+    """Observation normaliser baked into the graph; informational (the graph already applies it)."""
+
+    mean: tuple[float, ...]
+    var: tuple[float, ...]
+    eps: float = 1e-5
+    clip: float = 5.0
+    count: float = 1.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"mean": list(self.mean), "var": list(self.var), "eps": self.eps, "clip": self.clip,
+                "count": self.count}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> NormalizationStats:
+        return cls(tuple(float(x) for x in d["mean"]), tuple(float(x) for x in d["var"]),
+                   float(d["eps"]), float(d["clip"]), float(d.get("count", 1.0)))
+
+
+def default_model_hash() -> str:
+    """Content hash of the project's default SMPL-X humanoid (the skeleton table)."""
+    from intermimic_policy.embodiment.skeleton import default_skeleton
+
+    return default_skeleton().content_hash()
+
+
+def created_by() -> str:
+    return f"intermimic {__version__}"
+
+
+def _floats(values: Sequence[float] | np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
+
+
+@dataclass(frozen=True)
+class PolicyContract:
+    """What a policy was trained with and what it needs from its runtime."""
+
+    kind: str
+    joint_names: tuple[str, ...]
+    kp: tuple[float, ...]
+    kd: tuple[float, ...]
+    action_offset: tuple[float, ...]
+    action_scale: tuple[float, ...]
+    observation: ObservationSpec
+    model_hash: str
+    config_digest: str = ""
+    control_hz: float = 30.0
+    physics_hz: float = 240.0
+    action_clip: float = 1.0
+    quaternion_convention: str = QUAT_CONVENTION
+    embodiment: str = EMBODIMENT
+    normalization: NormalizationStats | None = None
+    input_name: str = "obs"
+    output_name: str = "actions"
+    contract_version: int = CONTRACT_VERSION
+    created_by: str = field(default_factory=created_by)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ContractError(f"contract kind {self.kind!r} is not one of {KINDS}")
+        n = len(self.joint_names)
+        for name in ("kp", "kd", "action_offset", "action_scale"):
+            values = getattr(self, name)
+            if len(values) != n:
+                raise ContractError(f"contract {name} has {len(values)} values for {n} joints")
+            if not all(math.isfinite(v) for v in values):
+                raise ContractError(f"contract {name} contains NaN or inf")
+        if len(set(self.joint_names)) != n:
+            raise ContractError("contract joint_names contain duplicates")
+        if self.control_hz <= 0 or self.physics_hz <= 0:
+            raise ContractError(f"contract rates must be positive, got control {self.control_hz} Hz, "
+                                f"physics {self.physics_hz} Hz")
+        if self.normalization is not None:
+            d = self.input_dim
+            if len(self.normalization.mean) != d or len(self.normalization.var) != d:
+                raise ContractError(f"contract normalization stats have {len(self.normalization.mean)} "
+                                    f"values for an input of {d} dims")
+
+    # ---- derived layout -------------------------------------------------------------------
+    @property
+    def input_dim(self) -> int:
+        return self.observation.dim
+
+    @property
+    def output_dim(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.observation.num_tokens
+
+    @property
+    def block_dim(self) -> int:
+        return self.observation.block_dim
+
+    @property
+    def ref_offsets(self) -> tuple[int, ...]:
+        return self.observation.ref_offsets
+
+    def pd_targets(self, actions: np.ndarray) -> np.ndarray:
+        """Clamp the policy output to +-action_clip and map it to joint targets (rad)."""
+        a = np.clip(np.asarray(actions, dtype=np.float32), -self.action_clip, self.action_clip)
+        offset = np.asarray(self.action_offset, dtype=np.float32)
+        scale = np.asarray(self.action_scale, dtype=np.float32)
+        return offset + scale * a
+
+    # ---- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, object]:
+        """The full contract as plain JSON data (what ``policy info --json`` prints)."""
+        return {
+            "contract_version": self.contract_version,
+            "kind": self.kind,
+            "embodiment": self.embodiment,
+            "joint_names": list(self.joint_names),
+            "kp": list(self.kp),
+            "kd": list(self.kd),
+            "action_offset": list(self.action_offset),
+            "action_scale": list(self.action_scale),
+            "action_clip": self.action_clip,
+            "control_hz": self.control_hz,
+            "physics_hz": self.physics_hz,
+            "observation": self.observation.to_dict(),
+            "token_layout": {"tokens": self.num_tokens, "block_dim": self.block_dim,
+                             "ref_offsets": list(self.ref_offsets)},
+            "normalization": None if self.normalization is None else self.normalization.to_dict(),
+            "quaternion_convention": self.quaternion_convention,
+            "model_hash": self.model_hash,
+            "config_digest": self.config_digest,
+            "input": {"name": self.input_name, "dim": self.input_dim, "dtype": "float32"},
+            "output": {"name": self.output_name, "dim": self.output_dim, "dtype": "float32"},
+            "created_by": self.created_by,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object], source: str = "contract") -> PolicyContract:
+        """Inverse of ``to_dict``; checks that the redundant fields (dims, token layout) agree."""
+        required = ("contract_version", "kind", "joint_names", "kp", "kd", "action_offset",
+                    "action_scale", "control_hz", "physics_hz", "observation", "model_hash")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ContractError(f"{source}: contract is missing {missing}")
+        try:
+            version = int(d["contract_version"])  # type: ignore[call-overload]
+            if version > CONTRACT_VERSION:
+                raise ContractError(f"{source}: contract version {version} is newer than this runtime "
+                                    f"supports ({CONTRACT_VERSION}); upgrade intermimic")
+            spec = ObservationSpec.from_dict(d["observation"])  # type: ignore[arg-type]
+            norm = d.get("normalization")
+            inp = d.get("input") or {}
+            out = d.get("output") or {}
+            contract = cls(
+                kind=str(d["kind"]),
+                joint_names=tuple(str(n) for n in d["joint_names"]),  # type: ignore[attr-defined]
+                kp=_floats(d["kp"]),  # type: ignore[arg-type]
+                kd=_floats(d["kd"]),  # type: ignore[arg-type]
+                action_offset=_floats(d["action_offset"]),  # type: ignore[arg-type]
+                action_scale=_floats(d["action_scale"]),  # type: ignore[arg-type]
+                observation=spec,
+                model_hash=str(d["model_hash"]),
+                config_digest=str(d.get("config_digest", "")),
+                control_hz=float(d["control_hz"]),  # type: ignore[arg-type]
+                physics_hz=float(d["physics_hz"]),  # type: ignore[arg-type]
+                action_clip=float(d.get("action_clip", 1.0)),  # type: ignore[arg-type]
+                quaternion_convention=str(d.get("quaternion_convention", QUAT_CONVENTION)),
+                embodiment=str(d.get("embodiment", EMBODIMENT)),
+                normalization=None if norm is None else NormalizationStats.from_dict(norm),  # type: ignore[arg-type]
+                input_name=str(inp.get("name", "obs")),  # type: ignore[attr-defined]
+                output_name=str(out.get("name", "actions")),  # type: ignore[attr-defined]
+                contract_version=version,
+                created_by=str(d.get("created_by", "unknown")),
+            )
+        except ContractError:
+            raise
+        except (ObservationSpecError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ContractError(f"{source}: malformed contract: {exc}") from exc
+        problems = contract._redundancy_problems(d)
+        if problems:
+            raise ContractError(f"{source}: inconsistent contract: " + "; ".join(problems))
+        return contract
+
+    def _redundancy_problems(self, d: Mapping[str, object]) -> list[str]:
+        problems = []
+        layout = d.get("token_layout")
+        if isinstance(layout, Mapping):
+            if (int(layout.get("tokens", -1)), int(layout.get("block_dim", -1))) != (self.num_tokens,
+                                                                                      self.block_dim):
+                problems.append(f"token layout {layout.get('tokens')} x {layout.get('block_dim')} != "
+                                f"observation {self.num_tokens} x {self.block_dim}")
+            if list(layout.get("ref_offsets", [])) != list(self.ref_offsets):
+                problems.append(f"token ref_offsets {layout.get('ref_offsets')} != observation "
+                                f"{list(self.ref_offsets)}")
+        for key, dim in (("input", self.input_dim), ("output", self.output_dim)):
+            entry = d.get(key)
+            if isinstance(entry, Mapping) and "dim" in entry and int(entry["dim"]) != dim:
+                problems.append(f"{key} dim {entry['dim']} != {dim}")
+        obs = d.get("observation")
+        if isinstance(obs, Mapping) and "dim" in obs and int(obs["dim"]) != self.input_dim:
+            problems.append(f"observation dim {obs['dim']} != sum of its terms {self.input_dim}")
+        return problems
+
+    def to_metadata(self) -> dict[str, str]:
+        """ONNX ``metadata_props``: one key per top-level field, each value JSON text."""
+        return {key: json.dumps(value, separators=(",", ":")) for key, value in self.to_dict().items()}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], source: str = "policy") -> PolicyContract:
+        if "contract_version" not in meta or "kind" not in meta:
+            raise ContractError(f"{source}: not an intermimic policy (no contract in its metadata)")
+        decoded: dict[str, object] = {}
+        names = {f.name for f in fields(cls)} | {"token_layout", "input", "output", "observation"}
+        for key, text in meta.items():
+            if key not in names:
+                continue  # other tools' metadata, golden pairs
+            try:
+                decoded[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ContractError(f"{source}: metadata {key!r} is not JSON: {exc}") from exc
+        return cls.from_dict(decoded, source)
+
+    def digest(self) -> str:
+        """Short content hash of the contract (stable across key order)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---- the expected contract and the comparison ------------------------------------------------
+def expected_contract(
+    kind: str,
+    *,
+    spec: ObservationSpec | None = None,
+    model_hash: str | None = None,
+    control_hz: float = 30.0,
+    physics_hz: float = 240.0,
+    upstream_action_map: bool = False,
+    config_digest: str = "",
+    normalization: NormalizationStats | None = None,
+) -> PolicyContract:
+    """The contract a policy of ``kind`` must have, from the single sources of truth."""
+    if kind not in KINDS:
+        raise ContractError(f"policy kind {kind!r} is not one of {KINDS}")
+    kp, kd, _, _ = dof_arrays()
+    offset, scale = action_offset_scale(upstream_compat=upstream_action_map)
+    return PolicyContract(
+        kind=kind,
+        joint_names=DOF_NAMES,
+        kp=_floats(kp),
+        kd=_floats(kd),
+        action_offset=_floats(offset),
+        action_scale=_floats(scale),
+        observation=spec if spec is not None else (teacher_spec() if kind == "teacher" else student_spec()),
+        model_hash=model_hash if model_hash is not None else default_model_hash(),
+        config_digest=config_digest,
+        control_hz=float(control_hz),
+        physics_hz=float(physics_hz),
+        normalization=normalization,
+    )
+
+
+def _compare_per_joint(label: str, names: Sequence[str], actual: Sequence[float],
+                       expected: Sequence[float], rtol: float) -> str | None:
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return None  # joint count mismatch is reported once, by the caller
+    bad = np.flatnonzero(~np.isclose(a, e, rtol=rtol, atol=1e-9))
+    if bad.size == 0:
+        return None
+    examples = ", ".join(f"{names[i]}: {a[i]:g} != {e[i]:g}" for i in bad[:3])
+    more = f" and {bad.size - 3} more" if bad.size > 3 else ""
+    return f"{label} differs for {bad.size} DOF(s) (policy vs expected: {examples}{more})"
+
+
+def _joint_order_problem(actual: Sequence[str], expected: Sequence[str]) -> str | None:
+    if list(actual) == list(expected):
+        return None
+    sa, se = set(actual), set(expected)
+    if sa == se:
+        i = next(i for i, (x, y) in enumerate(zip(actual, expected)) if x != y)
+        return (f"joint order differs: first at index {i}, policy has {actual[i]!r} where "
+                f"{expected[i]!r} is expected")
+    parts = [f"joint set differs ({len(actual)} policy joints, {len(expected)} expected)"]
+    if se - sa:
+        parts.append(f"missing {sorted(se - sa)[:5]}")
+    if sa - se:
+        parts.append(f"unknown {sorted(sa - se)[:5]}")
+    return ", ".join(parts)
+
+
+def check_compatible(actual: PolicyContract, expected: PolicyContract, *,
+                     gain_rtol: float = GAIN_RTOL) -> list[str]:
+    """Every way ``actual`` (the policy's contract) fails ``expected``; empty when it fits.
+
+    Normalisation stats, config digest and ``created_by`` are informational and not compared.
+    """
+    out: list[str] = []
+
+    def neq(label: str, a: object, e: object) -> None:
+        if a != e:
+            out.append(f"{label}: policy has {a!r}, expected {e!r}")
+
+    neq("contract_version", actual.contract_version, expected.contract_version)
+    neq("kind", actual.kind, expected.kind)
+    neq("embodiment", actual.embodiment, expected.embodiment)
+    problem = _joint_order_problem(actual.joint_names, expected.joint_names)
+    if problem:
+        out.append(problem)
+    names = expected.joint_names
+    for label in ("kp", "kd", "action_offset", "action_scale"):
+        p = _compare_per_joint(label, names, getattr(actual, label), getattr(expected, label), gain_rtol)
+        if p:
+            out.append(p)
+    for label in ("control_hz", "physics_hz", "action_clip"):
+        a, e = getattr(actual, label), getattr(expected, label)
+        if not math.isclose(a, e, rel_tol=1e-9, abs_tol=1e-9):
+            out.append(f"{label}: policy has {a:g}, expected {e:g}")
+    neq("quaternion_convention", actual.quaternion_convention, expected.quaternion_convention)
+    out.extend(f"observation: {d}" for d in expected.observation.differences(actual.observation))
+    neq("model_hash", actual.model_hash, expected.model_hash)
+    neq("input name", actual.input_name, expected.input_name)
+    neq("output name", actual.output_name, expected.output_name)
+    neq("input dim", actual.input_dim, expected.input_dim)
+    neq("output dim", actual.output_dim, expected.output_dim)
+    return out
+
+
+def require_compatible(actual: PolicyContract, expected: PolicyContract, source: str = "policy") -> None:
+    """Raise ``ContractMismatch`` listing every mismatch, if any."""
+    mismatches = check_compatible(actual, expected)
+    if mismatches:
+        raise ContractMismatch(mismatches, source)
+
+
+# ---- golden input/output pairs ---------------------------------------------------------------
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _unb64(text: str, shape: Sequence[int]) -> np.ndarray:
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    return np.frombuffer(raw, dtype="<f4").reshape(tuple(shape)).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class GoldenPairs:
+    """Seeded observations and the exporting framework's outputs, checked again on every load.
+
+    Stored bit-exact (little-endian float32, base64) so a re-run compares with the true values.
+    """
+
+    inputs: np.ndarray  # [N, input_dim] float32
+    outputs: np.ndarray  # [N, output_dim] float32
+    atol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.inputs.ndim != 2 or self.outputs.ndim != 2 or len(self.inputs) != len(self.outputs):
+            raise ContractError(f"golden pairs need [N, D] inputs and [N, A] outputs, got "
+                                f"{self.inputs.shape} and {self.outputs.shape}")
+
+    def to_metadata(self) -> str:
+        return json.dumps({"dtype": "float32", "atol": self.atol,
+                           "input_shape": list(self.inputs.shape), "output_shape": list(self.outputs.shape),
+                           "inputs": _b64(self.inputs), "outputs": _b64(self.outputs)})
+
+    @classmethod
+    def from_metadata(cls, text: str, source: str = "policy") -> GoldenPairs:
+        try:
+            d = json.loads(text)
+            return cls(_unb64(d["inputs"], d["input_shape"]), _unb64(d["outputs"], d["output_shape"]),
+                       float(d.get("atol", 1e-4)))
+        except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError, binascii.Error are ValueErrors
+            raise ContractError(f"{source}: malformed golden pairs: {exc}") from exc
+
+    def max_error(self, outputs: np.ndarray) -> float:
+        return float(np.max(np.abs(np.asarray(outputs, dtype=np.float64) - self.outputs)))
