@@ -1,0 +1,150 @@
+"""Environment speed on CPU: HOIEnv control steps/s beside the raw MuJoCo physics of the same model.
+
+For each (worlds, threads) it measures, on the same instrumented scene and the same PD-replay
+controls of one clip (8 physics substeps per control step):
+
+* env      ``HOIEnv.step`` (physics + state + observation + reward + terminations + metrics),
+           PD-replay actions, auto-reset on;
+* rollout  ``mujoco.rollout.Rollout`` (persistent thread pool), physics only;
+* batch    ``mujoco.batch.Batch`` (what the backend uses), physics only;
+* pool     a ``ThreadPoolExecutor`` over one ``MjData`` per world calling ``mj_step(nstep=8)``.
+
+and prints world control steps per second and env / rollout (the share of the raw physics rate
+the environment keeps; the rest is our overhead). Run it on a quiet machine:
+
+    python benchmarks/bench_env.py [--clip CLIP] [--steps 30] [--worlds 1 8 64] [--threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import batch as mjbatch
+from mujoco import rollout
+
+from intermimic_policy.embodiment import joint_map
+from intermimic_policy.motion.io import load_motion
+from intermimic_policy.sim.backends.base import instrument_scene, reset_vectors
+from intermimic_policy.sim.env import HOIEnv, motion_state_at
+from intermimic_policy.sim.env_config import HOIEnvConfig
+from intermimic_policy.sim.objects import load_object
+from intermimic_policy.sim.scene import build_scene
+
+SUBSTEPS = 8
+
+
+def default_clip() -> Path:
+    root = os.environ.get("INTERMIMIC_DATA")
+    if not root:
+        raise SystemExit("set INTERMIMIC_DATA or pass --clip")
+    return Path(root) / "motions" / "OMOMO_new" / "sub2_largetable_000.pt"
+
+
+def physics_inputs(clip, worlds: int, steps: int):
+    """(model, initial qpos/qvel/ctrl row, per-step ctrl [steps, nu]) for the clip's PD replay."""
+    scene = build_scene(obj=load_object(clip.object_name))
+    model, layout = instrument_scene(scene)
+    qpos, qvel, ctrl0 = (x[0].numpy() for x in reset_vectors(layout, motion_state_at(clip, 0)))
+    frames = np.minimum(np.arange(1, steps + 1), clip.num_frames - 1)
+    angles = joint_map.hinge_angles_from_rotvec(torch.from_numpy(clip.joint_rotvec[frames]).double()).numpy()
+    ctrl = np.repeat(ctrl0[None], steps, axis=0)
+    ctrl[:, layout.actuator_ids] = angles
+    return model, qpos, qvel, ctrl
+
+
+def bench_rollout(model, qpos, qvel, ctrl, worlds: int, threads: int) -> float:
+    data = [mujoco.MjData(model) for _ in range(threads)]
+    d = mujoco.MjData(model)
+    d.qpos[:], d.qvel[:] = qpos, qvel
+    mujoco.mj_forward(model, d)
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state = np.zeros((1, mujoco.mj_stateSize(model, spec)))
+    mujoco.mj_getState(model, d, state[0], spec)
+    state = np.repeat(state, worlds, axis=0)
+    control = np.repeat(np.repeat(ctrl, SUBSTEPS, axis=0)[None], worlds, axis=0)
+    with rollout.Rollout(nthread=threads) as r:
+        r.rollout(model, data, state, control[:, :SUBSTEPS])  # warm up the pool
+        t = time.perf_counter()
+        r.rollout(model, data, state, control)
+        return worlds * ctrl.shape[0] / (time.perf_counter() - t)
+
+
+def bench_batch(model, qpos, qvel, ctrl, worlds: int, threads: int) -> float:
+    b = mjbatch.Batch(model, worlds, nthread=threads, persistent=True)
+    b.bind("qpos")[:] = qpos
+    b.bind("qvel")[:] = qvel
+    b.forward()
+    c = b.bind("ctrl")
+    t = time.perf_counter()
+    for row in ctrl:
+        c[:] = row
+        b.step(nstep=SUBSTEPS, stage=mujoco.mjtStage.mjSTAGE_VEL)
+    return worlds * ctrl.shape[0] / (time.perf_counter() - t)
+
+
+def bench_pool(model, qpos, qvel, ctrl, worlds: int, threads: int) -> float:
+    datas = [mujoco.MjData(model) for _ in range(worlds)]
+    for d in datas:
+        d.qpos[:], d.qvel[:] = qpos, qvel
+        mujoco.mj_forward(model, d)
+    chunks = [datas[i::threads] for i in range(threads)]
+
+    def run(chunk: list[mujoco.MjData], row: np.ndarray) -> None:
+        for d in chunk:
+            d.ctrl[:] = row
+            mujoco.mj_step(model, d, SUBSTEPS)
+
+    with ThreadPoolExecutor(threads) as pool:
+        t = time.perf_counter()
+        for row in ctrl:
+            list(pool.map(run, chunks, [row] * threads))
+        return worlds * ctrl.shape[0] / (time.perf_counter() - t)
+
+
+def bench_env(clip, worlds: int, threads: int, steps: int) -> float:
+    config = HOIEnvConfig(num_worlds=worlds, threads=threads, state_init="start", episode_cap=None)
+    env = HOIEnv(config, [clip])
+    env.reset()
+    env.step(env.pd_replay_actions())  # warm up
+    t = time.perf_counter()
+    for _ in range(steps):
+        env.step(env.pd_replay_actions())
+    rate = worlds * steps / (time.perf_counter() - t)
+    env.close()
+    return rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clip", type=Path, default=None)
+    ap.add_argument("--steps", type=int, default=30, help="control steps per measurement")
+    ap.add_argument("--worlds", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    clip = load_motion(args.clip or default_clip())
+    print(f"clip {clip.name} ({clip.object_name}), {args.steps} control steps x {SUBSTEPS} substeps, "
+          f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}")
+    head = (f"{'worlds':>6} {'threads':>7} {'env':>9} {'rollout':>9} {'batch':>9} {'pool':>9} "
+            f"{'env/rollout':>11}   (world control steps per second)")
+    print(head)
+    print("-" * len(head))
+    for worlds in args.worlds:
+        model, qpos, qvel, ctrl = physics_inputs(clip, worlds, args.steps)
+        for threads in args.threads:
+            raw = bench_rollout(model, qpos, qvel, ctrl, worlds, threads)
+            bat = bench_batch(model, qpos, qvel, ctrl, worlds, threads)
+            pool = bench_pool(model, qpos, qvel, ctrl, worlds, threads)
+            env = bench_env(clip, worlds, threads, args.steps)
+            print(f"{worlds:>6} {threads:>7} {env:>9.0f} {raw:>9.0f} {bat:>9.0f} {pool:>9.0f} "
+                  f"{100.0 * env / raw:>10.0f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+"""``HOIEnv``: the batched HOI imitation environment (InterMimic's task on MuJoCo).
+
+One environment = N worlds, each tracking one reference clip (human + one object). It wires the
+pieces other modules own: scenes (``sim.scene``), a simulator backend (``sim.backends``), the
+reference (``sim.reference.MotionLibrary``), the observation builder, reward, terminations,
+PSI and metrics. Everything is batched torch; nothing here loops over worlds in Python.
+
+Mixed objects: worlds are split into contiguous blocks, one block and one backend per object
+(upstream keeps env i on object i % n_obj). Why not all objects in one model, parked away: every
+world would then carry every object's free body (6 DOF each in the mass matrix), their collision
+geoms in the broadphase and their pairs in the contact sensors, so all worlds would pay for all
+objects. One model per object keeps each world minimal; the cost is one backend call per object.
+
+Per control step (30 Hz): actions in [-1, 1] -> rotation-vector targets (``smplx_body``
+offset/scale) -> hinge-angle PD targets -> ``substeps`` physics steps -> state -> reward against
+the reference at the new frame t, terminations, metrics, PSI recording -> observation of the
+reference at t + each spec offset. Worlds that end are reset in the same call (auto-reset); the
+observation returned for them is the fresh one after the reset (the pre-reset one is in
+``info["terminal_obs"]``). After every reset the backend recomputes kinematics and contacts
+before the observation is built, so no observation is stale (upstream quirk, spec 13.5).
+A world whose observation is not finite is reset and counted (``nonfinite_resets``), never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from intermimic_policy.embodiment import joint_map, smplx_body
+from intermimic_policy.embodiment.skeleton import Skeleton
+from intermimic_policy.errors import IntermimicError
+from intermimic_policy.motion.hoi_motion import HOIMotion
+from intermimic_policy.observation.builder import ObservationBuilder, nonfinite_envs
+from intermimic_policy.observation.spec import ObservationSpec
+from intermimic_policy.sim.backends import Backend, BackendConfig, make_backend
+from intermimic_policy.sim.env_config import HOIEnvConfig
+from intermimic_policy.sim.metrics import EpisodeMetrics, step_errors
+from intermimic_policy.sim.objects import ObjectAsset, load_object
+from intermimic_policy.sim.psi import PSIBuffer
+from intermimic_policy.sim.reference import InitialState, MotionLibrary, RefFrame
+from intermimic_policy.sim.rewards import PrevVelocities, compute_reward
+from intermimic_policy.sim.scene import Scene, SceneConfig, build_scene
+from intermimic_policy.sim.state import SimState
+from intermimic_policy.sim.terminations import (
+    check_terminations,
+    hand_contact_source,
+    update_hand_contact_lost,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class EnvError(IntermimicError, ValueError):
+    """An environment that cannot be built or driven (clips, objects, worlds, actions)."""
+
+
+@dataclass
+class WorldGroup:
+    """The worlds that share one object: a contiguous block of world ids and its backend."""
+
+    object_name: str
+    scene: Scene
+    backend: Backend
+    start: int
+    stop: int
+    clip_ids: Tensor  # library clip ids whose object this is
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def cat_sim_states(states: Sequence[SimState]) -> SimState:
+    if len(states) == 1:
+        return states[0]
+    return SimState(**{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in fields(SimState)})
+
+
+def _load_clips(motions: Sequence[HOIMotion | str | os.PathLike[str]]) -> list[HOIMotion]:
+    from intermimic_policy.motion.io import load_motion
+
+    out = [m if isinstance(m, HOIMotion) else load_motion(m) for m in motions]
+    if not out:
+        raise EnvError("HOIEnv needs at least one clip")
+    return out
+
+
+@contextmanager
+def torch_threads(n: int, device: torch.device) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads on CPU (0 or a GPU device: unchanged), then restore."""
+    old = torch.get_num_threads()
+    if n <= 0 or device.type != "cpu" or old == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+class HOIEnv:
+    """N worlds tracking HOI clips. ``reset`` / ``step`` follow the gymnasium vector convention."""
+
+    def __init__(
+        self,
+        config: HOIEnvConfig,
+        motions: Sequence[HOIMotion | str | os.PathLike[str]],
+        *,
+        objects: Mapping[str, ObjectAsset] | None = None,
+        skeleton: Skeleton | None = None,
+    ) -> None:
+        config.validate()
+        self.config = cfg = config
+        self.device = torch.device(cfg.device)
+        clips = _load_clips(motions)
+        self.obs_builder = ObservationBuilder(cfg.obs_spec)
+        names = sorted({m.object_name for m in clips})
+        if len(names) > cfg.num_worlds:
+            raise EnvError(f"{len(names)} objects ({', '.join(names)}) need at least as many worlds, "
+                           f"got num_worlds={cfg.num_worlds}")
+        assets = {n: self._object(n, clips, objects) for n in names}
+        points = {n: a.points(cfg.num_object_points) for n, a in assets.items()}
+        self.motion_library = MotionLibrary(clips, points, self.device, num_points=cfg.num_object_points)
+        lib = self.motion_library
+        scene_cfg = SceneConfig(object_density=cfg.object_density)
+        self.groups: list[WorldGroup] = []
+        start = 0
+        for name, size in zip(names, _split(cfg.num_worlds, len(names))):
+            scene = build_scene(skeleton, assets[name], scene_cfg)
+            backend = make_backend(cfg.backend, scene, BackendConfig(
+                num_worlds=size, physics_hz=cfg.physics_hz, control_hz=cfg.control_hz, threads=cfg.threads,
+                contact_threshold=cfg.contact_threshold, device=cfg.device))
+            obj_index = lib.object_list.index(name)
+            clip_ids = torch.nonzero(lib.clip_object == obj_index).flatten()
+            self.groups.append(WorldGroup(name, scene, backend, start, start + size, clip_ids))
+            start += size
+        n = cfg.num_worlds
+        self.world_object = torch.cat([
+            torch.full((g.size,), lib.object_list.index(g.object_name), dtype=torch.long) for g in self.groups
+        ]).to(self.device)
+        offset, scale = smplx_body.action_offset_scale(cfg.upstream_action_scale)
+        self._action_offset = torch.from_numpy(offset).to(self.device)
+        self._action_scale = torch.from_numpy(scale).to(self.device)
+        self.dt = 1.0 / cfg.control_hz
+        self._gen = torch.Generator().manual_seed(int(cfg.seed))
+        self.clip = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.t = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.start_frame = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.steps = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.active = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.hand_lost = torch.zeros(n, 2, device=self.device)
+        self.psi = PSIBuffer(lib.num_frames, InitialState.DIM, n, cfg.psi, self.device)
+        self.metrics = EpisodeMetrics(lib.num_frames, n, lib.fps, lib.clip_names)
+        self.nonfinite_resets = 0
+        self.obs = torch.zeros(n, self.num_obs, device=self.device)
+        self._prev: PrevVelocities | None = None
+
+    @staticmethod
+    def _object(name: str, clips: Sequence[HOIMotion], given: Mapping[str, ObjectAsset] | None) -> ObjectAsset:
+        if given is not None and name in given:
+            return given[name]
+        try:
+            return load_object(name)
+        except IntermimicError as exc:
+            users = [m.name or "?" for m in clips if m.object_name == name][:3]
+            raise EnvError(f"object {name!r} of clip(s) {users}: {exc}") from exc
+
+    # -- sizes and identity ---------------------------------------------------------------------
+    @property
+    def num_worlds(self) -> int:
+        return self.config.num_worlds
+
+    @property
+    def num_obs(self) -> int:
+        return self.obs_spec.dim
+
+    @property
+    def num_actions(self) -> int:
+        return smplx_body.NUM_DOFS
+
+    @property
+    def obs_spec(self) -> ObservationSpec:
+        return self.config.obs_spec
+
+    @property
+    def model_hash(self) -> str:
+        """Content hash of the scene(s): equal hashes, equal physics models."""
+        if len(self.groups) == 1:
+            return self.groups[0].scene.content_hash
+        text = "\n".join(f"{g.object_name}:{g.scene.content_hash}" for g in self.groups)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    # -- state ----------------------------------------------------------------------------------
+    def sim_state(self) -> SimState:
+        """The current simulated state of all worlds."""
+        return cat_sim_states([g.backend.state() for g in self.groups])
+
+    def _failed(self) -> Tensor:
+        return torch.cat([g.backend.failed().to(self.device) for g in self.groups])
+
+    def reference(self, offset: int = 0, env_ids: Tensor | None = None) -> RefFrame:
+        """Each world's reference at its current frame + ``offset`` (clamped to the clip end)."""
+        ids = self._ids(env_ids)
+        return self.motion_library.frames(self.clip[ids], self.t[ids] + offset)
+
+    def compute_observation(self, sim: SimState | None = None, env_ids: Tensor | None = None) -> Tensor:
+        """Observation of worlds ``env_ids`` (default all) from ``sim`` (default the current state)."""
+        ids = self._ids(env_ids)
+        state = (sim if sim is not None else self.sim_state())
+        if state.num_worlds != ids.numel():
+            state = state.index(ids)
+        lib = self.motion_library
+        refs = [lib.frames(self.clip[ids], self.t[ids] + d) for d in self.obs_spec.ref_offsets]
+        return self.obs_builder.build(state, refs, lib.points_of(self.clip[ids]))
+
+    def _ids(self, env_ids: Tensor | None) -> Tensor:
+        if env_ids is None:
+            return torch.arange(self.num_worlds, device=self.device)
+        ids = torch.as_tensor(env_ids, device=self.device).long().reshape(-1)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_worlds):
+            raise EnvError(f"world ids must be in [0, {self.num_worlds}), got {ids.tolist()}")
+        return ids
+
+    # -- reset ----------------------------------------------------------------------------------
+    def reset(self, env_ids: Tensor | None = None, clip_ids: Tensor | None = None,
+              start_frames: Tensor | None = None) -> Tensor:
+        """Reset worlds ``env_ids`` (default all) and return the observation of ALL worlds.
+
+        ``clip_ids`` / ``start_frames`` pick the clip and frame of each reset world (its clip
+        must use the world's object); otherwise they follow ``config.state_init``.
+        """
+        with torch_threads(self.config.torch_threads, self.device):
+            return self._reset(self._ids(env_ids), clip_ids, start_frames)
+
+    def _reset(self, ids: Tensor, clip_ids: Tensor | None, start_frames: Tensor | None) -> Tensor:
+        if ids.numel() == 0:
+            return self.obs.clone()
+        if clip_ids is None:
+            clips = self._sample_clips(ids)
+        else:
+            clips = torch.as_tensor(clip_ids, device=self.device).long().reshape(-1)
+            self._check_clips(ids, clips)
+        if start_frames is None:
+            frames = self._sample_frames(clips)
+        else:
+            frames = self.motion_library.clamp_frames(
+                clips, torch.as_tensor(start_frames, device=self.device).long().reshape(-1))
+        self._reset_worlds(ids, clips, frames)
+        return self.obs.clone()
+
+    def _check_clips(self, ids: Tensor, clips: Tensor) -> None:
+        lib = self.motion_library
+        if clips.shape != ids.shape:
+            raise EnvError(f"{clips.numel()} clip ids for {ids.numel()} worlds")
+        if clips.numel() and (int(clips.min()) < 0 or int(clips.max()) >= lib.num_clips):
+            raise EnvError(f"clip ids must be in [0, {lib.num_clips}), got {clips.tolist()}")
+        wrong = lib.clip_object[clips] != self.world_object[ids]
+        if bool(wrong.any()):
+            i = int(torch.nonzero(wrong)[0])
+            raise EnvError(f"clip {lib.clip_names[int(clips[i])]!r} uses object "
+                           f"{lib.object_names[int(clips[i])]!r}, but world {int(ids[i])} simulates "
+                           f"{lib.object_list[int(self.world_object[ids[i]])]!r}")
+
+    def _rand(self, n: int) -> Tensor:
+        return torch.rand(n, generator=self._gen).to(self.device)
+
+    def _sample_clips(self, ids: Tensor) -> Tensor:
+        """Uniform among the clips of each world's object."""
+        clips = torch.empty_like(ids)
+        u = self._rand(ids.numel())
+        for g in self.groups:
+            mine = (ids >= g.start) & (ids < g.stop)
+            pick = (u[mine] * g.clip_ids.numel()).long().clamp_max(g.clip_ids.numel() - 1)
+            clips[mine] = g.clip_ids.to(self.device)[pick]
+        return clips
+
+    def _sample_frames(self, clips: Tensor) -> Tensor:
+        cfg, lib = self.config, self.motion_library
+        n = clips.numel()
+        zeros = torch.zeros(n, dtype=torch.long, device=self.device)
+        if cfg.state_init == "start":
+            return zeros
+        span = (lib.num_frames[clips] - cfg.min_episode_frames).clamp_min(1)
+        uniform = (self._rand(n) * span).long().clamp_max(span - 1)
+        if cfg.state_init == "random":
+            return uniform
+        first = self._rand(n) < cfg.hybrid_init_prob
+        if cfg.state_init == "hybrid":
+            return torch.where(first, zeros, uniform)
+        weighted = self.psi.sample_start_frames(clips, generator=self._gen_for(self.psi.device))
+        return torch.where(first, zeros, weighted.to(self.device))
+
+    def _gen_for(self, device: torch.device) -> torch.Generator | None:
+        return self._gen if device.type == "cpu" else None
+
+    def _initial_states(self, clips: Tensor, frames: Tensor) -> InitialState:
+        state = self.motion_library.initial_state(clips, frames)
+        if self.config.state_init != "psi":
+            return state
+        _, flat = self.psi.sample(clips, frames, generator=self._gen_for(self.psi.device),
+                                  reference=state.flatten())
+        return InitialState.from_flat(flat.to(self.device))
+
+    def _reset_worlds(self, ids: Tensor, clips: Tensor, frames: Tensor) -> None:
+        running = ids[self.active[ids]]
+        if running.numel():  # episodes cut short by the caller: truncated, not failed; no metrics attempt
+            self.psi.on_episode_end(running, self.t[running], torch.zeros_like(running, dtype=torch.bool))
+        state = self._initial_states(clips, frames)
+        for g in self.groups:
+            mine = (ids >= g.start) & (ids < g.stop)
+            if bool(mine.any()):
+                g.backend.reset(ids[mine] - g.start, state.index(mine))
+        self.clip[ids], self.t[ids], self.start_frame[ids] = clips, frames, frames
+        self.steps[ids] = 0
+        self.hand_lost[ids] = 0.0
+        self.active[ids] = True
+        sim = self.sim_state()
+        if self._prev is None:
+            self._prev = PrevVelocities.from_sim(sim)
+        else:
+            fresh = PrevVelocities.from_sim(sim.index(ids))
+            self._prev.joint_ang_vel[ids] = fresh.joint_ang_vel
+            self._prev.object_lin_vel[ids] = fresh.object_lin_vel
+            self._prev.object_ang_vel[ids] = fresh.object_ang_vel
+        self.psi.begin_episode(ids, clips, frames)
+        self.psi.record(ids, clips, frames, InitialState.from_sim(sim.index(ids)).flatten())
+        self.metrics.begin(ids, clips, frames)
+        obs = self.compute_observation(sim.index(ids), ids)
+        bad = nonfinite_envs(obs)
+        if bad.numel():
+            # a reference frame that itself yields NaN cannot be fixed by resetting again
+            logger.warning("non-finite observation right after resetting worlds %s (clips %s); zeroed",
+                           ids[bad].tolist(), [self.motion_library.clip_names[int(c)] for c in clips[bad]])
+            obs[bad] = torch.nan_to_num(obs[bad], nan=0.0, posinf=0.0, neginf=0.0)
+        self.obs[ids] = obs
+
+    # -- step -----------------------------------------------------------------------------------
+    def action_to_targets(self, actions: Tensor) -> Tensor:
+        """Hinge-angle PD targets [N, 153] for actions [N, 153] in [-1, 1] (clamped)."""
+        a = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
+        rotvec = (self._action_offset + self._action_scale * a).reshape(-1, smplx_body.NUM_JOINTS, 3)
+        return joint_map.hinge_angles_from_rotvec(rotvec)
+
+    def targets_to_action(self, joint_rotvec: Tensor) -> Tensor:
+        """Actions [N, 153] whose targets are the joint rotation vectors [N, 51, 3] (clamped to [-1, 1])."""
+        flat = joint_rotvec.reshape(joint_rotvec.shape[0], -1).to(self.device, torch.float32)
+        return ((flat - self._action_offset) / self._action_scale).clamp(-1.0, 1.0)
+
+    def pd_replay_actions(self) -> Tensor:
+        """The no-learning baseline: actions whose PD targets are the reference joints at t + 1."""
+        nxt = self.motion_library.initial_state(self.clip, self.t + 1)
+        return self.targets_to_action(nxt.joint_rotvec)
+
+    def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        """One control step of every world: (obs, reward, terminated, truncated, info).
+
+        Worlds that are not active (ended, with ``auto_reset=False``) still simulate but report
+        zero reward and no new ends.
+        """
+        with torch_threads(self.config.torch_threads, self.device):
+            return self._step(actions)
+
+    def _step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        cfg, lib = self.config, self.motion_library
+        n = self.num_worlds
+        if tuple(actions.shape) != (n, self.num_actions):
+            raise EnvError(f"actions have shape {tuple(actions.shape)}, expected ({n}, {self.num_actions})")
+        if not bool(torch.isfinite(actions).all()):
+            raise EnvError("actions contain NaN or inf")
+        if self._prev is None:
+            raise EnvError("call reset() before step()")
+        targets = self.action_to_targets(actions)
+        for g in self.groups:
+            g.backend.step(targets[g.start:g.stop])
+        self.t += 1
+        self.steps += 1
+        sim = self.sim_state()
+        ref = lib.frames(self.clip, self.t)
+        points = lib.points_of(self.clip)
+        reward, terms = compute_reward(sim, self._prev, ref, points, cfg.reward, self.steps, self.dt)
+        self.hand_lost = update_hand_contact_lost(self.hand_lost, hand_contact_source(sim, cfg.termination),
+                                                  ref.body_contact)
+        reset, terminated, reasons = check_terminations(
+            sim, ref, points, self.t, lib.num_frames[self.clip], self.steps, self.hand_lost,
+            cfg.termination, cfg.episode_cap)
+        reasons["physics_failure"] = self._failed()
+        e_h, e_o = step_errors(sim, ref, points)
+        obs = self.compute_observation(sim)
+        bad_obs = torch.zeros(n, dtype=torch.bool, device=self.device)
+        bad_obs[nonfinite_envs(obs)] = True
+        reasons["nonfinite_obs"] = bad_obs
+        failed = reasons["physics_failure"] | bad_obs
+        terminated = terminated | failed
+        reset = reset | failed
+        live = self.active.clone()
+        if bool((bad_obs & live).any()):
+            bad_ids = torch.nonzero(bad_obs & live).flatten()
+            self.nonfinite_resets += int(bad_ids.numel())
+            logger.warning("non-finite observation in worlds %s (clips %s); resetting them",
+                           bad_ids.tolist(), [lib.clip_names[int(c)] for c in self.clip[bad_ids]])
+        reward = torch.where(live & ~failed, torch.nan_to_num(reward, nan=0.0), torch.zeros_like(reward))
+        live_ids = torch.nonzero(live).flatten()
+        self.metrics.step(e_h, e_o)
+        if live_ids.numel():
+            self.psi.record(live_ids, self.clip[live_ids], self.t[live_ids],
+                            InitialState.from_sim(sim.index(live_ids)).flatten(), reward[live_ids])
+        self._prev = PrevVelocities.from_sim(sim)
+        done = reset & live
+        terminated = terminated & live
+        truncated = done & ~terminated
+        done_ids = torch.nonzero(done).flatten()
+        info: dict[str, Any] = {
+            "reward_terms": terms, "reasons": reasons, "E_h": e_h, "E_o": e_o,
+            "time_outs": truncated, "episode_steps": self.steps.clone(), "frame": self.t.clone(),
+            "clip": self.clip.clone(), "done_ids": done_ids,
+        }
+        self.obs = obs
+        if done_ids.numel():
+            info["terminal_obs"] = obs[done_ids].clone()
+            end, term = self.t[done_ids], terminated[done_ids]
+            self.psi.on_episode_end(done_ids, end, term)
+            self.metrics.end(done_ids, end, term)
+            self.active[done_ids] = False
+            if cfg.auto_reset:
+                clips = self._sample_clips(done_ids)
+                self._reset_worlds(done_ids, clips, self._sample_frames(clips))
+        self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
+        return self.obs.clone(), reward, terminated, truncated, info
+
+    def close(self) -> None:
+        for g in self.groups:
+            g.backend.close()
+
+
+def motion_state_at(motion: HOIMotion, frame: int) -> InitialState:
+    """One clip frame as a one-world ``InitialState`` (for backends used without an env)."""
+    def row(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.array(a[frame:frame + 1], dtype=np.float32))  # a copy: callers may edit it
+
+    return InitialState(row(motion.root_pos), row(motion.root_rot), row(motion.root_lin_vel),
+                        row(motion.root_ang_vel), row(motion.joint_rotvec), row(motion.joint_ang_vel),
+                        row(motion.object_pos), row(motion.object_rot), row(motion.object_lin_vel),
+                        row(motion.object_ang_vel))
