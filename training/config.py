@@ -1,0 +1,296 @@
+"""Typed training configuration and its YAML form.
+
+Every knob of a teacher run lives in one dataclass tree so a run is fully described by one
+file (and its digest names the run's outputs). YAML is read strictly: an unknown key or a value
+of the wrong type is an error that names the file and the key, instead of being ignored the way
+upstream ignores ``terminationHeight`` or ``grad_norm`` (spec 13.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from intermimic_policy.errors import IntermimicError
+
+T = TypeVar("T")
+
+
+class ConfigError(IntermimicError, ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyper-parameters of the InterMimic teachers (spec 8.3, ``omomo.yaml``)."""
+
+    num_steps_per_env: int = 32  # horizon_length
+    num_learning_epochs: int = 6  # mini_epochs
+    minibatch_size: int = 16384  # samples per gradient step (capped by the batch)
+    clip_param: float = 0.2  # e_clip
+    gamma: float = 0.99
+    lam: float = 0.95  # tau
+    learning_rate: float = 2e-5  # constant
+    adam_eps: float = 1e-8
+    value_loss_coef: float = 5.0  # critic_coef, unclipped MSE
+    bounds_loss_coef: float = 10.0
+    soft_bound: float = 1.0
+    entropy_coef: float = 0.0
+    max_grad_norm: float | None = None  # upstream: no clipping (truncate_grads False)
+    normalize_advantage: bool = True  # over the whole batch
+    hidden_dims: tuple[int, ...] = (1024, 1024, 512)
+    init_log_std: float = -2.9  # fixed sigma = exp(-2.9) = 0.055
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_steps_per_env", "num_learning_epochs", "minibatch_size", "learning_rate")
+        if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
+            raise ConfigError(f"ppo: gamma must be in (0, 1] and lam in [0, 1], got {self.gamma}, {self.lam}")
+        if self.clip_param <= 0 or self.soft_bound <= 0:
+            raise ConfigError("ppo: clip_param and soft_bound must be positive")
+        if not self.hidden_dims or any(h <= 0 for h in self.hidden_dims):
+            raise ConfigError(f"ppo: hidden_dims must be positive sizes, got {self.hidden_dims}")
+
+    def num_mini_batches(self, num_envs: int) -> int:
+        """Minibatches per epoch: ``batch // minibatch_size`` (at least one)."""
+        return max(1, (num_envs * self.num_steps_per_env) // self.minibatch_size)
+
+
+@dataclass
+class EnvSettings:
+    """How the teacher's environment is built: batch size, backend, and HOIEnvConfig overrides."""
+
+    num_envs: int = 4096
+    backend: str = "mujoco"
+    overrides: dict[str, Any] = field(default_factory=dict)  # HOIEnvConfig field -> value
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_envs")
+
+
+@dataclass
+class EvalSettings:
+    """Evaluation of a trained teacher: deterministic (mean) actions from the clip start."""
+
+    enabled: bool = True
+    max_clips: int | None = None  # evaluate at most this many clips of the subset (None = all)
+
+
+@dataclass
+class TeacherTrainConfig:
+    """Everything one teacher run needs besides its clips."""
+
+    iterations: int = 100_000  # PPO iterations (rl_games "epochs")
+    seed: int = 0
+    save_interval: int = 500  # iterations between checkpoints (each one is a full env reset)
+    keep_checkpoints: int = 3
+    device: str = "cpu"
+    torch_threads: int | None = None  # None = leave torch's default
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    env: EnvSettings = field(default_factory=EnvSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self) -> None:
+        _positive(self, "iterations", "save_interval", "keep_checkpoints")
+
+    @property
+    def samples_per_iteration(self) -> int:
+        return self.env.num_envs * self.ppo.num_steps_per_env
+
+
+@dataclass
+class TeacherSpec:
+    """One teacher of the pipeline: a name and the subset of clips it learns."""
+
+    name: str
+    subject: str | None = None
+    object: str | None = None
+    paths: tuple[str, ...] = ()
+    iterations: int | None = None  # overrides the pipeline's teacher.iterations
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
+            raise ConfigError(f"teacher name {self.name!r}: use letters, digits, '_', '.', '-' only")
+
+
+@dataclass
+class JobsConfig:
+    """How independent teacher jobs run: one after another, in local processes, or on Ray."""
+
+    mode: str = "sequential"  # sequential | processes | ray
+    workers: int = 1
+    ray_address: str | None = None  # e.g. "auto" or "ray://host:10001"; None = local Ray
+    cpus_per_job: float = 1.0  # Ray resources of one teacher task
+    gpus_per_job: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("sequential", "processes", "ray"):
+            raise ConfigError(f"jobs.mode must be sequential, processes or ray, got {self.mode!r}")
+        _positive(self, "workers", "cpus_per_job")
+        if self.gpus_per_job < 0:
+            raise ConfigError(f"jobs.gpus_per_job must be >= 0, got {self.gpus_per_job}")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole pipeline: clips, stages, the teachers and how to run them."""
+
+    clips: tuple[str, ...] = ()  # paths or globs ($VARS expanded); empty = the bundled example clip
+    clip_frames: int | None = None  # keep only the first N frames of every clip (smoke runs)
+    stages: tuple[str, ...] = ("teachers",)
+    teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+    teachers: tuple[TeacherSpec, ...] = (TeacherSpec(name="all"),)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.teachers]
+        if not names:
+            raise ConfigError("teachers: at least one teacher is needed")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"teachers: names must be unique, got {names}")
+        if self.clip_frames is not None and self.clip_frames < 2:
+            raise ConfigError(f"clip_frames must be at least 2, got {self.clip_frames}")
+
+    def teacher_config(self, spec: TeacherSpec) -> TeacherTrainConfig:
+        """The shared teacher settings with this teacher's own overrides applied."""
+        cfg = dataclasses.replace(self.teacher)
+        if spec.iterations is not None:
+            cfg.iterations = spec.iterations
+        if spec.seed is not None:
+            cfg.seed = spec.seed
+        cfg.__post_init__()
+        return cfg
+
+
+# -- generic dict <-> dataclass ----------------------------------------------------------------
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ConfigError(f"{type(obj).__name__}.{name} must be positive, got {value!r}")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin in (tuple, list):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain (YAML/JSON-safe) form of a config dataclass tree."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def digest(obj: Any) -> str:
+    """A short stable hash of a config tree (names run outputs, detects changed configs)."""
+    text = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_yaml(path: str | Path, cls: type[T]) -> T:
+    """Read a YAML file into ``cls``; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_dict(cls, data, where=str(path))
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    return load_yaml(path, PipelineConfig)
+
+
+def expand_path(pattern: str) -> str:
+    """Expand ``~`` and ``$VARS``; an unset variable is an error rather than a literal ``$X``."""
+    expanded = os.path.expanduser(os.path.expandvars(pattern))
+    left = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if left:
+        raise ConfigError(f"clip path {pattern!r}: environment variable {left.group(1)} is not set")
+    return expanded
