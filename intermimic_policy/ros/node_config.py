@@ -1,0 +1,245 @@
+"""Typed parameters of the policy node, read from the ``policy_node`` section of a YAML file.
+
+Why a dataclass and not loose ROS parameters: a typo in a key or a negative timeout must stop the
+node at start-up with a message naming the file and the key, never surface as odd behaviour at
+30 Hz. Rates, gains, joint order and the observation layout are NOT parameters: they come from
+the policy's contract and ``smplx_body`` (the single sources of truth), so the YAML cannot
+contradict the model it runs.
+
+File layout (``config/sim_hoi.yaml``)::
+
+    common:          # shared by the three nodes; the keys this node knows are read, others ignored
+      domain_id: 0
+      lockstep: false
+      policy: out/policy.onnx
+    policy_node:     # this node, strict: an unknown key is an error
+      kind: teacher
+      timeouts: {reference_s: 0.5, state_s: 0.2}
+      ...
+
+A section may also be in ROS 2 parameter-file form (``policy_node: {ros__parameters: {...}}``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+import yaml
+
+from intermimic_policy.errors import IntermimicError
+
+SECTION = "policy_node"
+COMMON_SECTION = "common"
+# keys of the ``common`` section this node reads (it ignores the others: clip, streamer options)
+COMMON_KEYS = ("domain_id", "lockstep", "policy", "transport", "topics")
+KINDS = ("teacher", "student")
+
+
+class NodeConfigError(IntermimicError, ValueError):
+    """A policy-node parameter file or value that cannot be used (names the file and the key)."""
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """Topic names (ROS names; relative names resolve in the node's namespace)."""
+
+    reference: str = "/intermimic/reference"
+    reference_window: str = "/intermimic/reference_window"
+    object_pose: str = "/intermimic/object_pose"
+    joint_states: str = "/intermimic/joint_states"
+    odom: str = "/intermimic/odom"
+    contacts: str = "/intermimic/contacts"
+    pd_targets: str = "/intermimic/pd_targets"
+    status: str = "/intermimic/status"
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    """QoS profile names (``intermimic_policy.ros.qos.PROFILES``) or depths, per direction."""
+
+    reference: str | int = 100  # reliable keep-last 100: a burst of lookahead frames must not drop
+    state: str | int = "reliable"
+    pd_targets: str | int = "reliable"
+    status: str | int = "reliable"
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    """Seconds without a valid message after which an input is stale (0 = input not required).
+
+    Stale reference, object pose or state puts the node into safe hold. Measured on the wall
+    clock at reception, so a paused simulation is also noticed.
+    """
+
+    reference_s: float = 0.5
+    object_pose_s: float = 0.25
+    state_s: float = 0.25  # joint states and odometry
+    contacts_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    """Everything the policy node is configured with (see the module docstring)."""
+
+    policy: str = ""  # path to the exported ONNX policy (``--policy`` overrides)
+    kind: str = "teacher"  # the kind of policy this deployment expects
+    backend: str = "onnxruntime"  # runtime.loader backend: auto, onnxruntime, tensorrt, ...
+    threads: int = 1  # inference threads (1 keeps the control loop from stuttering)
+    transport: str = "auto"  # ROS transport: auto, cyclone, rclpy
+    domain_id: int | None = None  # None: $ROS_DOMAIN_ID or 0
+    node_name: str = "policy_node"
+    namespace: str = "/"
+    lockstep: bool = False  # one PDTargets per received state tick, stamped with its stamp
+    max_reference_lag_frames: int = 0  # > 0: skip ahead when the newest frame is this far ahead; 0: never
+    soft_start_s: float = 1.0  # blend from the measured pose to the policy over this time (0: off)
+    max_slew_rad: float = 0.35  # largest change of a target per tick (rad); 0 disables
+    hold_kd_scale: float = 2.0  # damping multiplier while holding
+    status_hz: float = 2.0  # diagnostics rate, 1..5 Hz
+    upstream_action_map: bool = False  # policy trained with upstream's action-scale quirks
+    model_hash: str = ""  # expected humanoid model hash; "" = the default skeleton's
+    num_object_points: int = 0  # 0: the training environment's default
+    object_search_dirs: tuple[str, ...] = ()
+    torch_threads: int = 1
+    topics: TopicConfig = field(default_factory=TopicConfig)
+    qos: QosConfig = field(default_factory=QosConfig)
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+
+    def validate(self, source: str = "policy node config") -> PolicyNodeConfig:
+        def bad(key: str, why: str) -> NodeConfigError:
+            return NodeConfigError(f"{source}: {SECTION}.{key} {why}")
+
+        if self.kind not in KINDS:
+            raise bad("kind", f"must be one of {KINDS}, got {self.kind!r}")
+        if self.threads < 1:
+            raise bad("threads", f"must be >= 1, got {self.threads}")
+        if self.torch_threads < 1:
+            raise bad("torch_threads", f"must be >= 1, got {self.torch_threads}")
+        if self.max_reference_lag_frames < 0:
+            raise bad("max_reference_lag_frames", f"must be >= 0, got {self.max_reference_lag_frames}")
+        if self.num_object_points < 0:
+            raise bad("num_object_points", f"must be >= 0, got {self.num_object_points}")
+        for key in ("soft_start_s", "max_slew_rad"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise bad(key, f"must be a finite number >= 0, got {value}")
+        if not (math.isfinite(self.hold_kd_scale) and self.hold_kd_scale >= 1.0):
+            raise bad("hold_kd_scale", f"must be >= 1 (holding never lowers damping), got {self.hold_kd_scale}")
+        if not 1.0 <= self.status_hz <= 5.0:
+            raise bad("status_hz", f"must be within 1..5 Hz, got {self.status_hz}")
+        for f in fields(self.timeouts):
+            value = getattr(self.timeouts, f.name)
+            if not (math.isfinite(value) and value >= 0):
+                raise bad(f"timeouts.{f.name}", f"must be a finite number of seconds >= 0, got {value}")
+        if self.timeouts.reference_s == 0 or self.timeouts.state_s == 0:
+            raise bad("timeouts", "reference_s and state_s cannot be 0: the policy cannot run without them")
+        return self
+
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the annotated type (bool, int, float, str, unions with None, tuples of str)."""
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise NodeConfigError(f"{where} must not be empty")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise NodeConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise NodeConfigError(f"{where} must be a number, got {value!r}")
+    if hint is int or text == "int | None":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise NodeConfigError(f"{where} must be an integer, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise NodeConfigError(f"{where} must be a string, got {value!r}")
+    if text == "str | int":
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return value
+        raise NodeConfigError(f"{where} must be a QoS profile name or a depth, got {value!r}")
+    if text.startswith("tuple[str"):
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise NodeConfigError(f"{where} must be a list of strings, got {value!r}")
+    raise NodeConfigError(f"{where}: unsupported parameter type {text}")  # pragma: no cover
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    if not isinstance(data, Mapping):
+        raise NodeConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise NodeConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{where}.{key}")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    part = doc.get(name) or {}
+    if isinstance(part, Mapping) and "ros__parameters" in part:
+        part = part["ros__parameters"] or {}
+    return part
+
+
+def config_from_dict(doc: Mapping[str, Any], source: str = "policy node config") -> PolicyNodeConfig:
+    """The config from a parsed YAML document (``common`` keys first, then ``policy_node``)."""
+    if not isinstance(doc, Mapping):
+        raise NodeConfigError(f"{source}: top level must be a mapping with a {SECTION!r} section")
+    common = _section(doc, COMMON_SECTION)
+    if not isinstance(common, Mapping):
+        raise NodeConfigError(f"{source}: {COMMON_SECTION} must be a mapping")
+    merged: dict[str, Any] = {k: common[k] for k in COMMON_KEYS if k in common}
+    own = _section(doc, SECTION)
+    if not isinstance(own, Mapping):
+        raise NodeConfigError(f"{source}: {SECTION} must be a mapping")
+    if isinstance(merged.get("topics"), Mapping) and isinstance(own.get("topics"), Mapping):
+        merged["topics"] = {**merged["topics"], **own["topics"]}
+        own = {k: v for k, v in own.items() if k != "topics"}
+    if isinstance(merged.get("topics"), Mapping):
+        # common topics may name other nodes' topics too; keep the ones this node has
+        names = {f.name for f in fields(TopicConfig)}
+        merged["topics"] = {k: v for k, v in merged["topics"].items() if k in names}
+    merged.update(own)
+    return _build(PolicyNodeConfig, merged, f"{source}: {SECTION}").validate(source)
+
+
+def load_node_config(path: str | os.PathLike[str] | None, **overrides: Any) -> PolicyNodeConfig:
+    """Read ``path`` (None: all defaults), then apply non-None ``overrides`` (e.g. policy=...)."""
+    if path is None:
+        config = PolicyNodeConfig()
+    else:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise NodeConfigError(f"{p}: cannot read the policy node config: {exc.strerror or exc}") from exc
+        try:
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise NodeConfigError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from exc
+        config = config_from_dict(doc, str(p))
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    return replace(config, **chosen).validate(str(path or "overrides")) if chosen else config.validate()

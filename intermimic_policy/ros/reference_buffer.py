@@ -1,0 +1,326 @@
+"""Lookahead buffer of streamed reference frames -> the ``RefFrame`` of each observation offset.
+
+Why: the observation reads the reference at t + each offset (1 and 16 for the teacher, 0, 1, 4
+and 16 for the student), with velocities by central differences, exactly as
+``HOIMotion``/``MotionLibrary`` derive them in training. A stream only has what has arrived, so
+the buffer answers "ready" once every frame those formulas read is there (frame t + d and its two
+neighbours), else it names the frame it is waiting for.
+
+Timing ("sequence"): the node owns a frame cursor. It starts at the first frame received and
+advances one frame per control tick (the policy runs at the data rate, checked against the
+contract); it never moves past what the lookahead allows. A window (``HOIWindow``) names the
+producer's current frame: a cursor more than :data:`RESYNC_FRAMES` away from it jumps there
+(e.g. a node that joined a running stream and took a lookahead frame for the current one). A
+frame index before the stream's first frame, or far behind the cursor, is a new clip (or a
+loop): the buffer restarts.
+
+Clip end: a window whose frames repeat the last frame (``HOIWindow`` docs) marks the clip end;
+frames past it clamp to it like ``MotionLibrary.frames`` does, with one-sided differences at the
+ends like ``HOIMotion``. A frame-only stream cannot announce its end: when it stops, the reference
+goes stale and the node holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_DOFS
+from intermimic_policy.geometry import quaternion as quat
+from intermimic_policy.ros.msgs import ns_from_time
+from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow
+from intermimic_policy.ros.node_state import QUAT_NORM_TOL, MessageRejected, NonFiniteInput, pose_arrays
+from intermimic_policy.sim.interaction_graph import nearest_point_vectors, object_points_world
+from intermimic_policy.sim.reference import RefFrame
+
+# a window whose start is this many frames away from the cursor re-synchronises the cursor
+RESYNC_FRAMES = 2
+# frames kept beyond the cursor at most (a generator may send long plans; older are dropped)
+MAX_BUFFERED_FRAMES = 4096
+_FPS_RTOL = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceSample:
+    """One validated reference frame (float32 arrays, as the training data holds them)."""
+
+    frame_index: int
+    fps: float
+    stamp_ns: int
+    body_pos: np.ndarray  # [52, 3]
+    body_rot: np.ndarray  # [52, 4] xyzw
+    joint_rotvec: np.ndarray  # [51, 3]
+    object_pos: np.ndarray  # [3]
+    object_rot: np.ndarray  # [4] xyzw
+    object_name: str
+    body_contact: np.ndarray  # [52] float32 in {-1, 0, 1}
+    object_contact: bool
+
+    def same_content(self, other: ReferenceSample) -> bool:
+        return (self.object_name == other.object_name and self.object_contact == other.object_contact
+                and all(np.array_equal(getattr(self, k), getattr(other, k))
+                        for k in ("body_pos", "body_rot", "object_pos", "object_rot", "body_contact")))
+
+
+def _array(values: Sequence[float], count: int, what: str) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float32)
+    if a.shape != (count,):
+        raise MessageRejected(f"{what} has {a.size} values, expected {count}")
+    if not np.all(np.isfinite(a)):
+        raise NonFiniteInput(f"{what} contains NaN or inf")
+    return a
+
+
+def parse_hoi_frame(msg: HOIFrame, expected_fps: float | None = None, where: str = "HOIFrame") -> ReferenceSample:
+    """Validate a reference frame; ``expected_fps`` is the policy's control rate."""
+    fps = float(msg.fps)
+    if not np.isfinite(fps):
+        raise NonFiniteInput(f"{where}.fps is {msg.fps!r}")
+    if not fps > 0:
+        raise MessageRejected(f"{where}.fps must be positive, got {msg.fps!r}")
+    if expected_fps is not None and abs(fps - expected_fps) > _FPS_RTOL * expected_fps:
+        raise MessageRejected(f"{where}.fps is {fps:g} but the policy runs at {expected_fps:g} Hz "
+                              "(resample the reference stream to the policy rate)")
+    body_pos = _array(msg.body_positions, NUM_BODIES * 3, f"{where}.body_positions").reshape(NUM_BODIES, 3)
+    body_rot = _array(msg.body_rotations, NUM_BODIES * 4, f"{where}.body_rotations").reshape(NUM_BODIES, 4)
+    norms = np.linalg.norm(body_rot.astype(np.float64), axis=-1)
+    if np.any(np.abs(norms - 1.0) > QUAT_NORM_TOL):
+        b = int(np.argmax(np.abs(norms - 1.0)))
+        raise MessageRejected(f"{where}.body_rotations[{b}] is not a unit quaternion (|q| = {norms[b]:.4g})")
+    rotvec = _array(msg.joint_rotvec, NUM_DOFS, f"{where}.joint_rotvec").reshape(-1, 3)
+    labels = _array(msg.body_contact_labels, NUM_BODIES, f"{where}.body_contact_labels")
+    if not np.all(np.isin(labels, (-1.0, 0.0, 1.0))):
+        raise MessageRejected(f"{where}.body_contact_labels must be -1, 0 or +1")
+    if not msg.object_name:
+        raise MessageRejected(f"{where}.object_name is empty")
+    obj_pos, obj_rot = pose_arrays(msg.object_pose, f"{where}.object_pose")
+    pose_arrays(msg.root_pose, f"{where}.root_pose")
+    return ReferenceSample(
+        frame_index=int(msg.frame_index), fps=fps, stamp_ns=ns_from_time(msg.header.stamp),
+        body_pos=body_pos, body_rot=body_rot, joint_rotvec=rotvec,
+        object_pos=obj_pos.astype(np.float32), object_rot=np.asarray(
+            [msg.object_pose.orientation.x, msg.object_pose.orientation.y,
+             msg.object_pose.orientation.z, msg.object_pose.orientation.w], dtype=np.float32),
+        object_name=msg.object_name, body_contact=labels, object_contact=bool(msg.object_contact),
+    )
+
+
+def parse_hoi_window(msg: HOIWindow, expected_fps: float | None = None) -> tuple[list[ReferenceSample], int | None]:
+    """(distinct frames in order, clip end frame or None) of a window.
+
+    ``frames[k]`` must be frame ``start_frame + k``; a frame that repeats the previous frame's
+    index marks the clip end (later frames are that repeat too and are dropped).
+    """
+    if not msg.frames:
+        raise MessageRejected("HOIWindow has no frames")
+    out: list[ReferenceSample] = []
+    end = None
+    for k, frame in enumerate(msg.frames):
+        s = parse_hoi_frame(frame, expected_fps, f"HOIWindow.frames[{k}]")
+        if out and s.frame_index == out[-1].frame_index:
+            end = s.frame_index
+            continue
+        if end is not None or s.frame_index != int(msg.start_frame) + k:
+            raise MessageRejected(f"HOIWindow.frames[{k}].frame_index is {s.frame_index}, expected "
+                                  f"{int(msg.start_frame) + k} (start_frame + k)")
+        out.append(s)
+    return out, end
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ok: bool
+    reason: str = ""
+    need_frame: int | None = None
+
+
+class ReferenceBuffer:
+    """Frames by index plus the node's cursor (see the module docstring)."""
+
+    def __init__(self, offsets: Sequence[int], max_lag_frames: int = 0) -> None:
+        if not offsets or min(offsets) < 0:
+            raise ValueError(f"reference offsets must be >= 0, got {list(offsets)}")
+        self.offsets = tuple(int(d) for d in offsets)
+        self.max_offset = max(self.offsets)
+        # frames t + max_offset and its next neighbour (central difference)
+        self.required_lookahead = self.max_offset + 1
+        self.max_lag_frames = int(max_lag_frames)
+        self.restarts = 0
+        self.skipped_frames = 0
+        self.reset()
+
+    # -- filling ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._frames: dict[int, ReferenceSample] = {}
+        self._cache: dict[int, tuple[str, RefFrame]] = {}
+        self.cursor: int | None = None
+        self.first_index: int | None = None
+        self.clip_end: int | None = None
+        self.newest: int | None = None
+
+    def _restart(self, index: int) -> None:
+        if self.cursor is not None:
+            self.restarts += 1
+        self.reset()
+        self.cursor = self.first_index = index
+
+    def _store(self, s: ReferenceSample) -> None:
+        i = s.frame_index
+        if self.cursor is None or i < self.cursor - RESYNC_FRAMES:
+            self._restart(i)
+        assert self.cursor is not None and self.first_index is not None
+        if i < self.first_index:
+            self.first_index = i
+        if i > self.cursor + MAX_BUFFERED_FRAMES:
+            return
+        old = self._frames.get(i)
+        if old is not None and not old.same_content(s):
+            for j in (i - 1, i, i + 1):  # a re-planned frame changes its neighbours' velocities
+                self._cache.pop(j, None)
+        self._frames[i] = s
+        if self.clip_end is not None and i > self.clip_end:
+            self.clip_end = None  # the clip went on after all (a relayed plan grew)
+        self.newest = i if self.newest is None else max(self.newest, i)
+
+    def _limit_lag(self) -> None:
+        if self.max_lag_frames > 0 and self.cursor is not None and self.newest is not None:
+            lag = self.newest - self.cursor
+            target = self.newest - self.required_lookahead
+            if lag > self.max_lag_frames and target > self.cursor:
+                self.skipped_frames += target - self.cursor
+                self._move(target)
+
+    def add(self, sample: ReferenceSample) -> None:
+        """One streamed frame."""
+        self._store(sample)
+        self._limit_lag()
+
+    def add_window(self, frames: Sequence[ReferenceSample], clip_end: int | None) -> None:
+        """A window from :func:`parse_hoi_window`: its first frame is the producer's current one."""
+        start = frames[0].frame_index
+        if self.cursor is None or self.first_index is None or start < self.first_index:
+            self._restart(start)
+        elif abs(start - self.cursor) > RESYNC_FRAMES:
+            if start > self.cursor:
+                self.skipped_frames += start - self.cursor
+            elif start - 1 not in self._frames:
+                # moved back before what is kept: start is the first frame (one-sided difference)
+                self.first_index = start
+                self._cache.pop(start, None)
+            self._move(start)
+        for s in frames:
+            self._store(s)
+        if clip_end is not None:
+            self.clip_end = clip_end
+        self._limit_lag()
+
+    # -- the cursor -------------------------------------------------------------------------------
+    def _move(self, cursor: int) -> None:
+        self.cursor = cursor
+        for i in [i for i in self._frames if i < cursor - 1]:
+            del self._frames[i]
+            self._cache.pop(i, None)
+
+    def advance(self, frames: int = 1) -> None:
+        """Move the cursor after a tick (it stays at the clip end once there)."""
+        if self.cursor is None:
+            return
+        nxt = self.cursor + frames
+        if self.clip_end is not None:
+            nxt = min(nxt, self.clip_end)
+        self._move(nxt)
+
+    def frame_for(self, offset: int) -> int:
+        """The clip frame the observation reads for ``offset`` (clamped to the clip end)."""
+        if self.cursor is None:
+            raise RuntimeError("reference buffer has no cursor yet")
+        f = self.cursor + offset
+        return f if self.clip_end is None else min(f, self.clip_end)
+
+    def _needed(self, f: int) -> list[int]:
+        assert self.first_index is not None
+        need = [f]
+        if f > self.first_index:
+            need.append(f - 1)
+        if self.clip_end is None or f < self.clip_end:
+            need.append(f + 1)
+        return need
+
+    def readiness(self) -> Readiness:
+        if self.cursor is None:
+            return Readiness(False, "waiting for reference", None)
+        for d in self.offsets:
+            for i in self._needed(self.frame_for(d)):
+                if i not in self._frames:
+                    have = f"have up to {self.newest}" if self.newest is not None else "have none"
+                    return Readiness(False, f"waiting for lookahead: frame {i} ({have})", i)
+        return Readiness(True)
+
+    def current(self) -> ReferenceSample:
+        """The sample at the cursor (after a successful :meth:`readiness`)."""
+        return self._frames[self.frame_for(0)]
+
+    # -- RefFrames ----------------------------------------------------------------------------------
+    def _neighbours(self, f: int) -> list[ReferenceSample]:
+        return [self._frames[i] for i in sorted(self._needed(f))]
+
+    def ref_frame(self, f: int, object_name: str, points: Tensor) -> RefFrame:
+        """The training-identical ``RefFrame`` (batch 1) of clip frame ``f``."""
+        hit = self._cache.get(f)
+        if hit is not None and hit[0] == object_name:
+            return hit[1]
+        seq = self._neighbours(f)
+        k = [s.frame_index for s in seq].index(f)
+        fps = seq[k].fps
+        cur = seq[k]
+
+        def stack(key: str) -> Tensor:
+            return torch.from_numpy(np.stack([getattr(s, key) for s in seq]).astype(np.float64))
+
+        body_pos = stack("body_pos").transpose(0, 1)  # [52, T, 3]: time on dim -2
+        body_rot = stack("body_rot").transpose(0, 1)
+        lin = quat.finite_difference_velocity(body_pos, fps)[:, k].float()
+        ang = quat.finite_difference_angular_velocity(body_rot, fps)[:, k].float()
+        obj_lin = quat.finite_difference_velocity(stack("object_pos"), fps)[k].float()
+        obj_ang = quat.finite_difference_angular_velocity(stack("object_rot"), fps)[k].float()
+        bp = torch.from_numpy(cur.body_pos).unsqueeze(0)
+        op = torch.from_numpy(cur.object_pos).unsqueeze(0)
+        orot = torch.from_numpy(cur.object_rot).unsqueeze(0)
+        ig = nearest_point_vectors(bp, object_points_world(points, op, orot))
+        ref = RefFrame(
+            body_pos=bp, body_rot=torch.from_numpy(cur.body_rot).unsqueeze(0),
+            body_lin_vel=lin.unsqueeze(0), body_ang_vel=ang.unsqueeze(0),
+            object_pos=op, object_rot=orot, object_lin_vel=obj_lin.unsqueeze(0),
+            object_ang_vel=obj_ang.unsqueeze(0),
+            body_contact=torch.from_numpy(cur.body_contact).unsqueeze(0),
+            object_contact=torch.tensor([cur.object_contact]), ig=ig,
+        )
+        self._cache[f] = (object_name, ref)
+        return ref
+
+    def prepare(self, points_of: Callable[[str], Tensor]) -> int:
+        """Compute ahead the ``RefFrame``s the tick at the cursor reads, those whose neighbours
+        have arrived; returns how many were computed. Called after a frame arrives and after a
+        tick is published, so the tick itself mostly finds them cached."""
+        if self.cursor is None:
+            return 0
+        done = 0
+        for d in self.offsets:
+            f = self.frame_for(d)
+            if f in self._cache or not all(i in self._frames for i in self._needed(f)):
+                continue
+            name = self._frames[f].object_name
+            self.ref_frame(f, name, points_of(name))
+            done += 1
+        return done
+
+    def ref_frames(self, points_of: Callable[[str], Tensor]) -> list[RefFrame]:
+        """One ``RefFrame`` per offset at the cursor; ``points_of(object_name)`` gives the
+        object-frame surface points [P, 3] of the current clip's object."""
+        name = self.current().object_name
+        points = points_of(name)
+        return [self.ref_frame(self.frame_for(d), name, points) for d in self.offsets]
