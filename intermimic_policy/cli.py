@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from intermimic_policy.errors import IntermimicError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "intermimic_policy.sim.replay_cli",
     "intermimic_policy.motion.commands",
+    "intermimic_policy.embodiment.commands",
+    "intermimic_policy.runtime.commands",
+    "training.export_cli",
+    "intermimic_policy.sim.env_cli",
+    "intermimic_policy.ros.launch_cli",
 )
 
 
