@@ -511,7 +511,9 @@ class PolicyNode:
         if self.config.lockstep:
             stamp = ns_from_time(msg.header.stamp)
             nonfinite = not ok and "joint_states" in self.controller.faults
-            if (ok or nonfinite) and stamp != self.last_answered:
+            # a re-sent state of the pending tick keeps its first arrival time, so a peer that
+            # keeps re-sending cannot starve the watchdog
+            if (ok or nonfinite) and stamp not in (self.last_answered, self.pending_stamp):
                 self.pending_stamp, self.pending_rx = stamp, now
             self._service_lockstep()
 
