@@ -5,6 +5,8 @@ controls of one clip (8 physics substeps per control step):
 
 * env      ``HOIEnv.step`` (physics + state + observation + reward + terminations + metrics),
            PD-replay actions, auto-reset on;
+* pipe     the same with ``HOIEnvConfig.pipeline`` (physics on a background thread, worlds in two
+           blocks, the finished block's terms computed meanwhile); only with ``--pipeline``;
 * rollout  ``mujoco.rollout.Rollout`` (persistent thread pool), physics only;
 * batch    ``mujoco.batch.Batch`` (what the backend uses), physics only;
 * pool     a ``ThreadPoolExecutor`` over one ``MjData`` per world calling ``mj_step(nstep=8)``.
@@ -12,7 +14,7 @@ controls of one clip (8 physics substeps per control step):
 and prints world control steps per second and env / rollout (the share of the raw physics rate
 the environment keeps; the rest is our overhead). Run it on a quiet machine:
 
-    python benchmarks/bench_env.py [--clip CLIP] [--steps 30] [--worlds 1 8 64] [--threads 1 2]
+    python benchmarks/bench_env.py [--clip CLIP] [--steps 30] [--worlds 1 8 64] [--threads 1 2] [--pipeline]
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ def bench_pool(model, qpos, qvel, ctrl, worlds: int, threads: int) -> float:
         return worlds * ctrl.shape[0] / (time.perf_counter() - t)
 
 
-def bench_env(clip, worlds: int, threads: int, steps: int) -> float:
-    config = HOIEnvConfig(num_worlds=worlds, threads=threads, state_init="start", episode_cap=None)
+def bench_env(clip, worlds: int, threads: int, steps: int, pipeline: bool = False) -> float:
+    config = HOIEnvConfig(num_worlds=worlds, threads=threads, state_init="start", episode_cap=None,
+                          pipeline=pipeline)
     env = HOIEnv(config, [clip])
     env.reset()
     env.step(env.pd_replay_actions())  # warm up
@@ -127,12 +130,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="control steps per measurement")
     ap.add_argument("--worlds", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--pipeline", action="store_true", help="also measure the pipelined environment")
     args = ap.parse_args()
     clip = load_motion(args.clip or default_clip())
     print(f"clip {clip.name} ({clip.object_name}), {args.steps} control steps x {SUBSTEPS} substeps, "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}")
-    head = (f"{'worlds':>6} {'threads':>7} {'env':>9} {'rollout':>9} {'batch':>9} {'pool':>9} "
-            f"{'env/rollout':>11}   (world control steps per second)")
+    head = (f"{'worlds':>6} {'threads':>7} {'env':>9} {'pipe':>9} {'rollout':>9} {'batch':>9} {'pool':>9} "
+            f"{'env/rollout':>11} {'pipe/rollout':>12}   (world control steps per second)")
     print(head)
     print("-" * len(head))
     for worlds in args.worlds:
@@ -142,8 +146,9 @@ def main() -> None:
             bat = bench_batch(model, qpos, qvel, ctrl, worlds, threads)
             pool = bench_pool(model, qpos, qvel, ctrl, worlds, threads)
             env = bench_env(clip, worlds, threads, args.steps)
-            print(f"{worlds:>6} {threads:>7} {env:>9.0f} {raw:>9.0f} {bat:>9.0f} {pool:>9.0f} "
-                  f"{100.0 * env / raw:>10.0f}%", flush=True)
+            pipe = bench_env(clip, worlds, threads, args.steps, pipeline=True) if args.pipeline else float("nan")
+            print(f"{worlds:>6} {threads:>7} {env:>9.0f} {pipe:>9.0f} {raw:>9.0f} {bat:>9.0f} {pool:>9.0f} "
+                  f"{100.0 * env / raw:>10.0f}% {100.0 * pipe / raw:>11.0f}%", flush=True)
 
 
 if __name__ == "__main__":

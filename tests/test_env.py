@@ -101,8 +101,8 @@ def test_nonfinite_observation_resets_the_world_instead_of_crashing(clip: HOIMot
     real_build = env.obs_builder.build
     calls = {"n": 0}
 
-    def poisoned(sim, refs, points):  # type: ignore[no-untyped-def]
-        out = real_build(sim, refs, points)
+    def poisoned(sim, refs, points, **kwargs):  # type: ignore[no-untyped-def]
+        out = real_build(sim, refs, points, **kwargs)
         calls["n"] += 1
         if calls["n"] == 1:  # the step's observation of world 0 goes bad once
             out[0, 5] = float("nan")

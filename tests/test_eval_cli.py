@@ -86,6 +86,23 @@ def test_attempts_are_deterministic_and_loaders_pluggable(short_clips: tuple[Pat
         load_policy("nope.onnx")
 
 
+def test_eval_cli_subject_skeleton(short_clips: tuple[Path, Path], tmp_path: Path) -> None:
+    easy, _ = short_clips
+    reports = {}
+    for skeleton in ("default", "subject"):
+        out = tmp_path / f"{skeleton}.json"
+        args = ["eval", str(easy), "--skeleton", skeleton, "--json", str(out), "--no-progress"]
+        assert cli.main(args) == 0
+        reports[skeleton] = json.loads(out.read_text())
+    assert reports["subject"]["skeleton"] == "subject" and reports["default"]["skeleton"] == "default"
+    assert reports["subject"]["model_hashes"] != reports["default"]["model_hashes"]
+    # the subject's FK is the clip's: tracking its bodies starts (and stays) closer
+    assert reports["subject"]["E_h_cm"] < reports["default"]["E_h_cm"]
+    trained = PDReplayPolicy(config_overrides={"skeleton": "default"})
+    with pytest.raises(EvalError, match="trained with skeleton 'default', not 'subject'"):
+        evaluate([load_motion(easy)], trained, EvalSettings(skeleton="subject", progress=False))
+
+
 def test_eval_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["eval", str(tmp_path / "missing.pt"), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -9,14 +9,15 @@ and then only concatenates: one block per reference offset, in the spec's offset
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 
 import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
+from intermimic_policy.observation.fused import FUSED_TERMS, fused_terms
 from intermimic_policy.observation.spec import ObservationSpec, ObservationSpecError
 from intermimic_policy.observation.terms import (
-    SIM_ONLY_TERMS,
     TERM_FUNCTIONS,
     ObsContext,
     make_context,
@@ -60,7 +61,12 @@ def _neutral_state(n: int = 1) -> tuple[SimState, RefFrame, Tensor]:
 
 
 class ObservationBuilder:
-    """Validated, stateless builder of ``spec``'s observation."""
+    """Validated, stateless builder of ``spec``'s observation.
+
+    The terms are defined one function each in ``terms.py``; the builder computes the ones
+    :mod:`~.fused` knows in a few batched ops (equal up to float rounding) and calls the
+    functions only for terms it does not know.
+    """
 
     def __init__(self, spec: ObservationSpec) -> None:
         self.spec = spec
@@ -73,6 +79,7 @@ class ObservationBuilder:
             if not ids or any(not 0 <= int(i) < NUM_BODIES for i in ids):
                 raise ObservationSpecError(f"observation spec {key} must be body ids in [0, {NUM_BODIES}), "
                                            f"got {list(ids)}")
+        self._ids: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
         sim, ref, points = _neutral_state()
         ctx = self._context(sim, ref, simulated_ig(sim, points))
         wrong = []
@@ -92,13 +99,27 @@ class ObservationBuilder:
         return make_context(sim, ref, ig_sim=ig_sim, key_bodies=s.key_bodies,
                             contact_bodies=s.contact_bodies, no_hand_bodies=s.no_hand_bodies)
 
-    def build(self, sim: SimState, refs: Sequence[RefFrame], object_points: Tensor) -> Tensor:
+    def _body_ids(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        if device not in self._ids:
+            s = self.spec
+            self._ids[device] = tuple(  # type: ignore[assignment]
+                torch.tensor(x, dtype=torch.long, device=device)
+                for x in (s.key_bodies, s.contact_bodies, s.no_hand_bodies))
+        return self._ids[device]
+
+    def build(self, sim: SimState, refs: Sequence[RefFrame] | RefFrame, object_points: Tensor, *,
+              ig_sim: Tensor | None = None) -> Tensor:
         """Observation [N, spec.dim]: one block per ``spec.ref_offsets`` entry (``refs[i]`` is the
         reference at t + ``ref_offsets[i]``), each block the spec's terms in order.
 
-        ``object_points`` are each world's object-frame surface points [N, P, 3]. Non-finite
-        values are passed through; find them with :func:`nonfinite_envs`.
+        ``refs`` may also be ONE ``RefFrame`` of K*N rows, the K frames stacked offset-major (what
+        ``MotionLibrary.frames_at_offsets`` returns). ``object_points`` are each world's
+        object-frame surface points [N, P, 3]; ``ig_sim`` [N, 52, 3] the simulated nearest-point
+        vectors when the caller has them already (``sim.interaction_graph.interaction_geometry``).
+        Non-finite values are passed through; find them with :func:`nonfinite_envs`.
         """
+        if isinstance(refs, RefFrame):
+            return self.build_stacked(sim, refs, object_points, ig_sim=ig_sim)
         if len(refs) != self.spec.num_tokens:
             raise ObservationSpecError(f"observation needs {self.spec.num_tokens} reference frames "
                                        f"(offsets {list(self.spec.ref_offsets)}), got {len(refs)}")
@@ -106,18 +127,37 @@ class ObservationBuilder:
         for i, r in enumerate(refs):
             if r.num_worlds != n:
                 raise ValueError(f"reference frame {i} has {r.num_worlds} worlds, state has {n}")
+        stacked = refs[0] if len(refs) == 1 else RefFrame(
+            **{f.name: torch.cat([getattr(r, f.name) for r in refs]) for f in fields(RefFrame)})
+        return self.build_stacked(sim, stacked, object_points, ig_sim=ig_sim)
+
+    def build_stacked(self, sim: SimState, refs: RefFrame, object_points: Tensor, *,
+                      ig_sim: Tensor | None = None) -> Tensor:
+        """:meth:`build` with the K reference frames stacked offset-major in one ``RefFrame`` of
+        K*N rows (what ``MotionLibrary.frames_at_offsets`` returns)."""
+        n, k = sim.num_worlds, self.spec.num_tokens
+        if refs.num_worlds != k * n:
+            raise ObservationSpecError(f"observation needs {k} reference frames (offsets "
+                                       f"{list(self.spec.ref_offsets)}) of {n} worlds stacked, "
+                                       f"got {refs.num_worlds} rows")
         if object_points.dim() != 3 or object_points.shape[0] != n or object_points.shape[2] != 3:
             raise ValueError(f"object_points must be [{n}, P, 3], got {list(object_points.shape)}")
-        ig_sim = simulated_ig(sim, object_points)
-        shared: dict[str, Tensor] = {}
-        blocks: list[Tensor] = []
-        for ref in refs:
-            ctx = self._context(sim, ref, ig_sim)
+        if ig_sim is None:
+            ig_sim = simulated_ig(sim, object_points)
+        key, contact, no_hand = self._body_ids(sim.body_pos.device)
+        values = fused_terms(sim, refs, ig_sim, k, key, contact, no_hand)
+        others = [t.name for t in self.spec.terms if t.name not in FUSED_TERMS]
+        per_block: list[dict[str, Tensor]] = [{} for _ in range(k)]
+        if others:  # terms registered beyond the fused set: their own functions, per block
+            for i in range(k):
+                ctx = self._context(sim, refs.index(slice(i * n, (i + 1) * n)), ig_sim)
+                per_block[i] = {name: TERM_FUNCTIONS[name](ctx) for name in others}
+        pieces: list[Tensor] = []
+        for i in range(k):
             for t in self.spec.terms:
-                if t.name in SIM_ONLY_TERMS:
-                    if t.name not in shared:
-                        shared[t.name] = TERM_FUNCTIONS[t.name](ctx)
-                    blocks.append(shared[t.name])
-                else:
-                    blocks.append(TERM_FUNCTIONS[t.name](ctx))
-        return torch.cat(blocks, dim=-1)
+                if t.name in per_block[i]:
+                    pieces.append(per_block[i][t.name])
+                    continue
+                v = values[t.name]
+                pieces.append(v if v.dim() == 2 else v[i])
+        return torch.cat(pieces, dim=-1)

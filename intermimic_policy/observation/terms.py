@@ -48,7 +48,7 @@ class ObsContext:
 def simulated_ig(sim: SimState, object_points: Tensor) -> Tensor:
     """Simulated interaction-graph vectors (body - nearest object point), world frame, [N,52,3]."""
     world = object_points_world(object_points, sim.object_pos, sim.object_rot)
-    return nearest_point_vectors(sim.body_pos, world)
+    return nearest_point_vectors(sim.body_pos, world, sim.object_pos)
 
 
 def make_context(sim: SimState, ref: RefFrame, object_points: Tensor | None = None, *,

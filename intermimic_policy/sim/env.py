@@ -19,6 +19,13 @@ observation returned for them is the fresh one after the reset (the pre-reset on
 ``info["terminal_obs"]``). After every reset the backend recomputes kinematics and contacts
 before the observation is built, so no observation is stale (upstream quirk, spec 13.5).
 A world whose observation is not finite is reset and counted (``nonfinite_resets``), never a crash.
+
+Speed (``benchmarks/bench_env.py``): the step computes every quantity several consumers read ONCE
+(``sim.env_step``): the reference at t and all observation offsets in one gather, one
+interaction-graph pass that yields the observation's nearest-point vectors, the reward's graph
+error and the early termination's deviation ratio, and E_h/E_o reused by the deviation tests.
+``config.pipeline`` additionally overlaps that work with the physics (bit-identical results).
+``config.skeleton="subject"`` builds the humanoid from the clips' own bones (``sim.subject``).
 """
 
 from __future__ import annotations
@@ -35,26 +42,34 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from intermimic_policy.embodiment import joint_map, smplx_body
+from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.embodiment.skeleton import Skeleton
 from intermimic_policy.errors import IntermimicError
+from intermimic_policy.geometry import fast
+from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.observation.builder import ObservationBuilder, nonfinite_envs
 from intermimic_policy.observation.spec import ObservationSpec
 from intermimic_policy.sim.backends import Backend, BackendConfig, make_backend
 from intermimic_policy.sim.env_config import HOIEnvConfig
-from intermimic_policy.sim.metrics import EpisodeMetrics, step_errors
+from intermimic_policy.sim.env_step import (
+    Block,
+    PhysicsRunner,
+    ReferenceSide,
+    StepPart,
+    WorldsState,
+    merge,
+    reference_side,
+    simulated_side,
+)
+from intermimic_policy.sim.metrics import EpisodeMetrics
 from intermimic_policy.sim.objects import ObjectAsset, load_object
 from intermimic_policy.sim.psi import PSIBuffer
 from intermimic_policy.sim.reference import InitialState, MotionLibrary, RefFrame
-from intermimic_policy.sim.rewards import PrevVelocities, compute_reward
+from intermimic_policy.sim.rewards import PrevVelocities
 from intermimic_policy.sim.scene import Scene, SceneConfig, build_scene
 from intermimic_policy.sim.state import SimState
-from intermimic_policy.sim.terminations import (
-    check_terminations,
-    hand_contact_source,
-    update_hand_contact_lost,
-)
+from intermimic_policy.sim.subject import subject_skeleton
 
 logger = logging.getLogger(__name__)
 
@@ -136,19 +151,26 @@ class HOIEnv:
         points = {n: a.points(cfg.num_object_points) for n, a in assets.items()}
         self.motion_library = MotionLibrary(clips, points, self.device, num_points=cfg.num_object_points)
         lib = self.motion_library
+        self.skeleton = self._skeleton(skeleton, clips)
         scene_cfg = SceneConfig(object_density=cfg.object_density)
+        n = cfg.num_worlds
+        # world blocks stepped one after the other (two when pipelined); a backend never spans two
+        cuts = [0, n // 2, n] if cfg.pipeline and n >= 2 else [0, n]
         self.groups: list[WorldGroup] = []
         start = 0
-        for name, size in zip(names, _split(cfg.num_worlds, len(names))):
-            scene = build_scene(skeleton, assets[name], scene_cfg)
-            backend = make_backend(cfg.backend, scene, BackendConfig(
-                num_worlds=size, physics_hz=cfg.physics_hz, control_hz=cfg.control_hz, threads=cfg.threads,
-                contact_threshold=cfg.contact_threshold, device=cfg.device))
-            obj_index = lib.object_list.index(name)
-            clip_ids = torch.nonzero(lib.clip_object == obj_index).flatten()
-            self.groups.append(WorldGroup(name, scene, backend, start, start + size, clip_ids))
+        for name, size in zip(names, _split(n, len(names))):
+            scene = build_scene(self.skeleton, assets[name], scene_cfg)
+            clip_ids = torch.nonzero(lib.clip_object == lib.object_list.index(name)).flatten()
+            bounds = sorted({start, start + size, *(c for c in cuts if start < c < start + size)})
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                backend = make_backend(cfg.backend, scene, BackendConfig(
+                    num_worlds=b - a, physics_hz=cfg.physics_hz, control_hz=cfg.control_hz, threads=cfg.threads,
+                    contact_threshold=cfg.contact_threshold, device=cfg.device))
+                self.groups.append(WorldGroup(name, scene, backend, a, b, clip_ids))
             start += size
-        n = cfg.num_worlds
+        self._blocks = [Block(a, b, tuple((g.backend, g.start, g.stop) for g in self.groups if a <= g.start < b))
+                        for a, b in zip(cuts[:-1], cuts[1:])]
+        self._physics = PhysicsRunner(self._blocks, pipelined=cfg.pipeline)
         self.world_object = torch.cat([
             torch.full((g.size,), lib.object_list.index(g.object_name), dtype=torch.long) for g in self.groups
         ]).to(self.device)
@@ -168,6 +190,20 @@ class HOIEnv:
         self.nonfinite_resets = 0
         self.obs = torch.zeros(n, self.num_obs, device=self.device)
         self._prev: PrevVelocities | None = None
+        # a world's object never changes (clips must use it), so neither do its surface points
+        self._world_points = lib.points[self.world_object]
+        self._key_bodies = torch.tensor(smplx_body.KEY_BODIES, dtype=torch.long, device=self.device)
+        self._ref_offsets = (0, *cfg.obs_spec.ref_offsets)  # reward/terminations at t, observation at t + d
+
+    def _skeleton(self, given: Skeleton | None, clips: Sequence[HOIMotion]) -> Skeleton | None:
+        """The humanoid: ``given`` when the caller has one (e.g. a subject skeleton fitted to more
+        clips than this env gets), else per ``config.skeleton``."""
+        if given is not None or self.config.skeleton == "default":
+            return given
+        try:
+            return subject_skeleton(clips)
+        except IntermimicError as exc:
+            raise EnvError(f"subject skeleton from {len(clips)} clip(s): {exc}") from exc
 
     @staticmethod
     def _object(name: str, clips: Sequence[HOIMotion], given: Mapping[str, ObjectAsset] | None) -> ObjectAsset:
@@ -199,18 +235,16 @@ class HOIEnv:
     @property
     def model_hash(self) -> str:
         """Content hash of the scene(s): equal hashes, equal physics models."""
-        if len(self.groups) == 1:
-            return self.groups[0].scene.content_hash
-        text = "\n".join(f"{g.object_name}:{g.scene.content_hash}" for g in self.groups)
+        scenes = list(dict.fromkeys((g.object_name, g.scene.content_hash) for g in self.groups))
+        if len(scenes) == 1:
+            return scenes[0][1]
+        text = "\n".join(f"{name}:{digest}" for name, digest in scenes)
         return hashlib.sha256(text.encode()).hexdigest()
 
     # -- state ----------------------------------------------------------------------------------
     def sim_state(self) -> SimState:
         """The current simulated state of all worlds."""
         return cat_sim_states([g.backend.state() for g in self.groups])
-
-    def _failed(self) -> Tensor:
-        return torch.cat([g.backend.failed().to(self.device) for g in self.groups])
 
     def reference(self, offset: int = 0, env_ids: Tensor | None = None) -> RefFrame:
         """Each world's reference at its current frame + ``offset`` (clamped to the clip end)."""
@@ -219,13 +253,16 @@ class HOIEnv:
 
     def compute_observation(self, sim: SimState | None = None, env_ids: Tensor | None = None) -> Tensor:
         """Observation of worlds ``env_ids`` (default all) from ``sim`` (default the current state)."""
+        with torch_threads(self.config.torch_threads, self.device):
+            return self._observation(sim, env_ids)
+
+    def _observation(self, sim: SimState | None, env_ids: Tensor | None) -> Tensor:
         ids = self._ids(env_ids)
         state = (sim if sim is not None else self.sim_state())
         if state.num_worlds != ids.numel():
             state = state.index(ids)
-        lib = self.motion_library
-        refs = [lib.frames(self.clip[ids], self.t[ids] + d) for d in self.obs_spec.ref_offsets]
-        return self.obs_builder.build(state, refs, lib.points_of(self.clip[ids]))
+        refs = self.motion_library.frames_at_offsets(self.clip[ids], self.t[ids], self.obs_spec.ref_offsets)
+        return self.obs_builder.build(state, refs, self._world_points[ids])
 
     def _ids(self, env_ids: Tensor | None) -> Tensor:
         if env_ids is None:
@@ -339,7 +376,7 @@ class HOIEnv:
         self.psi.begin_episode(ids, clips, frames)
         self.psi.record(ids, clips, frames, InitialState.from_sim(sim.index(ids)).flatten())
         self.metrics.begin(ids, clips, frames)
-        obs = self.compute_observation(sim.index(ids), ids)
+        obs = self._observation(sim.index(ids), ids)
         bad = nonfinite_envs(obs)
         if bad.numel():
             # a reference frame that itself yields NaN cannot be fixed by resetting again
@@ -351,9 +388,14 @@ class HOIEnv:
     # -- step -----------------------------------------------------------------------------------
     def action_to_targets(self, actions: Tensor) -> Tensor:
         """Hinge-angle PD targets [N, 153] for actions [N, 153] in [-1, 1] (clamped)."""
+        with torch_threads(self.config.torch_threads, self.device):
+            return self._action_to_targets(actions)
+
+    def _action_to_targets(self, actions: Tensor) -> Tensor:
         a = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
         rotvec = (self._action_offset + self._action_scale * a).reshape(-1, smplx_body.NUM_JOINTS, 3)
-        return joint_map.hinge_angles_from_rotvec(rotvec)
+        # = joint_map.hinge_angles_from_rotvec, bit for bit, with the few-op rotation matrix
+        return fast.to_euler_xyz(quat.from_rotvec(rotvec)).reshape(-1, smplx_body.NUM_DOFS)
 
     def targets_to_action(self, joint_rotvec: Tensor) -> Tensor:
         """Actions [N, 153] whose targets are the joint rotation vectors [N, 51, 3] (clamped to [-1, 1])."""
@@ -362,8 +404,8 @@ class HOIEnv:
 
     def pd_replay_actions(self) -> Tensor:
         """The no-learning baseline: actions whose PD targets are the reference joints at t + 1."""
-        nxt = self.motion_library.initial_state(self.clip, self.t + 1)
-        return self.targets_to_action(nxt.joint_rotvec)
+        with torch_threads(self.config.torch_threads, self.device):
+            return self.targets_to_action(self.motion_library.joint_rotvec(self.clip, self.t + 1))
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
         """One control step of every world: (obs, reward, terminated, truncated, info).
@@ -383,26 +425,26 @@ class HOIEnv:
             raise EnvError("actions contain NaN or inf")
         if self._prev is None:
             raise EnvError("call reset() before step()")
-        targets = self.action_to_targets(actions)
-        for g in self.groups:
-            g.backend.step(targets[g.start:g.stop])
-        self.t += 1
-        self.steps += 1
-        sim = self.sim_state()
-        ref = lib.frames(self.clip, self.t)
-        points = lib.points_of(self.clip)
-        reward, terms = compute_reward(sim, self._prev, ref, points, cfg.reward, self.steps, self.dt)
-        self.hand_lost = update_hand_contact_lost(self.hand_lost, hand_contact_source(sim, cfg.termination),
-                                                  ref.body_contact)
-        reset, terminated, reasons = check_terminations(
-            sim, ref, points, self.t, lib.num_frames[self.clip], self.steps, self.hand_lost,
-            cfg.termination, cfg.episode_cap)
-        reasons["physics_failure"] = self._failed()
-        e_h, e_o = step_errors(sim, ref, points)
-        obs = self.compute_observation(sim)
-        bad_obs = torch.zeros(n, dtype=torch.bool, device=self.device)
-        bad_obs[nonfinite_envs(obs)] = True
-        reasons["nonfinite_obs"] = bad_obs
+        targets = self._action_to_targets(actions)
+        t, steps = self.t + 1, self.steps + 1
+        runner = self._physics
+        runner.start(targets)
+        try:
+            parts = []
+            # the reference side needs no physics: with a pipeline it runs while the worlds step
+            ref_sides = [self._reference_side(b.worlds, t) for b in self._blocks]
+            for i, (block, ref_side) in enumerate(zip(self._blocks, ref_sides)):
+                runner.wait(i)
+                parts.append(self._simulated_side(block, ref_side, t, steps))
+        finally:
+            runner.settle()
+        part = merge(parts)
+        self.t.copy_(t)
+        self.steps.copy_(steps)
+        self.hand_lost = part.hand_lost
+        obs, reward, terms, reasons = part.obs, part.reward, part.terms, part.reasons
+        e_h, e_o, reset, terminated = part.e_h, part.e_o, part.reset, part.terminated
+        bad_obs = reasons["nonfinite_obs"]
         failed = reasons["physics_failure"] | bad_obs
         terminated = terminated | failed
         reset = reset | failed
@@ -415,10 +457,10 @@ class HOIEnv:
         reward = torch.where(live & ~failed, torch.nan_to_num(reward, nan=0.0), torch.zeros_like(reward))
         live_ids = torch.nonzero(live).flatten()
         self.metrics.step(e_h, e_o)
-        if live_ids.numel():
-            self.psi.record(live_ids, self.clip[live_ids], self.t[live_ids],
-                            InitialState.from_sim(sim.index(live_ids)).flatten(), reward[live_ids])
-        self._prev = PrevVelocities.from_sim(sim)
+        if part.psi_state is not None and live_ids.numel():
+            self.psi.record(live_ids, self.clip[live_ids], self.t[live_ids], part.psi_state[live_ids],
+                            reward[live_ids])
+        self._prev = part.prev
         done = reset & live
         terminated = terminated & live
         truncated = done & ~terminated
@@ -441,7 +483,26 @@ class HOIEnv:
         self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
         return self.obs.clone(), reward, terminated, truncated, info
 
+    def _reference_side(self, worlds: slice, t: Tensor) -> ReferenceSide:
+        return reference_side(self.motion_library, self.clip[worlds], t[worlds], self.obs_spec.ref_offsets,
+                              self._world_points[worlds], self._key_bodies, self.config.termination.ig_floor)
+
+    def _simulated_side(self, block: Block, ref_side: ReferenceSide, t: Tensor, steps: Tensor) -> StepPart:
+        w = block.worlds
+        groups = [g for g in self.groups if block.start <= g.start < block.stop]
+        sim = cat_sim_states([g.backend.state() for g in groups])
+        failed = torch.cat([g.backend.failed().to(self.device) for g in groups])
+        prev = self._prev
+        assert prev is not None
+        worlds = WorldsState(
+            clip=self.clip[w], t=t[w], steps=steps[w], num_frames=self.motion_library.num_frames[self.clip[w]],
+            hand_lost=self.hand_lost[w], points=self._world_points[w], failed=failed,
+            prev=PrevVelocities(prev.joint_ang_vel[w], prev.object_lin_vel[w], prev.object_ang_vel[w]))
+        return simulated_side(sim, ref_side, worlds, self.config, self.obs_builder, self.dt,
+                              record_psi=self.psi.config.enabled)
+
     def close(self) -> None:
+        self._physics.close()
         for g in self.groups:
             g.backend.close()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
 from intermimic_policy.sim.backends import BACKENDS
+from intermimic_policy.sim.env_config import SKELETONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="simulation threads (0: one per core)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skeleton", choices=SKELETONS, default="default",
+                   help="humanoid: the default skeleton, or 'subject': one skeleton fitted to all the "
+                        "clips (FK matches their bodies, feet on their floor; for clips of one subject)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_eval)
 
@@ -65,7 +69,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     settings = EvalSettings(attempts=args.attempts, backend=args.backend, max_worlds=args.max_worlds,
                             threads=args.threads, device=args.device, seed=args.seed,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, skeleton=args.skeleton)
     policy = load_policy(args.policy)
     motions = load_motions(_clip_paths(args.clips), progress=not args.no_progress)
     report = evaluate(motions, policy, settings)

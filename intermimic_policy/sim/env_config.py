@@ -24,6 +24,8 @@ from intermimic_policy.sim.terminations import TerminationConfig
 # weights (frames with few good physical states first), starting from a PSI slot's state.
 STATE_INITS: tuple[str, ...] = ("start", "random", "hybrid", "psi")
 OBS_PRESETS = {"teacher": teacher_spec, "student": student_spec}
+# "default": the project's skeleton table; "subject": fitted to the env's clips (sim.subject)
+SKELETONS: tuple[str, ...] = ("default", "subject")
 
 
 class EnvConfigError(IntermimicError, ValueError):
@@ -55,6 +57,16 @@ class HOIEnvConfig:
     # own threads, and OpenMP threads competing with them for the same cores slow small tensor
     # ops down by 10-100x (measured on 2 cores). 0 leaves torch's setting alone.
     torch_threads: int = 1
+    # Step the physics on a background thread, worlds in two blocks, while the main thread
+    # computes the finished block's reward/observation (and the reference side of the step):
+    # the simulator releases the GIL, so on CPU that work hides behind the physics. Results are
+    # bit-identical either way. Off by default: it needs a spare core beside the simulator's
+    # threads (see benchmarks/bench_env.py for when it pays).
+    pipeline: bool = False
+    # The humanoid: "default" (the project's skeleton table) or "subject" (one skeleton fitted
+    # to all the env's clips, so FK matches their body positions and the feet meet their floor;
+    # meant for the clips of one subject, e.g. one teacher's). A Skeleton passed to HOIEnv wins.
+    skeleton: str = "default"
     seed: int = 0
     device: str = "cpu"
 
@@ -88,6 +100,8 @@ class HOIEnvConfig:
             raise bad(f"min_episode_frames must be >= 1, got {self.min_episode_frames}")
         if self.object_density is not None and not self.object_density > 0:
             raise bad(f"object_density must be positive, got {self.object_density}")
+        if self.skeleton not in SKELETONS:
+            raise bad(f"skeleton must be one of {', '.join(SKELETONS)}, got {self.skeleton!r}")
         if self.torch_threads < 0:
             raise bad(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.num_object_points < 1:

@@ -30,7 +30,8 @@ from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim.env import HOIEnv
-from intermimic_policy.sim.env_config import eval_config
+from intermimic_policy.sim.env_config import SKELETONS, eval_config
+from intermimic_policy.sim.subject import subject_skeleton
 
 
 class EvalError(IntermimicError, ValueError):
@@ -122,8 +123,11 @@ class EvalSettings:
     device: str = "cpu"
     seed: int = 0
     progress: bool = True
+    skeleton: str = "default"  # HOIEnvConfig.skeleton: "default" or "subject" (fitted to the clips)
 
     def __post_init__(self) -> None:
+        if self.skeleton not in SKELETONS:
+            raise EvalError(f"skeleton must be one of {', '.join(SKELETONS)}, got {self.skeleton!r}")
         if self.attempts < 1:
             raise EvalError(f"attempts must be >= 1, got {self.attempts}")
         if self.max_worlds < 1:
@@ -139,6 +143,7 @@ class EvalReport:
     clips: list[dict[str, Any]]
     model_hashes: dict[str, str]
     obs_spec_digest: str
+    skeleton: str = "default"  # the humanoid evaluated: "default" or "subject"
 
     def summary(self) -> dict[str, Any]:
         """Means over all attempts of all clips (errors in cm, durations in s)."""
@@ -166,6 +171,7 @@ class EvalReport:
         return {
             **self.summary(),
             "backend": s.backend,
+            "skeleton": self.skeleton,
             "attempts_per_clip": s.attempts,
             "seed": s.seed,
             "model_hashes": self.model_hashes,
@@ -231,6 +237,13 @@ def evaluate(motions: Sequence[HOIMotion], policy: Policy, settings: EvalSetting
     rows: dict[str, dict[str, Any]] = {}
     hashes: dict[str, str] = {}
     digest = ""
+    # a policy trained on one skeleton is evaluated on it; --skeleton only chooses for the others
+    overrides = dict(policy.config_overrides)
+    which = overrides.pop("skeleton", s.skeleton)
+    if s.skeleton != "default" and which != s.skeleton:
+        raise EvalError(f"policy {policy.name} was trained with skeleton {which!r}, not {s.skeleton!r}")
+    # one subject skeleton from ALL the clips, shared by the per-object environments
+    skeleton = subject_skeleton(named) if which == "subject" else None
     total_frames = sum(m.num_frames * s.attempts for m in named)
     bar = tqdm(total=total_frames, desc=f"eval {policy.name}", unit="frame", disable=not s.progress)
     try:
@@ -238,8 +251,8 @@ def evaluate(motions: Sequence[HOIMotion], policy: Policy, settings: EvalSetting
             runs = [(c, a) for c in range(len(clips)) for a in range(s.attempts)]
             worlds = min(len(runs), s.max_worlds)
             config = eval_config(num_worlds=worlds, backend=s.backend, threads=s.threads, device=s.device,
-                                 seed=s.seed, **policy.config_overrides)
-            env = HOIEnv(config, clips)
+                                 seed=s.seed, skeleton=which, **overrides)
+            env = HOIEnv(config, clips, skeleton=skeleton)
             hashes[obj], digest = env.model_hash, env.obs_spec.digest()
             endings: dict[int, Counter[str]] = {}
             try:
@@ -258,7 +271,7 @@ def evaluate(motions: Sequence[HOIMotion], policy: Policy, settings: EvalSetting
                 rows.setdefault(name, _row(_empty(), name, int(lib.num_frames[i])))
     finally:
         bar.close()
-    return EvalReport(policy.name, s, [rows[m.name] for m in named], hashes, digest)
+    return EvalReport(policy.name, s, [rows[m.name] for m in named], hashes, digest, which)
 
 
 def _empty() -> dict[str, Any]:

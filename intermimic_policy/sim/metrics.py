@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import KEY_BODIES
-from intermimic_policy.sim.interaction_graph import object_points_world
+from intermimic_policy.sim.interaction_graph import InteractionGeometry, object_points_world
 from intermimic_policy.sim.reference import RefFrame
 from intermimic_policy.sim.state import SimState
 
@@ -35,10 +35,15 @@ def object_error(points: Tensor, ref_points: Tensor) -> Tensor:
     return (ref_points - points).norm(dim=-1).mean(-1)
 
 
-def step_errors(sim: SimState, ref: RefFrame, object_points: Tensor) -> tuple[Tensor, Tensor]:
-    """(E_h, E_o) [N] of each world against the reference at the same frame."""
-    pts = object_points_world(object_points, sim.object_pos, sim.object_rot)
-    ref_pts = object_points_world(object_points, ref.object_pos, ref.object_rot)
+def step_errors(sim: SimState, ref: RefFrame, object_points: Tensor, *,
+                geometry: InteractionGeometry | None = None) -> tuple[Tensor, Tensor]:
+    """(E_h, E_o) [N] of each world against the reference at the same frame (``geometry``: the
+    step's shared world-frame object points, when the caller has them)."""
+    if geometry is not None:
+        pts, ref_pts = geometry.points, geometry.ref_points
+    else:
+        pts = object_points_world(object_points, sim.object_pos, sim.object_rot)
+        ref_pts = object_points_world(object_points, ref.object_pos, ref.object_rot)
     return human_error(sim.body_pos, ref.body_pos), object_error(pts, ref_pts)
 
 

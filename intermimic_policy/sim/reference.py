@@ -14,6 +14,7 @@ Differences from upstream (``InterMimic._load_motion``, spec 1.5):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from intermimic_policy.embodiment.smplx_body import NUM_JOINTS
+from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
 from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
 from intermimic_policy.sim.interaction_graph import nearest_point_vectors, object_points_world
 from intermimic_policy.sim.state import SimState
@@ -192,6 +193,14 @@ class MotionLibrary:
             k: torch.from_numpy(np.stack(per_clip[k])).to(self.device) for k in _STACKED
         }
         self._data["ig"] = self._compute_ig()
+        # RefFrame fields packed per (clip, frame) row: every frame query is ONE index_select
+        # (all worlds and all offsets at once), and the fields are views of the gathered rows.
+        m, length = len(motions), self.max_frames
+        self._table = torch.cat([self._data[k].reshape(m, length, -1).float() for k, _ in _FRAME_LAYOUT],
+                                dim=-1).reshape(m * length, -1).contiguous()
+        for k, _ in _FRAME_LAYOUT:
+            if k not in _INITIAL_FIELDS:
+                del self._data[k]
 
     # -- construction helpers ------------------------------------------------------------------
     @staticmethod
@@ -226,7 +235,7 @@ class MotionLibrary:
             for s in range(0, length, _IG_FRAMES_PER_CHUNK):
                 sl = slice(s, min(length, s + _IG_FRAMES_PER_CHUNK))
                 world = object_points_world(pts, obj_pos[clip, sl], obj_rot[clip, sl])
-                out[clip, sl] = nearest_point_vectors(body_pos[clip, sl], world)
+                out[clip, sl] = nearest_point_vectors(body_pos[clip, sl], world, obj_pos[clip, sl])
         return out
 
     # -- queries -------------------------------------------------------------------------------
@@ -243,47 +252,62 @@ class MotionLibrary:
         last = self.num_frames[clip_ids] - 1
         return torch.minimum(t.clamp_min(0), last)
 
+    def rows(self, clip_ids: Tensor, t: Tensor) -> Tensor:
+        """Flat table rows of (clip, frame), frames clamped to each clip's end."""
+        clip_ids = clip_ids.to(self.device, torch.long)
+        return clip_ids * self.max_frames + self.clamp_frames(clip_ids, t.to(self.device, torch.long))
+
     def frames(self, clip_ids: Tensor, t: Tensor) -> RefFrame:
         """The reference of clip ``clip_ids[i]`` at frame ``t[i]`` (clamped to the clip's end)."""
+        return self._unpack(self._table.index_select(0, self.rows(clip_ids, t)))
+
+    def frames_at_offsets(self, clip_ids: Tensor, t: Tensor, offsets: Sequence[int]) -> RefFrame:
+        """The references at ``t + d`` for every ``d`` in ``offsets``, stacked offset-major in ONE
+        ``RefFrame`` of ``len(offsets) * N`` rows (rows ``[i N, (i+1) N)`` are offset ``i``), read
+        with one gather. ``.index(slice(i * N, (i + 1) * N))`` gives offset ``i``'s frame."""
         clip_ids = clip_ids.to(self.device, torch.long)
-        t = self.clamp_frames(clip_ids, t.to(self.device, torch.long))
-        d = self._data
-        return RefFrame(
-            body_pos=d["body_pos"][clip_ids, t],
-            body_rot=d["body_rot"][clip_ids, t],
-            body_lin_vel=d["body_lin_vel"][clip_ids, t],
-            body_ang_vel=d["body_ang_vel"][clip_ids, t],
-            object_pos=d["object_pos"][clip_ids, t],
-            object_rot=d["object_rot"][clip_ids, t],
-            object_lin_vel=d["object_lin_vel"][clip_ids, t],
-            object_ang_vel=d["object_ang_vel"][clip_ids, t],
-            body_contact=d["body_contact"][clip_ids, t],
-            object_contact=d["object_contact"][clip_ids, t],
-            ig=d["ig"][clip_ids, t],
-        )
+        t = t.to(self.device, torch.long)
+        shift = torch.tensor(list(offsets), dtype=torch.long, device=self.device)
+        frames = (t.unsqueeze(0) + shift.unsqueeze(1)).reshape(-1)
+        return self.frames(clip_ids.repeat(len(offsets)), frames)
+
+    def _unpack(self, rows: Tensor) -> RefFrame:
+        n = rows.shape[0]
+        out: dict[str, Tensor] = {}
+        start = 0
+        for name, tail in _FRAME_LAYOUT:
+            size = math.prod(tail)
+            out[name] = rows[:, start:start + size].view(n, *tail)
+            start += size
+        out["object_contact"] = out["object_contact"] > 0.5
+        return RefFrame(**out)
+
+    def joint_rotvec(self, clip_ids: Tensor, t: Tensor) -> Tensor:
+        """Reference joint rotation vectors [N, 51, 3] at (clip, frame) (clamped)."""
+        clip_ids = clip_ids.to(self.device, torch.long)
+        return self._data["joint_rotvec"][clip_ids, self.clamp_frames(clip_ids, t.to(self.device, torch.long))]
 
     def initial_state(self, clip_ids: Tensor, t: Tensor) -> InitialState:
         """The reference state at (clip, frame), for a backend reset (reference state init)."""
         clip_ids = clip_ids.to(self.device, torch.long)
         t = self.clamp_frames(clip_ids, t.to(self.device, torch.long))
         d = self._data
-        return InitialState(
-            root_pos=d["root_pos"][clip_ids, t],
-            root_rot=d["root_rot"][clip_ids, t],
-            root_lin_vel=d["root_lin_vel"][clip_ids, t],
-            root_ang_vel=d["root_ang_vel"][clip_ids, t],
-            joint_rotvec=d["joint_rotvec"][clip_ids, t],
-            joint_ang_vel=d["joint_ang_vel"][clip_ids, t],
-            object_pos=d["object_pos"][clip_ids, t],
-            object_rot=d["object_rot"][clip_ids, t],
-            object_lin_vel=d["object_lin_vel"][clip_ids, t],
-            object_ang_vel=d["object_ang_vel"][clip_ids, t],
-        )
+        return InitialState(**{k: d[k][clip_ids, t] for k in _INITIAL_FIELDS})
 
     def points_of(self, clip_ids: Tensor) -> Tensor:
         """Object-frame surface points of each world's object, [N, P, 3]."""
         return self.points[self.clip_object[clip_ids.to(self.device, torch.long)]]
 
+
+# RefFrame fields in table order, with their per-frame shapes (object_contact stored as 0/1)
+_FRAME_LAYOUT: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("body_pos", (NUM_BODIES, 3)), ("body_rot", (NUM_BODIES, 4)), ("body_lin_vel", (NUM_BODIES, 3)),
+    ("body_ang_vel", (NUM_BODIES, 3)), ("object_pos", (3,)), ("object_rot", (4,)), ("object_lin_vel", (3,)),
+    ("object_ang_vel", (3,)), ("body_contact", (NUM_BODIES,)), ("object_contact", ()), ("ig", (NUM_BODIES, 3)),
+)
+# InitialState fields, kept per clip for resets (InitialState's field order)
+_INITIAL_FIELDS = ("root_pos", "root_rot", "root_lin_vel", "root_ang_vel", "joint_rotvec", "joint_ang_vel",
+                   "object_pos", "object_rot", "object_lin_vel", "object_ang_vel")
 
 _STACKED = (
     "body_pos", "body_rot", "body_lin_vel", "body_ang_vel", "object_pos", "object_rot",

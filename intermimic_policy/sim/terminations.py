@@ -17,12 +17,17 @@ Deviations from upstream (``compute_humanoid_reset``, ``compute_hoi_reset``, ``_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import KEY_BODIES, LEFT_HAND_BODIES, RIGHT_HAND_BODIES
-from intermimic_policy.sim.interaction_graph import ig_deviation_ratio, object_points_world
+from intermimic_policy.sim.interaction_graph import (
+    InteractionGeometry,
+    ig_deviation_ratio,
+    object_points_world,
+)
 from intermimic_policy.sim.reference import RefFrame
 from intermimic_policy.sim.rewards import CONTACT_SOURCES, LABEL_THRESHOLD
 from intermimic_policy.sim.state import SimState
@@ -53,8 +58,13 @@ class TerminationConfig:
                 raise ValueError(f"termination {name} must be positive, got {getattr(self, name)}")
 
 
+@cache
+def _index(ids: tuple[int, ...], device: torch.device) -> Tensor:
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
 def _ids(ids: tuple[int, ...], like: Tensor) -> Tensor:
-    return torch.tensor(ids, dtype=torch.long, device=like.device)
+    return _index(ids, like.device)
 
 
 def fall(root_height: Tensor, fall_height: float) -> Tensor:
@@ -83,14 +93,12 @@ def update_hand_contact_lost(counters: Tensor, contact: Tensor, labels: Tensor) 
 
     m = (reference labels any +1 on the hand) and (no body of the hand in contact); n <- (n+m) m.
     """
-    out = []
-    for i, hand in enumerate((LEFT_HAND_BODIES, RIGHT_HAND_BODIES)):
-        ids = _ids(hand, labels)
-        wanted = (labels[:, ids] > LABEL_THRESHOLD).any(-1)
-        touching = contact[:, ids].bool().any(-1)
-        m = (wanted & ~touching).to(counters.dtype)
-        out.append((counters[:, i] + m) * m)
-    return torch.stack(out, dim=-1)
+    ids = _ids(LEFT_HAND_BODIES + RIGHT_HAND_BODIES, labels)
+    shape = (-1, 2, len(LEFT_HAND_BODIES))
+    wanted = (labels.index_select(1, ids).reshape(shape) > LABEL_THRESHOLD).any(-1)
+    touching = contact.index_select(1, ids).bool().reshape(shape).any(-1)
+    m = (wanted & ~touching).to(counters.dtype)
+    return (counters + m) * m
 
 
 def hand_contact_lost(counters: Tensor, max_frames: int) -> Tensor:
@@ -103,23 +111,30 @@ def clip_end(t: Tensor, num_frames: Tensor) -> Tensor:
 
 
 def nonfinite_state(sim: SimState) -> Tensor:
-    """Worlds whose pose or velocity holds NaN or inf (a blown-up simulation)."""
-    bad = ~torch.isfinite(sim.body_pos).flatten(1).all(-1)
-    for x in (sim.body_rot, sim.body_lin_vel, sim.body_ang_vel, sim.object_pos, sim.object_rot,
-              sim.object_lin_vel, sim.object_ang_vel):
-        bad |= ~torch.isfinite(x).flatten(1).all(-1)
-    return bad
+    """Worlds whose pose or velocity holds NaN or inf (a blown-up simulation).
+
+    x * 0 is 0 for every finite x and NaN for NaN or inf, so one sum per world finds them all.
+    """
+    values = torch.cat([x.flatten(1) for x in (sim.body_pos, sim.body_rot, sim.body_lin_vel, sim.body_ang_vel,
+                                                sim.object_pos, sim.object_rot, sim.object_lin_vel,
+                                                sim.object_ang_vel)], dim=1)
+    return (values * 0.0).sum(-1) != 0.0
 
 
 def check_terminations(sim: SimState, ref: RefFrame, object_points: Tensor, t: Tensor,
                        num_frames: Tensor, steps_since_start: Tensor, hand_lost: Tensor,
-                       config: TerminationConfig, episode_cap: int | None = None,
+                       config: TerminationConfig, episode_cap: int | None = None, *,
+                       geometry: InteractionGeometry | None = None,
+                       errors: tuple[Tensor, Tensor] | None = None,
                        ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """(reset [N], terminated [N], reasons) for each world after a step.
 
     ``ref`` is the reference at the current frame ``t`` [N]; ``num_frames`` [N] each world's clip
     length; ``hand_lost`` [N,2] the counters already updated for this step with
     :func:`update_hand_contact_lost`; ``episode_cap`` the most control steps an episode may run.
+    ``geometry``: this step's shared :class:`InteractionGeometry` (key bodies ``KEY_BODIES``,
+    floor ``config.ig_floor``), else the graph quantities are computed here. ``errors``: this
+    step's (E_h, E_o) from ``metrics.step_errors``, the very means the deviation tests compare.
     """
     cfg = config
     active = steps_since_start > cfg.grace_steps
@@ -127,13 +142,25 @@ def check_terminations(sim: SimState, ref: RefFrame, object_points: Tensor, t: T
     reasons["fall"] = active & fall(sim.body_pos[:, 0, 2], cfg.fall_height)
     if cfg.early_termination:
         k = _ids(KEY_BODIES, sim.body_pos)
-        key, ref_key = sim.body_pos[:, k], ref.body_pos[:, k]
-        pts = object_points_world(object_points, sim.object_pos, sim.object_rot)
-        ref_pts = object_points_world(object_points, ref.object_pos, ref.object_rot)
-        reasons["human_deviation"] = active & human_deviation(key, ref_key, cfg.key_body_dev)
-        reasons["object_deviation"] = active & object_deviation(pts, ref_pts, cfg.object_dev)
-        reasons["ig_deviation"] = active & ig_deviation(key, pts, ref_key, ref_pts, cfg.ig_ratio, cfg.ig_floor,
-                                                        sim.object_pos, ref.object_pos)
+        key, ref_key = sim.body_pos.index_select(1, k), ref.body_pos.index_select(1, k)
+        if geometry is not None:
+            if geometry.floor != cfg.ig_floor:
+                raise ValueError(f"interaction geometry has floor {geometry.floor}, config ig_floor {cfg.ig_floor}")
+            pts, ref_pts = geometry.points, geometry.ref_points
+            ig_dev = geometry.deviation_ratio > cfg.ig_ratio
+        else:
+            pts = object_points_world(object_points, sim.object_pos, sim.object_rot)
+            ref_pts = object_points_world(object_points, ref.object_pos, ref.object_rot)
+            ig_dev = ig_deviation(key, pts, ref_key, ref_pts, cfg.ig_ratio, cfg.ig_floor, sim.object_pos,
+                                  ref.object_pos)
+        if errors is not None:
+            human, obj = errors[0] > cfg.key_body_dev, errors[1] > cfg.object_dev
+        else:
+            human = human_deviation(key, ref_key, cfg.key_body_dev)
+            obj = object_deviation(pts, ref_pts, cfg.object_dev)
+        reasons["human_deviation"] = active & human
+        reasons["object_deviation"] = active & obj
+        reasons["ig_deviation"] = active & ig_dev
         reasons["hand_contact_lost"] = active & hand_contact_lost(hand_lost, cfg.hand_contact_lost_frames)
     else:
         none = torch.zeros_like(active)
