@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "clip_frames": 30,
-    "stages": ["teachers"],
+    "stages": ["teachers", "export"],
     "teacher": {
         "iterations": 2, "save_interval": 2, "seed": 1, "torch_threads": 1,
         "env": {"num_envs": 4, "overrides": {"episode_cap": 30}},
@@ -57,6 +57,55 @@ def test_report_has_teacher_checkpoint_metrics_and_baseline(pipeline_run: dict):
         assert m["mean_duration_s"] > 0
 
 
+def test_export_stage_writes_loadable_onnx_with_the_env_contract(pipeline_run: dict):
+    import numpy as np
+    import torch
+
+    from intermimic_policy.runtime.loader import load_policy
+    from intermimic_policy.sim.env import HOIEnv
+    from training.eval_policy import load_checkpoint_policy
+    from training.teacher import env_config
+
+    report = json.loads((pipeline_run["out"] / "report.json").read_text())
+    assert "export" in report["stages"]
+    (teacher,), (exported,) = report["teachers"], report["exports"]
+    assert exported["name"] == "all" and exported["checkpoint"] == teacher["checkpoint"]
+    onnx_path = Path(exported["onnx"])
+    assert onnx_path.suffix == ".onnx" and onnx_path.is_file() and exported["max_error"] <= 1e-4
+    policy = load_policy(onnx_path, backend="onnxruntime")  # verifies the golden pairs too
+    assert policy.contract.kind == "teacher"
+    # the contract names the physics model the teacher was trained in
+    config = load_pipeline_config(pipeline_run["cfg"])
+    clips = load_clips(["example"], config.clip_frames)
+    env = HOIEnv(env_config(config.teacher).with_(num_worlds=2, backend="mujoco"), [c.motion for c in clips])
+    try:
+        obs = env.reset()
+        assert policy.contract.model_hash == env.model_hash == exported["model_hash"]
+        # and on the env's own observations the ONNX graph acts as the checkpoint does
+        torch_policy = load_checkpoint_policy(teacher["checkpoint"])
+        with torch.no_grad():
+            expected = torch_policy.policy.action_mean(obs).numpy()
+        got = np.asarray(policy(obs.numpy().astype(np.float32)))
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    finally:
+        env.close()
+
+
+def test_export_resumes_per_teacher_and_needs_teachers(pipeline_run: dict, capsys):
+    out = pipeline_run["out"]
+    onnx_path = out / "export" / "all.onnx"
+    before = onnx_path.stat().st_mtime_ns
+    marker_path(out, "export").unlink()  # as if interrupted after the ONNX file was written
+    capsys.readouterr()
+    assert main(["--config", str(pipeline_run["cfg"]), "--out", str(out), "--stages", "export",
+                 "--no-progress"]) == 0
+    assert "up to date" in capsys.readouterr().out and onnx_path.stat().st_mtime_ns == before
+    assert marker_path(out, "export").is_file()
+    rc = main(["--config", str(pipeline_run["cfg"]), "--out", str(pipeline_run["root"] / "fresh"),
+               "--stages", "export", "--no-progress"])
+    assert rc == 2 and "needs the teachers stage" in capsys.readouterr().err
+
+
 def test_rerun_skips_finished_stage(pipeline_run: dict, capsys):
     marker = marker_path(pipeline_run["out"], "teachers")
     ckpt = pipeline_run["out"] / "teachers" / "all" / "teacher.pt"
@@ -80,8 +129,8 @@ def test_unknown_stage_is_a_clear_error(pipeline_run: dict, capsys):
         rc = main(["--config", str(pipeline_run["cfg"]), "--out", str(pipeline_run["root"] / "x"),
                    "--stages", stage])
         err = capsys.readouterr().err
-        assert rc == 2 and f"unknown stage {stage!r}" in err and "available: teachers" in err
-    assert resolve_stages(["teachers"]) == ["teachers"]
+        assert rc == 2 and f"unknown stage {stage!r}" in err and "available: teachers, export" in err
+    assert resolve_stages(["export", "teachers"]) == ["teachers", "export"]
     assert PIPELINE_ORDER[0] == "teachers" and "export" in PIPELINE_ORDER
 
 
@@ -146,10 +195,14 @@ def test_clip_sources_errors_name_the_pattern(tmp_path: Path):
 def test_shipped_pipeline_configs_load():
     smoke = load_pipeline_config(REPO / "config" / "pipeline" / "smoke.yaml")
     default = load_pipeline_config(REPO / "config" / "pipeline" / "default.yaml")
-    assert smoke.clips == () and smoke.stages == ("teachers",)
+    one_clip = load_pipeline_config(REPO / "config" / "pipeline" / "one_clip_cpu.yaml")
+    assert smoke.clips == () and smoke.stages == ("teachers", "export")
+    assert smoke.teacher.bc_warmstart.enabled and one_clip.teacher.bc_warmstart.enabled
     ppo = default.teacher.ppo
     assert (ppo.learning_rate, ppo.num_learning_epochs, ppo.num_steps_per_env) == (2e-5, 6, 32)
     assert default.teacher.env.num_envs == 4096 and default.teachers[0].subject == "sub2"
+    assert not default.teacher.bc_warmstart.enabled  # upstream trains teachers without it
+    assert one_clip.clips[0].endswith("OMOMO_new/sub2_largetable_000.pt")
 
 
 def test_config_rejects_unknown_keys_and_wrong_types(tmp_path: Path):

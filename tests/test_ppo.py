@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -69,9 +70,9 @@ class PointMassEnv:
         return self._obs(), reward, done.float(), extras
 
 
-def _cfg(**kw) -> PPOConfig:
-    base = dict(num_steps_per_env=8, num_learning_epochs=2, minibatch_size=64, hidden_dims=(32, 32),
-                learning_rate=1e-3, init_log_std=-1.0)
+def _cfg(**kw: Any) -> PPOConfig:
+    base: dict[str, Any] = dict(num_steps_per_env=8, num_learning_epochs=2, minibatch_size=64,
+                                hidden_dims=(32, 32), learning_rate=1e-3, init_log_std=-1.0)
     base.update(kw)
     return PPOConfig(**base)
 
@@ -198,3 +199,91 @@ def test_runner_rejects_observation_size_mismatch():
     cfg = _cfg()
     with pytest.raises(ValueError, match="7"):
         PPORunner(env, TeacherPolicy.build(7, 2, cfg), cfg)
+
+
+# -- behaviour-cloning warm start -----------------------------------------------------------------
+class ExpertPointMassEnv(PointMassEnv):
+    """The point-mass task with a hand-written expert: a PD controller towards the goal."""
+
+    def expert_actions(self) -> torch.Tensor:
+        return (2.0 * (self.goal - self.pos) - 1.0 * self.vel).clamp(-1.0, 1.0)
+
+
+def _rollout_reward(env: ExpertPointMassEnv, act, steps: int = 40) -> float:
+    env.reset(seed=123)
+    total = 0.0
+    for _ in range(steps):
+        _, reward, _, _ = env.step(act())
+        total += float(reward.mean())
+    return total / steps
+
+
+def test_lambda_returns_match_the_recursive_definition():
+    from training.bc_warmstart import lambda_returns
+
+    g = torch.Generator().manual_seed(0)
+    rewards, values = torch.rand(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    dones = torch.zeros(5, 3)
+    dones[1, 0] = 1.0  # world 0's episode ends after step 1
+    dones[4, 2] = 1.0  # world 2's after the last step
+    last = torch.randn(3, generator=g)
+    gamma, lam = 0.9, 0.8
+    got = lambda_returns(rewards, values, dones, last, gamma, lam)
+    # G_t = r_t + gamma (1 - d_t) [(1 - lam) V(s_{t+1}) + lam G_{t+1}], with G_T = V(s_T)
+    for n in range(3):
+        g_next = last[n].item()
+        for t in reversed(range(5)):
+            v_next = last[n].item() if t == 4 else values[t + 1, n].item()
+            g_t = rewards[t, n].item() + gamma * (1 - dones[t, n].item()) * ((1 - lam) * v_next + lam * g_next)
+            assert got[t, n].item() == pytest.approx(g_t, abs=1e-5), (t, n)
+            g_next = g_t
+
+
+def test_expert_probability_falls_from_one_to_expert_mix():
+    from training.config import BCWarmStartConfig, ConfigError
+
+    cfg = BCWarmStartConfig(iterations=5, expert_mix=0.2)
+    probs = [cfg.expert_probability(r) for r in range(5)]
+    assert probs[0] == 1.0 and probs[-1] == pytest.approx(0.2)
+    assert all(a > b for a, b in zip(probs, probs[1:]))
+    assert BCWarmStartConfig(iterations=1, expert_mix=0.0).expert_probability(0) == 1.0
+    assert not BCWarmStartConfig().enabled
+    with pytest.raises(ConfigError, match="expert_mix"):
+        BCWarmStartConfig(iterations=2, expert_mix=1.5)
+
+
+def test_bc_warmstart_clones_the_expert_and_fits_the_critic():
+    from training.bc_warmstart import bc_warmstart
+    from training.config import BCWarmStartConfig
+
+    torch.manual_seed(0)
+    env = ExpertPointMassEnv(32)
+    cfg = _cfg(hidden_dims=(64, 64), init_log_std=-2.0)
+    policy = TeacherPolicy.build(env.obs_dim, env.num_actions, cfg)
+
+    def mean_action() -> torch.Tensor:
+        with torch.no_grad():
+            return policy.action_mean(env.get_observations()[OBS_KEY])
+
+    def imitation_error() -> float:
+        env.reset(seed=7)
+        return float((mean_action() - env.expert_actions()).square().mean())
+
+    before_err, before_reward = imitation_error(), _rollout_reward(env, mean_action)
+    expert_reward = _rollout_reward(env, env.expert_actions)
+    env.reset(seed=1)
+    bc = BCWarmStartConfig(iterations=6, epochs=20, expert_mix=0.3, lr=3e-3, minibatch_size=128)
+    result = bc_warmstart(env, policy, bc, horizon=16, gamma=0.9, lam=0.95, progress=False)
+    assert result.samples == 6 * 16 * 32 and len(result.rounds) == 6
+    assert [r.beta for r in result.rounds][0] == 1.0 and result.rounds[-1].beta == pytest.approx(0.3)
+    assert 0.2 < result.rounds[-1].expert_fraction < 0.45  # the last round mostly follows the student
+    after_err, after_reward = imitation_error(), _rollout_reward(env, mean_action)
+    assert after_err < 0.1 * before_err, (before_err, after_err)
+    # closed loop, the clone does (almost) what the expert does, far better than before
+    assert after_reward > before_reward + 0.5 * (expert_reward - before_reward), (before_reward, after_reward)
+    assert after_reward > 0.85 * expert_reward
+    # DAgger's own measure (student vs expert on new states, before fitting them) went down
+    assert result.rounds[-1].dagger_mse < 0.2 * result.rounds[0].dagger_mse
+    # the critic learnt the returns' scale (rewards are in [0, 1], gamma 0.9: returns up to 10)
+    assert result.rounds[-1].critic_mse < 0.5 * result.rounds[0].critic_mse
+    assert float(policy.normalizer.count) == 1 + result.samples

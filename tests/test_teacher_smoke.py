@@ -4,7 +4,9 @@ checkpoint, evaluate it (library and CLI), and resume to bit-equal parameters.""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from intermimic_policy.motion.io import save_motion
 from intermimic_policy.observation.spec import student_spec
 from intermimic_policy.sim.evaluate import load_policy
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.config import EnvSettings, EvalSettings, PPOConfig, TeacherTrainConfig
+from training.config import BCWarmStartConfig, EnvSettings, EvalSettings, PPOConfig, TeacherTrainConfig
 from training.eval_policy import CheckpointPolicy
 from training.teacher import TeacherError, TeacherTrainer, checkpoints_in, train_teacher
 
@@ -26,12 +28,14 @@ def clip() -> HOIMotion:
     return make_example_motion().slice(0, 40)
 
 
-def tiny_config(**kw) -> TeacherTrainConfig:
-    base = dict(
+def tiny_config(**kw: Any) -> TeacherTrainConfig:
+    base: dict[str, Any] = dict(
         iterations=4, save_interval=2, seed=3, keep_checkpoints=2, torch_threads=1,
         ppo=PPOConfig(num_steps_per_env=8, num_learning_epochs=2, minibatch_size=32, hidden_dims=(64, 64)),
         env=EnvSettings(num_envs=4, overrides={"episode_cap": 30}),
         eval=EvalSettings(max_clips=1),
+        # the warm start is part of the run that must resume bit-equal
+        bc_warmstart=BCWarmStartConfig(iterations=2, epochs=1, minibatch_size=32),
     )
     base.update(kw)
     return TeacherTrainConfig(**base)
@@ -86,12 +90,44 @@ def test_outputs_of_a_finished_teacher(runs: dict[str, Path]):
         assert 0.0 <= summary["success_rate"] <= 1.0 and summary["mean_duration_s"] > 0
     final = load_checkpoint(out / "teacher.pt")
     assert final.optimizer_state is None and final.extra["network"]["type"] == "teacher_mlp"
+    # the teacher and its baseline ran in the same physics model, the one it was trained in
+    report = json.loads((out / "eval.json").read_text())
+    assert report["teacher"]["model_hashes"] == report["pd_replay"]["model_hashes"]
+    assert set(report["teacher"]["model_hashes"].values()) == {final.model_hash}
 
 
 def test_history_survives_resume(runs: dict[str, Path]):
     ckpt = load_checkpoint(runs["split"] / "checkpoints" / "iter_00000004.pt")
     iterations = [int(i) for i, _ in ckpt.extra["history"]["reward/mean"]]
     assert iterations == [1, 2, 3, 4]
+    # the warm start's two rounds sit just before PPO's first iteration, and are not redone
+    assert [int(i) for i, _ in ckpt.extra["history"]["bc/actor_mse"]] == [-1, 0]
+    assert ckpt.extra["bc_warmstart"]["rounds"] == 2 and ckpt.extra["bc_warmstart"]["samples"] == 2 * 4 * 8
+
+
+def test_warm_start_clones_pd_replay_in_the_real_env(clip: HOIMotion, tmp_path: Path):
+    cfg = tiny_config(ppo=PPOConfig(num_steps_per_env=8, hidden_dims=(128, 128)), env=EnvSettings(num_envs=8),
+                      bc_warmstart=BCWarmStartConfig(iterations=4, epochs=30, lr=1e-3, minibatch_size=64))
+    trainer = TeacherTrainer("bc", [clip], cfg, tmp_path, progress=False)
+    try:
+        env = trainer.env
+
+        def imitation_error() -> float:
+            obs = env.reset(start_frames=torch.tensor([0, 5, 10, 15, 20, 25, 30, 35]),
+                            clip_ids=torch.zeros(8, dtype=torch.long))
+            with torch.no_grad():
+                mean = trainer.policy.action_mean(obs)
+            return float((mean - env.pd_replay_actions()).square().mean())
+
+        before = imitation_error()
+        result = trainer.warm_start()
+        after = imitation_error()
+    finally:
+        trainer.close()
+    assert result.samples == 4 * 8 * 8
+    assert after < 0.2 * before, (before, after)
+    assert trainer.bc_summary is not None and trainer.bc_summary["rounds"] == 4
+    assert math.isfinite(trainer.bc_summary["final_critic_mse"])
 
 
 def test_checkpoint_reloads_and_evaluates_deterministically(runs: dict[str, Path], clip: HOIMotion):
@@ -101,7 +137,8 @@ def test_checkpoint_reloads_and_evaluates_deterministically(runs: dict[str, Path
     policy = load_policy(str(runs["full"] / "teacher.pt"))
     assert isinstance(policy, CheckpointPolicy)
     obs = torch.randn(3, policy.policy.obs_dim)
-    a1, a2 = policy.act(_FakeEnv(), obs), policy.act(_FakeEnv(), obs)
+    env: Any = _FakeEnv()  # act() only reads env.device
+    a1, a2 = policy.act(env, obs), policy.act(env, obs)
     assert torch.equal(a1, a2) and a1.shape == (3, 153) and float(a1.abs().max()) <= 1.0
     settings = Settings(progress=False)
     r1 = evaluate([clip], policy, settings).summary()

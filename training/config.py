@@ -66,6 +66,47 @@ class PPOConfig:
 
 
 @dataclass
+class BCWarmStartConfig:
+    """Behaviour cloning of the PD-replay expert before PPO, DAgger-style (off when ``iterations`` is 0).
+
+    Why: the teacher's actions are absolute PD targets, so a freshly initialised actor starts far
+    from the reference pose and PPO needs millions of samples just to find it. Cloning the
+    PD-replay expert (targets = the reference joints at t+1) first puts the actor on the
+    reference in seconds; PPO then only learns the corrections. InterMimic's own student stage
+    does the same with a teacher as the expert (spec 9.3). What the policy outputs and the
+    deployment contract do not change.
+    """
+
+    iterations: int = 0  # DAgger rounds; each is one rollout of ppo.num_steps_per_env steps in every world
+    epochs: int = 4  # gradient passes per round, counted in the round's size, drawn from ALL rounds' data
+    expert_mix: float = 0.5  # P(execute the expert's action) in the last round; 1 in the first, linear between
+    lr: float = 1e-3  # Adam learning rate of the fit (its own optimizer, dropped afterwards)
+    minibatch_size: int = 512
+    noise_std: float | None = None  # exploration noise on executed actions; None = the policy's fixed sigma
+    fit_critic: bool = True  # also fit the critic to the rollouts' lambda-returns (PPO starts with a useful V)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ConfigError(f"bc_warmstart.iterations must be >= 0, got {self.iterations}")
+        _positive(self, "epochs", "lr", "minibatch_size")
+        if not 0.0 <= self.expert_mix <= 1.0:
+            raise ConfigError(f"bc_warmstart.expert_mix must be in [0, 1], got {self.expert_mix}")
+        if self.noise_std is not None and not self.noise_std >= 0.0:
+            raise ConfigError(f"bc_warmstart.noise_std must be >= 0, got {self.noise_std}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.iterations > 0
+
+    def expert_probability(self, round_index: int) -> float:
+        """P(expert action) in round ``round_index`` (0-based): 1 in the first, ``expert_mix`` in the last."""
+        if self.iterations <= 1:
+            return 1.0
+        frac = min(max(round_index / (self.iterations - 1), 0.0), 1.0)
+        return 1.0 + (self.expert_mix - 1.0) * frac
+
+
+@dataclass
 class EnvSettings:
     """How the teacher's environment is built: batch size, backend, and HOIEnvConfig overrides."""
 
@@ -98,6 +139,7 @@ class TeacherTrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     env: EnvSettings = field(default_factory=EnvSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    bc_warmstart: BCWarmStartConfig = field(default_factory=BCWarmStartConfig)
 
     def __post_init__(self) -> None:
         _positive(self, "iterations", "save_interval", "keep_checkpoints")
@@ -105,6 +147,11 @@ class TeacherTrainConfig:
     @property
     def samples_per_iteration(self) -> int:
         return self.env.num_envs * self.ppo.num_steps_per_env
+
+    @property
+    def bc_samples(self) -> int:
+        """Environment samples the warm start collects (0 when it is off)."""
+        return self.bc_warmstart.iterations * self.samples_per_iteration
 
 
 @dataclass

@@ -26,7 +26,7 @@ from training.ppo.policy import TeacherPolicy
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 # HOIEnvConfig fields a policy was trained with that change what it sees or what its actions do.
 TRAINED_ENV_FIELDS = ("upstream_action_scale", "physics_hz", "control_hz", "object_density",
-                      "contact_threshold", "num_object_points")
+                      "contact_threshold", "num_object_points", "skeleton")
 
 
 @dataclass

@@ -16,13 +16,16 @@ from intermimic_policy.motion.atomic import atomic_output
 
 # Panels of the learning-curve figure: (title, history keys drawn in it). Keys absent from the
 # history are skipped, so the same figure serves teachers, students and tests.
+# Behaviour-cloning warm-start rounds are logged at iterations <= 0, so they sit left of PPO.
 CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("mean reward per step", ("reward/mean",)),
-    ("episode length (steps)", ("episode/length",)),
+    ("mean reward per step", ("bc/reward_mean", "reward/mean")),
+    ("episode length (steps)", ("bc/episode_length", "episode/length")),
     ("success rate", ("episode/success",)),
     ("tracking error (m)", ("metrics/E_h", "metrics/E_o")),
     ("losses", ("loss/surrogate", "loss/value", "loss/bounds")),
     ("throughput (samples/s)", ("perf/samples_per_s", "perf/env_samples_per_s")),
+    ("BC warm start: action MSE to the expert", ("bc/dagger_mse", "bc/actor_mse")),
+    ("BC warm start: critic MSE", ("bc/critic_mse",)),
 )
 
 

@@ -4,13 +4,16 @@ Stages run in pipeline order (``PIPELINE_ORDER``); each is a function in a regis
 stages (reference distillation, student, evaluation, export) slot in with ``register_stage``.
 Implemented now: ``teachers`` (one PPO teacher per configured clip subset, as independent jobs:
 sequential, local processes or Ray; then each teacher and the PD-replay baseline are evaluated
-on the teacher's clips).
+on the teacher's clips) and ``export`` (each teacher checkpoint to ONNX with its deployment
+contract and golden pairs, parity-checked against torch by ``training.export``).
 
 Resumable: a stage that finished writes ``DIR/stages/<stage>.json`` (atomically, after its
 outputs) with the digest of the settings it depends on; a rerun skips it, and refuses to skip a
 stage finished with other settings. Inside the teachers stage a finished teacher is not
-retrained and an interrupted one resumes from its last checkpoint. ``DIR/report.json`` gathers
-every finished stage's outputs (for teachers: checkpoint, metrics, and the PD-replay baseline).
+retrained and an interrupted one resumes from its last checkpoint; inside the export stage a
+teacher whose ONNX file matches its checkpoint is not exported again. ``DIR/report.json`` gathers
+every finished stage's outputs (for teachers: checkpoint, metrics, and the PD-replay baseline;
+for export: the ONNX paths, model hashes and parity errors).
 
 Without ``--clips`` and without ``clips`` in the config, the bundled example clip is used, so a
 fresh machine without any dataset can run ``config/pipeline/smoke.yaml``.
@@ -19,6 +22,7 @@ fresh machine without any dataset can run ``config/pipeline/smoke.yaml``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -29,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from intermimic_policy.errors import IntermimicError
+from training.checkpoint import load_checkpoint
 from training.config import ConfigError, PipelineConfig, digest, load_pipeline_config, to_dict
+from training.export import ExportConfig, export_checkpoint
 from training.jobs import run_jobs
 from training.subsets import EXAMPLE_CLIP, ClipSubset, load_clips, resolve_clip_sources, select
 from training.teacher import TeacherJob, run_teacher_job, write_json
@@ -124,6 +130,79 @@ def run_teachers(ctx: PipelineContext) -> dict[str, Any]:
 
 register_stage(Stage("teachers", run_teachers, _teachers_inputs,
                      "train one PPO teacher per clip subset, evaluate it beside PD replay"))
+
+
+# -- export ---------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _finished_teachers(ctx: PipelineContext) -> list[dict[str, Any]]:
+    marker = _read_marker(marker_path(ctx.out, "teachers"))
+    if marker is None:
+        raise PipelineError(f"stage 'export' needs the teachers stage: no {marker_path(ctx.out, 'teachers')}; "
+                            "run the teachers stage into this --out first")
+    teachers = (marker.get("outputs") or {}).get("teachers") or []
+    if not teachers:
+        raise PipelineError(f"{marker_path(ctx.out, 'teachers')}: lists no teacher checkpoints to export")
+    return list(teachers)
+
+
+def export_settings(checkpoint: Path) -> ExportConfig:
+    """The contract's rates and action map as the teacher was trained (its env config), not defaults."""
+    env = load_checkpoint(checkpoint).config.get("env_config") or {}
+    base = ExportConfig()
+    return replace(base, control_hz=float(env.get("control_hz", base.control_hz)),
+                   physics_hz=float(env.get("physics_hz", base.physics_hz)),
+                   upstream_action_map=bool(env.get("upstream_action_scale", base.upstream_action_map)))
+
+
+def _export_inputs(ctx: PipelineContext) -> Any:
+    marker = _read_marker(marker_path(ctx.out, "teachers"))
+    return {"teachers": marker.get("digest") if marker else None, "export": ExportConfig()}
+
+
+def run_export(ctx: PipelineContext) -> dict[str, Any]:
+    """Each teacher checkpoint -> ``export/<name>.onnx`` (contract, golden pairs, parity-checked).
+
+    Resumable per teacher: ``export/<name>.json`` is written after its ONNX file and records the
+    SHA-256 of both; a rerun skips a teacher whose checkpoint and ONNX file still match it.
+    """
+    folder = ctx.stage_dir("export")
+    exports = []
+    for teacher in _finished_teachers(ctx):
+        name, ckpt = teacher["name"], Path(teacher["checkpoint"])
+        if not ckpt.is_file():
+            raise PipelineError(f"teacher {name!r}: checkpoint {ckpt} is missing; rerun the teachers stage")
+        onnx_path, record_path = folder / f"{name}.onnx", folder / f"{name}.json"
+        ckpt_sha = _sha256(ckpt)
+        try:
+            record = _read_marker(record_path)
+        except PipelineError:  # a torn or foreign record: export again
+            record = None
+        if (record is not None and record.get("checkpoint_sha256") == ckpt_sha and onnx_path.is_file()
+                and record.get("onnx_sha256") == _sha256(onnx_path)):
+            print(f"export {name}: {onnx_path} is up to date, skipping")
+        else:
+            result = export_checkpoint(ckpt, onnx_path, config=export_settings(ckpt))
+            record = {"name": name, "checkpoint": str(ckpt), "onnx": str(result.path), "kind": result.contract.kind,
+                      "model_hash": result.contract.model_hash, "contract_digest": result.contract.digest(),
+                      "exporter": result.exporter, "opset": result.opset, "max_error": result.max_error,
+                      "size_bytes": result.size_bytes, "checkpoint_sha256": ckpt_sha,
+                      "onnx_sha256": _sha256(result.path)}
+            write_json(record_path, record)
+            print(f"export {name}: {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.exporter} exporter, "
+                  f"parity {result.max_error:.1e})")
+        exports.append(record)
+    return {"exports": exports}
+
+
+register_stage(Stage("export", run_export, _export_inputs,
+                     "export every teacher checkpoint to ONNX with its deployment contract"))
 
 
 # -- driver ---------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Train one InterMimic teacher (PPO on a subset of clips), resumably, and evaluate it.
 
+Optionally (``bc_warmstart``, off by default) the run starts with a behaviour-cloning warm start
+from the PD-replay expert (``training.bc_warmstart``), so PPO starts on the reference pose.
+
 Outputs in ``out_dir``::
 
     checkpoints/iter_XXXXXXXX.pt   training state every ``save_interval`` iterations (last K kept)
@@ -10,9 +13,11 @@ Outputs in ``out_dir``::
     result.json                    written last: the teacher is done (the pipeline skips it)
 
 Resume determinism. A checkpoint holds the network, normaliser, Adam state, iteration, the
-python/numpy/torch RNG states and the PSI buffer. The simulator state is NOT saved: instead
-every checkpoint boundary is a deterministic full reset (every world restarts, the episode
-sampler re-seeded from ``(seed, iteration)``), in the uninterrupted run as in a resumed one.
+python/numpy/torch RNG states and the PSI buffer. The warm start runs once, before iteration 0,
+from the seeded global RNG (a resumed run finds it in its checkpoint's weights). The simulator
+state is NOT saved: instead every checkpoint boundary is a deterministic full reset (every
+world restarts, the episode sampler re-seeded from ``(seed, iteration)``), in the uninterrupted
+run as in a resumed one.
 So a run interrupted and resumed from iteration k reaches bit-equal parameters to one that
 never stopped. The price is that episodes are cut (as time-outs, which PPO bootstraps) every
 ``save_interval`` iterations; with the default 500 iterations x 32 steps that is once per
@@ -41,6 +46,7 @@ from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import HOIEnvConfig
+from training.bc_warmstart import BCResult, BCRoundStats, bc_warmstart
 from training.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -118,9 +124,15 @@ def checkpoints_in(folder: Path) -> list[tuple[int, Path]]:
 
 
 def resume_key(cfg: TeacherTrainConfig, clip_names: Sequence[str]) -> str:
-    """What must not change for a resume to continue the same run (``iterations`` may)."""
-    return digest({"ppo": cfg.ppo, "env": cfg.env, "seed": cfg.seed, "save_interval": cfg.save_interval,
-                   "device": cfg.device, "clips": list(clip_names)})
+    """What must not change for a resume to continue the same run (``iterations`` may).
+
+    The warm start joins the key only when it is on, so runs without it keep their old keys.
+    """
+    key: dict[str, Any] = {"ppo": cfg.ppo, "env": cfg.env, "seed": cfg.seed, "save_interval": cfg.save_interval,
+                           "device": cfg.device, "clips": list(clip_names)}
+    if cfg.bc_warmstart.enabled:
+        key["bc_warmstart"] = cfg.bc_warmstart
+    return digest(key)
 
 
 class TeacherTrainer:
@@ -147,6 +159,7 @@ class TeacherTrainer:
         self.runner = PPORunner(self.vec_env, policy, cfg.ppo, cfg.device)
         self.logger: TrainingLogger | None = None
         self._history: dict[str, Any] = {}
+        self.bc_summary: dict[str, Any] | None = None  # the warm start's figures (kept in checkpoints)
 
     @property
     def policy(self) -> TeacherPolicy:
@@ -163,6 +176,8 @@ class TeacherTrainer:
         if with_optimizer:
             extra["history"] = self.logger.state() if self.logger else {}
             extra["psi"] = self.env.psi.state_dict()
+        if self.bc_summary is not None:
+            extra["bc_warmstart"] = self.bc_summary
         return save_checkpoint(
             path,
             model_state=net.state_dict(),
@@ -202,9 +217,35 @@ class TeacherTrainer:
             self.env.psi.load_state_dict(ckpt.extra["psi"])
         restore_rng_state(ckpt.rng_state)
         self._history = ckpt.extra.get("history") or {}
+        self.bc_summary = ckpt.extra.get("bc_warmstart")
         return ckpt.iteration
 
     # -- training -------------------------------------------------------------------------------
+    def warm_start(self) -> BCResult:
+        """Behaviour-clone the PD-replay expert into the policy (DAgger rounds), before PPO.
+
+        Runs only at the start of a run (a resumed run finds it in its checkpoint's weights); it
+        uses the seeded global RNG, so an uninterrupted and a resumed run still end bit-equal.
+        Rounds are logged at iterations ``1 - R .. 0``, just before PPO's first iteration.
+        """
+        cfg = self.cfg
+        rounds = cfg.bc_warmstart.iterations
+        self.vec_env.reset(seed=boundary_seed(cfg.seed, -1))
+        logger = self.logger
+
+        def log(stats: BCRoundStats) -> None:
+            if logger is not None:
+                logger.log(stats.round - rounds, stats.scalars())
+
+        result = bc_warmstart(self.vec_env, self.policy, cfg.bc_warmstart, horizon=cfg.ppo.num_steps_per_env,
+                              gamma=cfg.ppo.gamma, lam=cfg.ppo.lam, device=cfg.device, progress=self.progress,
+                              on_round=log)
+        last = result.rounds[-1]
+        self.bc_summary = {"rounds": rounds, "samples": result.samples, "wall_s": result.wall_s,
+                           "final_dagger_mse": last.dagger_mse, "final_actor_mse": last.actor_mse,
+                           "final_critic_mse": last.critic_mse}
+        return result
+
     def train(self, until: int | None = None, resume: bool = True) -> dict[str, float]:
         """Train up to iteration ``until`` (default ``cfg.iterations``); returns throughput figures."""
         cfg = self.cfg
@@ -214,9 +255,12 @@ class TeacherTrainer:
         self.logger = TrainingLogger(self.out / "tb", start, self._history)
         samples = 0
         train_time = env_time = 0.0
-        bar = tqdm(total=until, initial=start, desc=f"teacher {self.name}", unit="it",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar: tqdm | None = None
         try:
+            if start == 0 and cfg.bc_warmstart.enabled and until > 0:
+                self.warm_start()
+            bar = tqdm(total=until, initial=start, desc=f"teacher {self.name}", unit="it",
+                       disable=not self.progress, dynamic_ncols=True)
             for it in range(start, until):
                 if it == start or it % cfg.save_interval == 0:
                     self.runner.reset(seed=boundary_seed(cfg.seed, it))
@@ -237,7 +281,8 @@ class TeacherTrainer:
                     self._prune()
                     self.logger.flush()
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
             self.logger.close()
         return {"start": float(start), "samples": float(samples), "train_s": train_time, "env_s": env_time,
                 "samples_per_s": samples / train_time if train_time else math.nan,
@@ -257,7 +302,11 @@ class TeacherTrainer:
 
 def evaluate_teacher(checkpoint: str | Path, motions: Sequence[HOIMotion], cfg: TeacherTrainConfig,
                      progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(teacher summary, PD-replay summary) on ``motions``, from frame 0, mean actions."""
+    """(teacher summary, PD-replay summary) on ``motions``, from frame 0, mean actions.
+
+    Both run the same evaluation in the same physics: the baseline gets the teacher's trained
+    environment settings (rates, skeleton, object density, ...), so the comparison is fair.
+    """
     from intermimic_policy.sim.evaluate import EvalSettings, PDReplayPolicy, evaluate
     from training.eval_policy import load_checkpoint_policy
 
@@ -266,8 +315,10 @@ def evaluate_teacher(checkpoint: str | Path, motions: Sequence[HOIMotion], cfg: 
         clips = clips[: cfg.eval.max_clips]
     settings = EvalSettings(backend=cfg.env.backend, device=cfg.device, seed=cfg.seed, progress=progress,
                             max_worlds=max(1, min(64, cfg.env.num_envs)))
-    teacher = evaluate(clips, load_checkpoint_policy(checkpoint, cfg.device), settings)
-    baseline = evaluate(clips, PDReplayPolicy(), settings)
+    policy = load_checkpoint_policy(checkpoint, cfg.device)
+    teacher = evaluate(clips, policy, settings)
+    physics = {k: v for k, v in policy.config_overrides.items() if k != "obs_spec"}
+    baseline = evaluate(clips, PDReplayPolicy(config_overrides=physics), settings)
     return teacher.to_dict(), baseline.to_dict()
 
 
@@ -302,7 +353,8 @@ def train_teacher(name: str, motions: Sequence[HOIMotion], cfg: TeacherTrainConf
         wall_s=time.perf_counter() - t0, samples_per_s=perf["samples_per_s"],
         env_samples_per_s=perf["env_samples_per_s"], learning_curve=str(png),
         clips=list(clip_sources) or trainer.clip_names, run_digest=trainer.key,
-        extra={"resumed_from": int(perf["start"]), "trained_iterations": stop - int(perf["start"])},
+        extra={"resumed_from": int(perf["start"]), "trained_iterations": stop - int(perf["start"]),
+               "bc_warmstart": trainer.bc_summary},
     )
     if stop < cfg.iterations:
         return result

@@ -10,6 +10,8 @@ What it maps:
 * reward terms, E_h / E_o -> ``extras["log"]``; per-episode success and the termination reason
   -> ``extras["episode"]`` (read only where ``dones``).
 
+``expert_actions()`` is the PD-replay expert the behaviour-cloning warm start imitates.
+
 ``reset(seed)`` re-seeds the environment's sampling generator and resets every world: the
 teacher makes each checkpoint boundary such a reset, so a resumed run replays the same episodes.
 """
@@ -71,6 +73,10 @@ class HOIVecEnv(VecEnv):
         lib = self.env.motion_library
         self.env.metrics = EpisodeMetrics(lib.num_frames, self.num_envs, lib.fps, lib.clip_names)
         return self._td(self.env.reset())
+
+    def expert_actions(self) -> torch.Tensor:
+        """The PD-replay expert's actions now (PD targets = the reference joints at t+1): BC's labels."""
+        return self.env.pd_replay_actions()
 
     def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
