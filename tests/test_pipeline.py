@@ -80,7 +80,7 @@ def test_export_stage_writes_loadable_onnx_with_the_env_contract(pipeline_run: d
     env = HOIEnv(env_config(config.teacher).with_(num_worlds=2, backend="mujoco"), [c.motion for c in clips])
     try:
         obs = env.reset()
-        assert policy.contract.model_hash == env.model_hash == exported["model_hash"]
+        assert policy.contract.model_hash == env.humanoid_hash == exported["model_hash"]
         # and on the env's own observations the ONNX graph acts as the checkpoint does
         torch_policy = load_checkpoint_policy(teacher["checkpoint"])
         with torch.no_grad():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from intermimic_policy.cli import main as cli_main
+from intermimic_policy.contract import default_model_hash
 from intermimic_policy.motion.example import make_example_motion
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.motion.io import save_motion
@@ -93,7 +94,9 @@ def test_outputs_of_a_finished_teacher(runs: dict[str, Path]):
     # the teacher and its baseline ran in the same physics model, the one it was trained in
     report = json.loads((out / "eval.json").read_text())
     assert report["teacher"]["model_hashes"] == report["pd_replay"]["model_hashes"]
-    assert set(report["teacher"]["model_hashes"].values()) == {final.model_hash}
+    assert set(report["teacher"]["model_hashes"].values()) == {final.extra["scene_hash"]}
+    # the checkpoint (and so the exported contract) names the humanoid, not the scene
+    assert final.model_hash == default_model_hash()
 
 
 def test_history_survives_resume(runs: dict[str, Path]):

@@ -178,6 +178,8 @@ class TeacherTrainer:
             extra["psi"] = self.env.psi.state_dict()
         if self.bc_summary is not None:
             extra["bc_warmstart"] = self.bc_summary
+        # the contract names the humanoid; the scene (humanoid + objects) is kept for evaluation
+        extra["scene_hash"] = self.env.model_hash
         return save_checkpoint(
             path,
             model_state=net.state_dict(),
@@ -188,7 +190,7 @@ class TeacherTrainer:
             config=self._config_record(),
             obs_spec=self.env.obs_spec,
             kind="teacher",
-            model_hash=self.env.model_hash,
+            model_hash=self.env.humanoid_hash,
             extra=extra,
         )
 

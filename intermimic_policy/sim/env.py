@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment import smplx_body
-from intermimic_policy.embodiment.skeleton import Skeleton
+from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.geometry import fast
 from intermimic_policy.geometry import quaternion as quat
@@ -231,6 +231,12 @@ class HOIEnv:
     @property
     def obs_spec(self) -> ObservationSpec:
         return self.config.obs_spec
+
+    @property
+    def humanoid_hash(self) -> str:
+        """Content hash of the humanoid this env simulates: what a policy contract names, so a
+        deployment refuses a policy trained on another body (objects are not part of it)."""
+        return (self.skeleton or default_skeleton()).content_hash()
 
     @property
     def model_hash(self) -> str:
