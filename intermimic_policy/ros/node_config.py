@@ -25,23 +25,22 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any
 
-import yaml
-
-from intermimic_policy.errors import IntermimicError
+from intermimic_policy.ros import node_params
 
 SECTION = "policy_node"
-COMMON_SECTION = "common"
 # keys of the ``common`` section this node reads (it ignores the others: clip, streamer options)
 COMMON_KEYS = ("domain_id", "lockstep", "policy", "transport", "topics")
 KINDS = ("teacher", "student")
 
 
-class NodeConfigError(IntermimicError, ValueError):
-    """A policy-node parameter file or value that cannot be used (names the file and the key)."""
+# A policy-node parameter file or value that cannot be used (names the file and the key). The
+# same type as the other nodes' ``node_params.ParamError``: the policy node loads through
+# ``node_params`` too, so one error type covers the file, the keys and ``validate``.
+NodeConfigError = node_params.ParamError
 
 
 @dataclass(frozen=True)
@@ -140,90 +139,12 @@ class PolicyNodeConfig:
         return self
 
 
-T = TypeVar("T")
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` as the annotated type (bool, int, float, str, unions with None, tuples of str)."""
-    text = str(hint)
-    if value is None:
-        if "None" in text:
-            return None
-        raise NodeConfigError(f"{where} must not be empty")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise NodeConfigError(f"{where} must be true or false, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise NodeConfigError(f"{where} must be a number, got {value!r}")
-    if hint is int or text == "int | None":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise NodeConfigError(f"{where} must be an integer, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise NodeConfigError(f"{where} must be a string, got {value!r}")
-    if text == "str | int":
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return value
-        raise NodeConfigError(f"{where} must be a QoS profile name or a depth, got {value!r}")
-    if text.startswith("tuple[str"):
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise NodeConfigError(f"{where} must be a list of strings, got {value!r}")
-    raise NodeConfigError(f"{where}: unsupported parameter type {text}")  # pragma: no cover
-
-
-def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
-    if not isinstance(data, Mapping):
-        raise NodeConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise NodeConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{where}.{key}")  # type: ignore[arg-type]
-        else:
-            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
-    return cls(**kwargs)
-
-
-def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    part = doc.get(name) or {}
-    if isinstance(part, Mapping) and "ros__parameters" in part:
-        part = part["ros__parameters"] or {}
-    return part
-
-
 def config_from_dict(doc: Mapping[str, Any], source: str = "policy node config") -> PolicyNodeConfig:
     """The config from a parsed YAML document (``common`` keys first, then ``policy_node``)."""
     if not isinstance(doc, Mapping):
         raise NodeConfigError(f"{source}: top level must be a mapping with a {SECTION!r} section")
-    common = _section(doc, COMMON_SECTION)
-    if not isinstance(common, Mapping):
-        raise NodeConfigError(f"{source}: {COMMON_SECTION} must be a mapping")
-    merged: dict[str, Any] = {k: common[k] for k in COMMON_KEYS if k in common}
-    own = _section(doc, SECTION)
-    if not isinstance(own, Mapping):
-        raise NodeConfigError(f"{source}: {SECTION} must be a mapping")
-    if isinstance(merged.get("topics"), Mapping) and isinstance(own.get("topics"), Mapping):
-        merged["topics"] = {**merged["topics"], **own["topics"]}
-        own = {k: v for k, v in own.items() if k != "topics"}
-    if isinstance(merged.get("topics"), Mapping):
-        # common topics may name other nodes' topics too; keep the ones this node has
-        names = {f.name for f in fields(TopicConfig)}
-        merged["topics"] = {k: v for k, v in merged["topics"].items() if k in names}
-    merged.update(own)
-    return _build(PolicyNodeConfig, merged, f"{source}: {SECTION}").validate(source)
+    merged = node_params.merged_section(doc, SECTION, PolicyNodeConfig, source, COMMON_KEYS)
+    return node_params.build(PolicyNodeConfig, merged, f"{source}: {SECTION}").validate(source)
 
 
 def load_node_config(path: str | os.PathLike[str] | None, **overrides: Any) -> PolicyNodeConfig:
@@ -231,15 +152,6 @@ def load_node_config(path: str | os.PathLike[str] | None, **overrides: Any) -> P
     if path is None:
         config = PolicyNodeConfig()
     else:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise NodeConfigError(f"{p}: cannot read the policy node config: {exc.strerror or exc}") from exc
-        try:
-            doc = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise NodeConfigError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from exc
-        config = config_from_dict(doc, str(p))
+        config = config_from_dict(node_params.read_yaml(path), str(Path(path)))
     chosen = {k: v for k, v in overrides.items() if v is not None}
     return replace(config, **chosen).validate(str(path or "overrides")) if chosen else config.validate()

@@ -7,7 +7,8 @@ topic names) and one section per node; a node reads the ``common`` keys it knows
 to other nodes and are ignored) and then its own section, where an unknown key is an error.
 A section may also be in ROS 2 parameter-file form (``name: {ros__parameters: {...}}``).
 
-The policy node has its own loader (``ros.node_config``) with the same layout and rules.
+This is the one loader of the three nodes: the policy node (``ros.node_config``), the simulation
+bridge and the motion streamer.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def _is_optional(hint: Any) -> tuple[bool, Any]:
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` as the annotated type: bool, int, float, str, ``X | None``, ``tuple[str, ...]``."""
+    """``value`` as the annotated type: bool, int, float, str, ``str | int`` (a QoS profile name
+    or a depth), ``X | None``, ``tuple[str, ...]``."""
     optional, inner = _is_optional(hint)
     if value is None:
         if optional:
@@ -90,6 +92,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str):
             return value
         raise ParamError(f"{where} must be a string, got {value!r}")
+    if typing.get_origin(inner) in (typing.Union, types.UnionType) and set(typing.get_args(inner)) == {str, int}:
+        # ``str | int`` parameters are QoS profiles: a name (``qos.PROFILES``) or a keep-last depth
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return value
+        raise ParamError(f"{where} must be a QoS profile name or a depth, got {value!r}")
     if typing.get_origin(inner) is tuple:
         if isinstance(value, str):
             value = [value]
@@ -118,11 +125,15 @@ def build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     return cls(**kwargs)
 
 
-def merged_section(doc: Mapping[str, Any], name: str, cls: type, source: str) -> dict[str, Any]:
-    """The keys of ``common`` that ``cls`` knows, overlaid by section ``name`` (topics merged)."""
+def merged_section(doc: Mapping[str, Any], name: str, cls: type, source: str,
+                   common_keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """The keys of ``common`` that ``cls`` knows (only ``common_keys`` of them when given),
+    overlaid by section ``name`` (topics merged)."""
     common = section(doc, COMMON_SECTION, source)
     own = dict(section(doc, name, source))
     known = {f.name for f in fields(cls)}
+    if common_keys is not None:
+        known &= set(common_keys)
     merged: dict[str, Any] = {k: v for k, v in common.items() if k in known}
     hints = get_type_hints(cls)
     for key in list(merged):
