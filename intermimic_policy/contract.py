@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from intermimic_policy import __version__
+from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.embodiment.smplx_body import DOF_NAMES, action_offset_scale, dof_arrays
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.spec import (
@@ -108,8 +109,8 @@ class PolicyContract:
     observation: ObservationSpec
     model_hash: str
     config_digest: str = ""
-    control_hz: float = 30.0
-    physics_hz: float = 240.0
+    control_hz: float = smplx_body.CONTROL_HZ
+    physics_hz: float = smplx_body.PHYSICS_HZ
     action_clip: float = 1.0
     quaternion_convention: str = QUAT_CONVENTION
     embodiment: str = EMBODIMENT
@@ -293,8 +294,8 @@ def expected_contract(
     *,
     spec: ObservationSpec | None = None,
     model_hash: str | None = None,
-    control_hz: float = 30.0,
-    physics_hz: float = 240.0,
+    control_hz: float = smplx_body.CONTROL_HZ,
+    physics_hz: float = smplx_body.PHYSICS_HZ,
     upstream_action_map: bool = False,
     config_digest: str = "",
     normalization: NormalizationStats | None = None,

@@ -46,6 +46,7 @@ from intermimic_policy.contract import (
     default_model_hash,
     expected_contract,
 )
+from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
@@ -76,8 +77,8 @@ class ExportConfig:
     golden_count: int = 3
     golden_seed: int = 0
     tolerance: float = 1e-4  # max abs error torch vs ONNX Runtime, on golden pairs and a batch of 7
-    control_hz: float = 30.0
-    physics_hz: float = 240.0
+    control_hz: float = smplx_body.CONTROL_HZ
+    physics_hz: float = smplx_body.PHYSICS_HZ
     upstream_action_map: bool = False  # upstream's PD action map quirks (only upstream checkpoints)
 
 

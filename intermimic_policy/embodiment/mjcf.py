@@ -36,7 +36,7 @@ from intermimic_policy.embodiment.fk import forward_kinematics, geom_bottom_z
 from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
 from intermimic_policy.errors import IntermimicError
 
-TIMESTEP = 1.0 / 240.0
+TIMESTEP = 1.0 / smplx_body.PHYSICS_HZ
 HUMANOID_CONTYPE = 2
 HUMANOID_CONAFFINITY = 1
 WORLD_CONTYPE = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
 from intermimic_policy.sim.backends import BACKENDS
@@ -37,8 +38,8 @@ class HOIEnvConfig:
     num_worlds: int = 16
     backend: str = "mujoco"  # "mujoco" | "warp" | "isaacgym"
     threads: int = 0  # CPU threads per backend; 0 = one per core (at most one per world)
-    physics_hz: float = 240.0
-    control_hz: float = 30.0  # one control step per data frame
+    physics_hz: float = smplx_body.PHYSICS_HZ
+    control_hz: float = smplx_body.CONTROL_HZ  # one control step per data frame
     obs_spec: ObservationSpec = field(default_factory=teacher_spec)
     expected_obs_dim: int | None = None  # e.g. a checkpoint's input size; checked at build
     reward: RewardWeights = field(default_factory=RewardWeights)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from intermimic_policy.embodiment import joint_map
+from intermimic_policy.embodiment import joint_map, smplx_body
 from intermimic_policy.embodiment.smplx_body import BODY_NAMES, NUM_BODIES, NUM_DOFS, NUM_JOINTS
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.geometry import quaternion as quat
@@ -83,8 +83,8 @@ class BackendConfig:
     """What every backend needs besides the scene: world count, rates, threads, device."""
 
     num_worlds: int = 1
-    physics_hz: float = 240.0
-    control_hz: float = 30.0
+    physics_hz: float = smplx_body.PHYSICS_HZ
+    control_hz: float = smplx_body.CONTROL_HZ
     threads: int = 0  # 0: one per CPU core, at most one per world
     contact_threshold: float = CONTACT_FORCE_THRESHOLD
     device: str = "cpu"  # where state tensors live (Warp also simulates there)
