@@ -396,6 +396,12 @@ class PolicyController:
                 if not ran_before or not stale.stale:
                     return self._wait(stale.describe())
                 return self._hold(stamp_ns, stale.describe())
+        elif ran_before:
+            # the simulator stamps the state inputs, so they are current by construction; the
+            # reference stream is not, and a dead streamer must still lead to a hold
+            ref = check_staleness(self.last_rx, now, {"reference": self.timeouts["reference"]})
+            if ref.stale:
+                return self._hold(stamp_ns, ref.describe())
         ready = self.buffer.readiness()
         if not ready.ok:
             self.counters.lookahead_waits += 1
