@@ -56,6 +56,7 @@ from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
 from intermimic_policy.ros.node_config import PolicyNodeConfig, load_node_config
+from intermimic_policy.ros.node_params import split_ros_args
 from intermimic_policy.ros.node_state import (
     ContactSample,
     HumanoidKinematics,
@@ -622,24 +623,6 @@ class PolicyNode:
 
 
 # -- command line --------------------------------------------------------------------------------
-def _split_ros_args(argv: Sequence[str]) -> tuple[list[str], str | None]:
-    """Our arguments and the ``--params-file`` of a ``--ros-args`` block (as ros2 launch passes)."""
-    args = list(argv)
-    if "--ros-args" not in args:
-        return args, None
-    i = args.index("--ros-args")
-    ours, ros = args[:i], args[i + 1:]
-    if "--" in ros:
-        j = ros.index("--")
-        ours += ros[j + 1:]
-        ros = ros[:j]
-    params = None
-    for k, a in enumerate(ros):
-        if a == "--params-file" and k + 1 < len(ros):
-            params = ros[k + 1]
-    return ours, params
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="intermimic_policy_node",
                                 description="Run an exported InterMimic policy as a ROS 2 node.")
@@ -655,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ours, params_file = _split_ros_args(sys.argv[1:] if argv is None else argv)
+    ours, params_file = split_ros_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(ours)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="[%(levelname)s] %(name)s: %(message)s")
