@@ -46,10 +46,10 @@ from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.ros import node_params
 from intermimic_policy.ros.messages_convert import WORLD_FRAME, MotionFrames, header, hoi_window, load_clip
 from intermimic_policy.ros.msgs import ns_from_time
-from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus, KeyValue
+from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus
 from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
-from intermimic_policy.ros.msgs.std_msgs import Header
+from intermimic_policy.ros.node_common import NodeLifetime, status_array
 from intermimic_policy.ros.node_state import MessageRejected
 from intermimic_policy.ros.qos import QosProfile
 from intermimic_policy.ros.reference_buffer import parse_hoi_window
@@ -324,7 +324,7 @@ class StreamerCounters:
     resyncs: int = 0
 
 
-class MotionStreamerNode:
+class MotionStreamerNode(NodeLifetime):
     """The streamer on a ROS transport. Drive it with :meth:`run`, or :meth:`poll` step by step."""
 
     def __init__(self, config: MotionStreamerConfig, motion: HOIMotion | None = None, *,
@@ -509,19 +509,10 @@ class MotionStreamerNode:
 
     def publish_status(self) -> None:
         values = self.status_values()
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=STATUS_NAME, message=values["mode"],
-                                  hardware_id=self.config.node_name,
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        self.pub_status.publish(DiagnosticArray(header=Header(stamp=self.node.stamp()), status=[status]))
+        self.pub_status.publish(status_array(name=STATUS_NAME, hardware_id=self.config.node_name,
+                                             level=DiagnosticStatus.OK, message=values["mode"], values=values,
+                                             stamp=self.node.stamp()))
 
-    def destroy(self) -> None:
-        self.node.destroy()
-
-    def __enter__(self) -> MotionStreamerNode:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
 
 
 # -- command line ----------------------------------------------------------------------------------

@@ -49,12 +49,13 @@ from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.builder import ObservationBuilder
 from intermimic_policy.observation.spec import student_spec, teacher_spec
 from intermimic_policy.ros.msgs import ns_from_time, time_from_ns
-from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus, KeyValue
+from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus
 from intermimic_policy.ros.msgs.geometry_msgs import PoseStamped
 from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, HOIWindow, PDTargets
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
+from intermimic_policy.ros.node_common import NodeLifetime, status_array
 from intermimic_policy.ros.node_config import PolicyNodeConfig, load_node_config
 from intermimic_policy.ros.node_params import split_ros_args
 from intermimic_policy.ros.node_state import (
@@ -463,7 +464,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-class PolicyNode:
+class PolicyNode(NodeLifetime):
     """The controller on a ROS transport: subscriptions, timers, publishing and the status."""
 
     def __init__(self, config: PolicyNodeConfig, policy: Policy | None = None, *,
@@ -600,10 +601,10 @@ class PolicyNode:
         c = self.controller
         level = {"waiting": DiagnosticStatus.WARN, "soft_start": DiagnosticStatus.OK,
                  "running": DiagnosticStatus.OK, "safe_hold": DiagnosticStatus.ERROR}[c.mode]
-        status = DiagnosticStatus(level=level, name=STATUS_NAME, message=f"{c.mode}: {c.reason}" if c.reason else c.mode,
-                                  hardware_id=self.config.node_name,
-                                  values=[KeyValue(key=k, value=v) for k, v in self.status_values().items()])
-        self.pub_status.publish(DiagnosticArray(header=Header(stamp=self.node.stamp()), status=[status]))
+        self.pub_status.publish(status_array(
+            name=STATUS_NAME, hardware_id=self.config.node_name, level=level,
+            message=f"{c.mode}: {c.reason}" if c.reason else c.mode, values=self.status_values(),
+            stamp=self.node.stamp()))
 
     # -- lifetime -----------------------------------------------------------------------------
     def spin(self, duration_s: float | None = None, until: Callable[[], bool] | None = None) -> None:
@@ -612,14 +613,6 @@ class PolicyNode:
     def spin_once(self, timeout_s: float = 0.0) -> int:
         return self.node.spin_once(timeout_s)
 
-    def destroy(self) -> None:
-        self.node.destroy()
-
-    def __enter__(self) -> PolicyNode:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
 
 
 # -- command line --------------------------------------------------------------------------------

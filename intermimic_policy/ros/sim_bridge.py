@@ -72,13 +72,13 @@ from intermimic_policy.ros.messages_convert import (
     state_messages,
 )
 from intermimic_policy.ros.msgs import time_from_ns
-from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus, KeyValue
+from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus
 from intermimic_policy.ros.msgs.geometry_msgs import PoseStamped
 from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, PDTargets
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
-from intermimic_policy.ros.msgs.std_msgs import Header
+from intermimic_policy.ros.node_common import NodeLifetime, status_array
 from intermimic_policy.ros.node_state import MessageRejected, NonFiniteInput
 from intermimic_policy.sim.metrics import step_errors
 from intermimic_policy.sim.state import SimState
@@ -363,7 +363,7 @@ class BridgeCounters:
     state_publishes: int = 0
 
 
-class SimBridgeNode:
+class SimBridgeNode(NodeLifetime):
     """The bridge on a ROS transport. Drive it with :meth:`run`, or :meth:`poll` step by step."""
 
     def __init__(self, config: SimBridgeConfig, motion: HOIMotion | None = None, *,
@@ -576,10 +576,8 @@ class SimBridgeNode:
     def publish_status(self) -> None:
         values = self.status_values()
         level = DiagnosticStatus.OK if values["physics_failures"] == "0" else DiagnosticStatus.WARN
-        status = DiagnosticStatus(level=level, name=STATUS_NAME, message=values["mode"],
-                                  hardware_id=self.config.node_name,
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
-        self.pub_status.publish(DiagnosticArray(header=Header(stamp=self.node.stamp()), status=[status]))
+        self.pub_status.publish(status_array(name=STATUS_NAME, hardware_id=self.config.node_name, level=level,
+                                             message=values["mode"], values=values, stamp=self.node.stamp()))
 
     def summary(self) -> dict[str, Any]:
         """What a run did: counts, errors (cm), latencies, rates, the clip."""
@@ -623,14 +621,8 @@ class SimBridgeNode:
         return result
 
     def destroy(self) -> None:
-        self.node.destroy()
+        super().destroy()
         self.core.close()
-
-    def __enter__(self) -> SimBridgeNode:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
 
 
 # -- command line ----------------------------------------------------------------------------------
