@@ -299,6 +299,6 @@ def _run_batch(env: HOIEnv, policy: Policy, clips: list[int], seed: int, bar: tq
             if w < used:
                 why = [k for k, v in info["reasons"].items() if bool(v[w])] or ["clip_end"]
                 endings.setdefault(int(env.clip[w]), Counter())["+".join(why)] += 1
-        done = torch.where(env.active[:used], env.t[:used].cpu(), last_frames.cpu())
+        done = torch.where(env.active[:used].cpu(), env.t[:used].cpu(), last_frames.cpu())
         bar.update(int((done - counted).clamp_min(0).sum()))
         counted = torch.maximum(counted, done)
