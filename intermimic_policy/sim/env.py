@@ -65,11 +65,11 @@ from intermimic_policy.sim.env_step import (
 from intermimic_policy.sim.metrics import EpisodeMetrics
 from intermimic_policy.sim.objects import ObjectAsset, load_object
 from intermimic_policy.sim.psi import PSIBuffer
-from intermimic_policy.sim.reference import InitialState, MotionLibrary, RefFrame
+from intermimic_policy.sim.reference import MotionLibrary
 from intermimic_policy.sim.rewards import PrevVelocities
 from intermimic_policy.sim.scene import Scene, SceneConfig, build_scene
-from intermimic_policy.sim.state import SimState
 from intermimic_policy.sim.subject import subject_skeleton
+from intermimic_policy.state.frames import InitialState, RefFrame, SimState
 
 logger = logging.getLogger(__name__)
 
