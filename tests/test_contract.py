@@ -116,7 +116,7 @@ def test_malformed_contracts_fail_with_the_field_named() -> None:
     with pytest.raises(ContractError, match="token layout"):
         PolicyContract.from_metadata({**meta, "token_layout": json.dumps({"tokens": 4, "block_dim": 1599,
                                                                           "ref_offsets": [1, 16]})})
-    with pytest.raises(ContractError, match="newer than this runtime"):
+    with pytest.raises(ContractError, match="is not the one this runtime reads"):
         PolicyContract.from_metadata({**meta, "contract_version": "99"})
     with pytest.raises(ContractError, match="missing"):
         PolicyContract.from_metadata({k: v for k, v in meta.items() if k != "model_hash"})

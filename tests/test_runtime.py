@@ -90,12 +90,12 @@ def test_bad_inputs_are_named(teacher) -> None:
 def test_contract_mismatch_at_load_lists_each_problem(teacher) -> None:
     other = ObservationSpec(ref_offsets=(1, 4))
     expected = dataclasses.replace(expected_contract("teacher", model_hash="robot-v2", spec=other),
-                                   control_hz=50.0)
+                                   control_hz=60.0)
     with pytest.raises(ContractMismatch) as err:
         load_policy(teacher[0], expected=expected)
     msg = str(err.value)
     assert str(teacher[0]) in msg
-    for part in ("model_hash", "control_hz: policy has 30, expected 50", "reference offsets [1, 16] != [1, 4]"):
+    for part in ("model_hash", "control_hz: policy has 30, expected 60", "reference offsets [1, 16] != [1, 4]"):
         assert part in msg
     assert len(err.value.mismatches) == 3
 

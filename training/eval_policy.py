@@ -25,7 +25,7 @@ from training.ppo.policy import TeacherPolicy
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 # HOIEnvConfig fields a policy was trained with that change what it sees or what its actions do.
-TRAINED_ENV_FIELDS = ("upstream_action_scale", "physics_hz", "control_hz", "object_density",
+TRAINED_ENV_FIELDS = ("upstream_action_map", "physics_hz", "control_hz", "object_density",
                       "contact_threshold", "num_object_points", "skeleton")
 
 

@@ -43,7 +43,7 @@ class Policy(Protocol):
     """Maps the environment's observation to actions [N, 153] in [-1, 1].
 
     ``config_overrides`` are ``HOIEnvConfig`` fields the policy needs (its observation spec,
-    ``upstream_action_scale``, ...), applied on top of the evaluation config.
+    ``upstream_action_map``, ...), applied on top of the evaluation config.
     """
 
     name: str
