@@ -12,11 +12,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from intermimic_policy.cli import main
 from intermimic_policy.contract import GOLDEN_KEY, GoldenPairs, PolicyContract, expected_contract
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
 from training import export as export_mod
 from training.checkpoint import save_checkpoint
+from training.cli import main
 from training.export import (
     ExportConfig,
     ExportError,
