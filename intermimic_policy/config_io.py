@@ -30,6 +30,15 @@ from intermimic_policy.errors import IntermimicError
 T = TypeVar("T")
 
 
+# scalar setting types: the Python types a YAML value may have, and how an error names them
+_SCALARS: dict[type, tuple[tuple[type, ...], str]] = {
+    bool: ((bool,), "true or false"),
+    int: ((int,), "an integer"),
+    float: ((int, float), "a number"),
+    str: ((str,), "a string"),
+}
+
+
 class ConfigError(IntermimicError, ValueError):
     """A configuration file or value that cannot be used; the message names the file and the key."""
 
@@ -122,23 +131,14 @@ def convert(tp: Any, value: Any, source: str, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a string, got {value!r}")
+    if tp in _SCALARS:
+        kinds, what = _SCALARS[tp]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and tp is not bool):
+            raise ConfigError(f"{where}: must be {what}, got {value!r}")
+        if tp is float:
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+            return float(value)
         return value
     raise ConfigError(f"{where}: unsupported setting type {tp!r}")
 

@@ -14,16 +14,55 @@ are float32 unless stated, world frame, z-up; quaternions are xyzw
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import NUM_JOINTS
 
+S = TypeVar("S", bound="WorldBatch")
+
+
+class WorldBatch:
+    """What every state type shares: dataclass fields that are tensors with a leading world dim."""
+
+    @property
+    def num_worlds(self) -> int:
+        return int(getattr(self, fields(self)[0].name).shape[0])  # type: ignore[arg-type]
+
+    def index(self: S, ids: Tensor | slice) -> S:
+        """The state of a subset of worlds."""
+        return type(self)(**{f.name: getattr(self, f.name)[ids] for f in fields(self)})  # type: ignore[arg-type]
+
+    def to(self: S, device: torch.device | str) -> S:
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})  # type: ignore[arg-type]
+
+    def clone(self: S) -> S:
+        return type(self)(**{f.name: getattr(self, f.name).clone() for f in fields(self)})  # type: ignore[arg-type]
+
+
+class _Bodies(WorldBatch):
+    """A batch whose first fields are body positions and rotations (root = body 0)."""
+
+    body_pos: Tensor
+    body_rot: Tensor
+
+    @property
+    def num_worlds(self) -> int:
+        return int(self.body_pos.shape[0])
+
+    @property
+    def root_pos(self) -> Tensor:
+        return self.body_pos[:, 0]
+
+    @property
+    def root_rot(self) -> Tensor:
+        return self.body_rot[:, 0]
+
 
 @dataclass
-class SimState:
+class SimState(_Bodies):
     body_pos: Tensor  # [N, 52, 3]
     body_rot: Tensor  # [N, 52, 4]
     body_lin_vel: Tensor  # [N, 52, 3]
@@ -39,31 +78,9 @@ class SimState:
     object_ang_vel: Tensor  # [N, 3]
     object_contact: Tensor  # [N] bool: human-object contact
 
-    @property
-    def num_worlds(self) -> int:
-        return int(self.body_pos.shape[0])
-
-    @property
-    def root_pos(self) -> Tensor:
-        return self.body_pos[:, 0]
-
-    @property
-    def root_rot(self) -> Tensor:
-        return self.body_rot[:, 0]
-
-    def index(self, ids: Tensor | slice) -> SimState:
-        """The state of a subset of worlds."""
-        return SimState(**{f.name: getattr(self, f.name)[ids] for f in fields(self)})
-
-    def to(self, device: torch.device | str) -> SimState:
-        return SimState(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
-
-    def clone(self) -> SimState:
-        return SimState(**{f.name: getattr(self, f.name).clone() for f in fields(self)})
-
 
 @dataclass
-class RefFrame:
+class RefFrame(_Bodies):
     """The reference of N worlds, one frame each. World frame, xyzw, root = body 0."""
 
     body_pos: Tensor  # [N, 52, 3]
@@ -78,27 +95,9 @@ class RefFrame:
     object_contact: Tensor  # [N] bool
     ig: Tensor  # [N, 52, 3] body minus its nearest object surface point, world frame
 
-    @property
-    def num_worlds(self) -> int:
-        return int(self.body_pos.shape[0])
-
-    @property
-    def root_pos(self) -> Tensor:
-        return self.body_pos[:, 0]
-
-    @property
-    def root_rot(self) -> Tensor:
-        return self.body_rot[:, 0]
-
-    def index(self, ids: Tensor | slice) -> RefFrame:
-        return RefFrame(**{f.name: getattr(self, f.name)[ids] for f in fields(self)})
-
-    def to(self, device: torch.device | str) -> RefFrame:
-        return RefFrame(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
-
 
 @dataclass
-class InitialState:
+class InitialState(WorldBatch):
     """What a backend needs to put N worlds into a state: the reference's, or a PSI-stored one.
 
     ``flatten`` gives upstream's 332-D reference-state layout (spec 1.5 step 7): root state 13
@@ -118,10 +117,6 @@ class InitialState:
     object_ang_vel: Tensor  # [N, 3]
 
     DIM: ClassVar[int] = 13 + 3 * NUM_JOINTS * 2 + 13  # 332
-
-    @property
-    def num_worlds(self) -> int:
-        return int(self.root_pos.shape[0])
 
     def flatten(self) -> Tensor:
         n = self.num_worlds
@@ -146,6 +141,3 @@ class InitialState:
         return cls(sim.body_pos[:, 0], sim.body_rot[:, 0], sim.body_lin_vel[:, 0],
                    sim.body_ang_vel[:, 0], sim.joint_rotvec, sim.joint_ang_vel, sim.object_pos,
                    sim.object_rot, sim.object_lin_vel, sim.object_ang_vel)
-
-    def index(self, ids: Tensor | slice) -> InitialState:
-        return InitialState(**{f.name: getattr(self, f.name)[ids] for f in fields(self)})

@@ -8,7 +8,7 @@ world-frame torch tensors; nothing here touches a simulator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +138,22 @@ def _deviation_ratio(edge_sq: Tensor, ref_edge_sq: Tensor, dev_sq: Tensor, floor
     return torch.div(dev_sq, length_sq, out=length_sq).amax(dim=(1, 2)).sqrt()
 
 
+def _graph_reduce(reduce: Callable[[Tensor, Tensor, Tensor], Tensor], key_pos: Tensor, points: Tensor,
+                  ref_key_pos: Tensor, ref_points: Tensor, centre: Tensor | None,
+                  ref_centre: Tensor | None) -> Tensor:
+    """``reduce(|G|^2, |G_ref|^2, |G - G_ref|^2)`` per world [N], chunked over worlds."""
+    n, k = key_pos.shape[:2]
+    p = points.shape[1]
+    centre = points[:, 0] if centre is None else centre
+    ref_centre = ref_points[:, 0] if ref_centre is None else ref_centre
+    out = torch.empty(n, dtype=key_pos.dtype, device=key_pos.device)
+    for sl in _chunks(n, 3 * k * p):
+        out[sl] = reduce(_edge_sq(key_pos[sl], points[sl], centre[sl]),
+                         _edge_sq(ref_key_pos[sl], ref_points[sl], ref_centre[sl]),
+                         _pair_sq(key_pos[sl] - ref_key_pos[sl], points[sl] - ref_points[sl]))
+    return out
+
+
 def ig_reward_error(key_pos: Tensor, points: Tensor, ref_key_pos: Tensor, ref_points: Tensor,
                     centre: Tensor | None = None, ref_centre: Tensor | None = None) -> Tensor:
     """Upstream's weighted graph error, [N]: sum_kp |G - G_ref|^2 (W1 + W2).
@@ -147,16 +163,7 @@ def ig_reward_error(key_pos: Tensor, points: Tensor, ref_key_pos: Tensor, ref_po
     G - G_ref = (key - key_ref)_k - (point - point_ref)_p, so no [N,K,P,3] graph is built.
     ``centre``/``ref_centre`` [N,3] (default: the first point) only improve float precision.
     """
-    n, k = key_pos.shape[:2]
-    p = points.shape[1]
-    centre = points[:, 0] if centre is None else centre
-    ref_centre = ref_points[:, 0] if ref_centre is None else ref_centre
-    out = torch.empty(n, dtype=key_pos.dtype, device=key_pos.device)
-    for sl in _chunks(n, 3 * k * p):
-        out[sl] = _reward_error(_edge_sq(key_pos[sl], points[sl], centre[sl]),
-                                _edge_sq(ref_key_pos[sl], ref_points[sl], ref_centre[sl]),
-                                _pair_sq(key_pos[sl] - ref_key_pos[sl], points[sl] - ref_points[sl]))
-    return out
+    return _graph_reduce(_reward_error, key_pos, points, ref_key_pos, ref_points, centre, ref_centre)
 
 
 def ig_deviation_ratio(key_pos: Tensor, points: Tensor, ref_key_pos: Tensor, ref_points: Tensor,
@@ -167,16 +174,8 @@ def ig_deviation_ratio(key_pos: Tensor, points: Tensor, ref_key_pos: Tensor, ref
     This is upstream's pair of ratio tests (against |G_ref| and against |G|) in one number: an edge
     fails when it moved by more than the ratio times the shorter of its two lengths (floored).
     """
-    n, k = key_pos.shape[:2]
-    p = points.shape[1]
-    centre = points[:, 0] if centre is None else centre
-    ref_centre = ref_points[:, 0] if ref_centre is None else ref_centre
-    out = torch.empty(n, dtype=key_pos.dtype, device=key_pos.device)
-    for sl in _chunks(n, 3 * k * p):
-        out[sl] = _deviation_ratio(_edge_sq(key_pos[sl], points[sl], centre[sl]),
-                                   _edge_sq(ref_key_pos[sl], ref_points[sl], ref_centre[sl]),
-                                   _pair_sq(key_pos[sl] - ref_key_pos[sl], points[sl] - ref_points[sl]), floor)
-    return out
+    return _graph_reduce(lambda e, r, d: _deviation_ratio(e, r, d, floor), key_pos, points, ref_key_pos,
+                         ref_points, centre, ref_centre)
 
 
 @dataclass(frozen=True)
