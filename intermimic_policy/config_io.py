@@ -136,9 +136,10 @@ def convert(tp: Any, value: Any, source: str, key: str) -> Any:
         if not isinstance(value, kinds) or (isinstance(value, bool) and tp is not bool):
             raise ConfigError(f"{where}: must be {what}, got {value!r}")
         if tp is float:
-            if not math.isfinite(value):
+            number = float(typing.cast(float, value))
+            if not math.isfinite(number):
                 raise ConfigError(f"{where}: must be a finite number, got {value!r}")
-            return float(value)
+            return number
         return value
     raise ConfigError(f"{where}: unsupported setting type {tp!r}")
 
