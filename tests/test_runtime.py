@@ -219,3 +219,16 @@ def test_a_graph_with_extra_outputs_is_refused(teacher, tmp_path: Path) -> None:
     extra = _rewrite(teacher[0], tmp_path / "extra.onnx", add_output)
     with pytest.raises(PolicyLoadError, match=r"graph outputs \['actions', 'debug'\]; the contract declares exactly one"):
         read_policy_file(extra)
+
+
+@pytest.mark.parametrize("value, cause", [("1e6", r"control_hz 1e\+06 Hz is outside the sane range 1\.\.1000 Hz"),
+                                          ("Infinity", r"control_hz is not finite \(inf\)")])
+def test_a_policy_declaring_an_absurd_rate_is_refused_naming_the_cause(teacher, tmp_path: Path, value: str,
+                                                                       cause: str) -> None:
+    def edit(model: onnx.ModelProto) -> None:
+        meta = {p.key: p.value for p in model.metadata_props}
+        _set_meta(model, {**meta, "control_hz": value})
+
+    fast = _rewrite(teacher[0], tmp_path / "fast.onnx", edit)
+    with pytest.raises(PolicyLoadError, match=rf"fast\.onnx: contract {cause}"):
+        load_policy(fast, backend="onnxruntime")
