@@ -195,13 +195,16 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 50.0])
     parser.add_argument("--modes", nargs="+", choices=("lockstep", "timer"), default=["lockstep", "timer"])
     args = parser.parse_args()
-    from training.export import ExportConfig, export_random
+    from intermimic_policy.sim.env_config import HOIEnvConfig
+    from training.export import export_random
 
     with tempfile.TemporaryDirectory(prefix="bench_policy_node_") as d:
         tmp = Path(d)
         for rate in args.rates:
             policy = tmp / f"teacher_{rate:g}hz.onnx"
-            export_random("teacher", policy, config=ExportConfig(control_hz=rate))
+            # physics stays a whole multiple of the control rate (the contract refuses anything else)
+            env = HOIEnvConfig(control_hz=rate, physics_hz=rate * max(1, round(240.0 / rate)))
+            export_random("teacher", policy, env_config=env)
             for mode in args.modes:
                 r = measure(rate, mode, args.seconds, policy, tmp)
                 figures = "  ".join(f"{k} {v:g}" if k in ("ticks", "answered") or "missed" in k else f"{k} {v:.3f}"

@@ -3,6 +3,10 @@
 Each concern registers its own subcommands (a module with ``register(subparsers)``), so this
 file only lists them. Errors derived from ``IntermimicError`` (and OS errors on user files) end
 as one line on stderr with exit status 2, never as a traceback.
+
+These are the library's commands. The installed ``intermimic`` script is ``training.cli:main``,
+which adds the training commands (``export``) and loaders to these: the library never names
+``training``.
 """
 
 from __future__ import annotations
@@ -19,22 +23,21 @@ COMMAND_MODULES: tuple[str, ...] = (
     "intermimic_policy.motion.commands",
     "intermimic_policy.embodiment.commands",
     "intermimic_policy.runtime.commands",
-    "training.export_cli",
     "intermimic_policy.sim.env_cli",
     "intermimic_policy.ros.launch_cli",
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command_modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intermimic", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in command_modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, command_modules: Sequence[str] = COMMAND_MODULES) -> int:
+    parser = build_parser(command_modules)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -1,15 +1,22 @@
 """The deployment contract: everything a runtime must agree on with the policy it runs.
 
 Peers each invented an encoding (CSV, YAML, JSON sidecars) and users keep feeding policies
-observations of the wrong size or layout. Here the contract travels *inside* the ONNX file as
-``metadata_props`` (one key per field, each value JSON text), and every consumer builds the
-contract it *expects* from the same single sources of truth (``smplx_body`` for joints, gains and
-the action map; ``ObservationSpec`` for the observation), then compares the two with
-``check_compatible``: the list names every mismatch, and ``ContractMismatch`` refuses the model.
+observations of the wrong size or layout. Here the contract is built in ONE place,
+:func:`build_contract`, from what the policy was trained with (the environment's rates, action
+map, observation spec and object point count, and the humanoid's skeleton table); training stores
+it in the checkpoint, export copies it into the ONNX file's ``metadata_props`` (one key per field,
+each value JSON text).
+
+A runtime never takes its expectations from the file it checks: it describes its OWN
+configuration as a :class:`DeploymentExpectation` (rates, embodiment, action map, observation,
+optionally the skeleton hash and point count), and :func:`check_deployment` lists every way the
+policy's contract differs; ``ContractMismatch`` refuses the model. What the policy needs from the
+runtime and the runtime cannot know by itself (the subject skeleton's table, the surface point
+count) is read from the contract: :meth:`PolicyContract.skeleton_model`, ``object_points``.
 
 The exported graph outputs the *unclamped* action mean; the consumer clamps it to
-``[-action_clip, action_clip]`` and maps it to PD targets: ``target = offset + scale * a``
-(``PolicyContract.pd_targets``).
+``[-action_clip, action_clip]`` and maps it to PD targets (``embodiment.action_map.pd_targets``,
+the same function the training environment uses).
 
 Numpy only: the deployment runtime imports this without torch.
 """
@@ -21,12 +28,14 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from intermimic_policy import __version__
 from intermimic_policy.embodiment import smplx_body
+from intermimic_policy.embodiment.action_map import pd_targets
 from intermimic_policy.embodiment.smplx_body import DOF_NAMES, action_offset_scale, dof_arrays
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.spec import (
@@ -36,13 +45,19 @@ from intermimic_policy.observation.spec import (
     teacher_spec,
 )
 
-CONTRACT_VERSION = 1
+if TYPE_CHECKING:
+    from intermimic_policy.embodiment.skeleton import Skeleton
+
+CONTRACT_VERSION = 2
 KINDS = ("teacher", "student")
 QUAT_CONVENTION = "xyzw"
 EMBODIMENT = "smplx_humanoid"
 GOLDEN_KEY = "golden_pairs"
 # relative tolerance for gains and the action map: float32 round trips, never a real change
 GAIN_RTOL = 1e-5
+# rates a contract may declare (Hz): a control loop outside this range is a mistake or an attack
+RATE_RANGE_HZ = (1.0, 1000.0)
+DEFAULT_OBJECT_POINTS = 1024
 
 
 class ContractError(IntermimicError, ValueError):
@@ -108,6 +123,8 @@ class PolicyContract:
     action_scale: tuple[float, ...]
     observation: ObservationSpec
     model_hash: str
+    object_points: int = DEFAULT_OBJECT_POINTS  # object surface points the observation was computed from
+    skeleton: Mapping[str, object] | None = None  # the humanoid's table (Skeleton.to_dict); hash = model_hash
     config_digest: str = ""
     control_hz: float = smplx_body.CONTROL_HZ
     physics_hz: float = smplx_body.PHYSICS_HZ
@@ -132,9 +149,24 @@ class PolicyContract:
                 raise ContractError(f"contract {name} contains NaN or inf")
         if len(set(self.joint_names)) != n:
             raise ContractError("contract joint_names contain duplicates")
-        if self.control_hz <= 0 or self.physics_hz <= 0:
-            raise ContractError(f"contract rates must be positive, got control {self.control_hz} Hz, "
-                                f"physics {self.physics_hz} Hz")
+        problem = rate_problem(self.control_hz, self.physics_hz)
+        if problem:
+            raise ContractError(f"contract {problem}")
+        if isinstance(self.object_points, bool) or not isinstance(self.object_points, int) or self.object_points < 1:
+            raise ContractError(f"contract object_points must be a positive integer, got {self.object_points!r}")
+        if not (isinstance(self.action_clip, (int, float)) and math.isfinite(self.action_clip)
+                and self.action_clip > 0):
+            raise ContractError(f"contract action_clip must be a positive finite number, got {self.action_clip!r}")
+        if self.skeleton is not None:
+            from intermimic_policy.embodiment.skeleton import SkeletonError
+
+            try:
+                digest = self.skeleton_model().content_hash()
+            except SkeletonError as exc:
+                raise ContractError(f"contract skeleton: {exc}") from exc
+            if digest != self.model_hash:
+                raise ContractError(f"contract skeleton table hashes to {digest[:12]}..., but its model_hash "
+                                    f"is {self.model_hash[:12]}...")
         if self.normalization is not None:
             d = self.input_dim
             if len(self.normalization.mean) != d or len(self.normalization.var) != d:
@@ -163,11 +195,18 @@ class PolicyContract:
         return self.observation.ref_offsets
 
     def pd_targets(self, actions: np.ndarray) -> np.ndarray:
-        """Clamp the policy output to +-action_clip and map it to joint targets (rad)."""
-        a = np.clip(np.asarray(actions, dtype=np.float32), -self.action_clip, self.action_clip)
-        offset = np.asarray(self.action_offset, dtype=np.float32)
-        scale = np.asarray(self.action_scale, dtype=np.float32)
-        return offset + scale * a
+        """Clamp the policy output to +-action_clip and map it to joint targets (rad); the shape must
+        be [A] or [B, A] exactly (``ActionShapeError`` otherwise, nothing is broadcast)."""
+        return pd_targets(np.asarray(actions, dtype=np.float32), np.asarray(self.action_offset, dtype=np.float32),
+                          np.asarray(self.action_scale, dtype=np.float32), self.action_clip)
+
+    def skeleton_model(self) -> Skeleton:
+        """The humanoid the policy was trained on, rebuilt from the contract's table."""
+        from intermimic_policy.embodiment.skeleton import Skeleton
+
+        if self.skeleton is None:
+            raise ContractError("contract carries no skeleton table (only its hash); re-export the policy")
+        return Skeleton.from_dict(dict(self.skeleton), source="contract skeleton")
 
     # ---- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, object]:
@@ -185,11 +224,13 @@ class PolicyContract:
             "control_hz": self.control_hz,
             "physics_hz": self.physics_hz,
             "observation": self.observation.to_dict(),
+            "object_points": self.object_points,
             "token_layout": {"tokens": self.num_tokens, "block_dim": self.block_dim,
                              "ref_offsets": list(self.ref_offsets)},
             "normalization": None if self.normalization is None else self.normalization.to_dict(),
             "quaternion_convention": self.quaternion_convention,
             "model_hash": self.model_hash,
+            "skeleton": None if self.skeleton is None else dict(self.skeleton),
             "config_digest": self.config_digest,
             "input": {"name": self.input_name, "dim": self.input_dim, "dtype": "float32"},
             "output": {"name": self.output_name, "dim": self.output_dim, "dtype": "float32"},
@@ -200,15 +241,18 @@ class PolicyContract:
     def from_dict(cls, d: Mapping[str, object], source: str = "contract") -> PolicyContract:
         """Inverse of ``to_dict``; checks that the redundant fields (dims, token layout) agree."""
         required = ("contract_version", "kind", "joint_names", "kp", "kd", "action_offset",
-                    "action_scale", "control_hz", "physics_hz", "observation", "model_hash")
+                    "action_scale", "control_hz", "physics_hz", "observation", "object_points", "model_hash")
         missing = [k for k in required if k not in d]
         if missing:
             raise ContractError(f"{source}: contract is missing {missing}")
         try:
             version = int(d["contract_version"])  # type: ignore[call-overload]
-            if version > CONTRACT_VERSION:
-                raise ContractError(f"{source}: contract version {version} is newer than this runtime "
-                                    f"supports ({CONTRACT_VERSION}); upgrade intermimic")
+            if version != CONTRACT_VERSION:
+                raise ContractError(f"{source}: contract version {version} is not the one this runtime "
+                                    f"reads ({CONTRACT_VERSION}); re-export the policy with this intermimic")
+            skeleton = d.get("skeleton")
+            if skeleton is not None and not isinstance(skeleton, Mapping):
+                raise ContractError(f"{source}: contract skeleton must be a table, got {type(skeleton).__name__}")
             spec = ObservationSpec.from_dict(d["observation"])  # type: ignore[arg-type]
             norm = d.get("normalization")
             inp = d.get("input") or {}
@@ -222,10 +266,12 @@ class PolicyContract:
                 action_scale=_floats(d["action_scale"]),  # type: ignore[arg-type]
                 observation=spec,
                 model_hash=str(d["model_hash"]),
+                object_points=_int(d["object_points"], "object_points"),
+                skeleton=skeleton,
                 config_digest=str(d.get("config_digest", "")),
-                control_hz=float(d["control_hz"]),  # type: ignore[arg-type]
-                physics_hz=float(d["physics_hz"]),  # type: ignore[arg-type]
-                action_clip=float(d.get("action_clip", 1.0)),  # type: ignore[arg-type]
+                control_hz=_number(d["control_hz"], "control_hz"),
+                physics_hz=_number(d["physics_hz"], "physics_hz"),
+                action_clip=_number(d.get("action_clip", 1.0), "action_clip"),
                 quaternion_convention=str(d.get("quaternion_convention", QUAT_CONVENTION)),
                 embodiment=str(d.get("embodiment", EMBODIMENT)),
                 normalization=None if norm is None else NormalizationStats.from_dict(norm),  # type: ignore[arg-type]
@@ -234,8 +280,10 @@ class PolicyContract:
                 contract_version=version,
                 created_by=str(d.get("created_by", "unknown")),
             )
-        except ContractError:
-            raise
+        except ContractError as exc:
+            if str(exc).startswith(f"{source}:"):
+                raise
+            raise ContractError(f"{source}: {exc}") from exc
         except (ObservationSpecError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ContractError(f"{source}: malformed contract: {exc}") from exc
         problems = contract._redundancy_problems(d)
@@ -288,7 +336,87 @@ class PolicyContract:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# ---- the expected contract and the comparison ------------------------------------------------
+# ---- building contracts: the one place ----------------------------------------------------------
+def rate_problem(control_hz: float, physics_hz: float) -> str | None:
+    """Why a (control, physics) rate pair cannot be right, or None: finite, within
+    ``RATE_RANGE_HZ``, physics a whole multiple of control."""
+    lo, hi = RATE_RANGE_HZ
+    for name, value in (("control_hz", control_hz), ("physics_hz", physics_hz)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name} must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"{name} is not finite ({value})"
+        if not lo <= value <= hi:
+            return f"{name} {value:g} Hz is outside the sane range {lo:g}..{hi:g} Hz"
+    ratio = physics_hz / control_hz
+    if abs(ratio - round(ratio)) > 1e-6:
+        return f"physics_hz {physics_hz:g} is not a whole multiple of control_hz {control_hz:g}"
+    return None
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ContractError(f"contract {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(f"contract {name} must be an integer, got {value!r}")
+    return value
+
+
+def _embodiment_tables(embodiment: str, upstream_action_map: bool) -> tuple[tuple[str, ...], np.ndarray,
+                                                                           np.ndarray, np.ndarray, np.ndarray]:
+    """(joint names, kp, kd, action offset, action scale) of an embodiment, from its one table."""
+    if embodiment != EMBODIMENT:
+        raise ContractError(f"unknown embodiment {embodiment!r} (known: {EMBODIMENT!r})")
+    kp, kd, _, _ = dof_arrays()
+    offset, scale = action_offset_scale(upstream_action_map=upstream_action_map)
+    return DOF_NAMES, kp, kd, offset, scale
+
+
+def build_contract(
+    kind: str,
+    *,
+    obs_spec: ObservationSpec,
+    skeleton: Skeleton | None,
+    object_points: int,
+    control_hz: float,
+    physics_hz: float,
+    upstream_action_map: bool,
+    embodiment: str = EMBODIMENT,
+    config_digest: str = "",
+    normalization: NormalizationStats | None = None,
+) -> PolicyContract:
+    """THE contract of a policy trained with these settings (``sim.HOIEnv.policy_contract`` passes
+    its config and skeleton; ``skeleton=None`` = the default humanoid). Everything else (joints,
+    gains, action map) comes from the embodiment's table."""
+    from intermimic_policy.embodiment.skeleton import default_skeleton
+
+    if kind not in KINDS:
+        raise ContractError(f"policy kind {kind!r} is not one of {KINDS}")
+    names, kp, kd, offset, scale = _embodiment_tables(embodiment, upstream_action_map)
+    body = skeleton if skeleton is not None else default_skeleton()
+    return PolicyContract(
+        kind=kind,
+        joint_names=names,
+        kp=_floats(kp),
+        kd=_floats(kd),
+        action_offset=_floats(offset),
+        action_scale=_floats(scale),
+        observation=obs_spec,
+        model_hash=body.content_hash(),
+        object_points=int(object_points),
+        skeleton=body.to_dict(),
+        config_digest=config_digest,
+        control_hz=float(control_hz),
+        physics_hz=float(physics_hz),
+        embodiment=embodiment,
+        normalization=normalization,
+    )
+
+
 def expected_contract(
     kind: str,
     *,
@@ -299,26 +427,74 @@ def expected_contract(
     upstream_action_map: bool = False,
     config_digest: str = "",
     normalization: NormalizationStats | None = None,
+    object_points: int = DEFAULT_OBJECT_POINTS,
 ) -> PolicyContract:
-    """The contract a policy of ``kind`` must have, from the single sources of truth."""
+    """:func:`build_contract` with the default humanoid, or only ``model_hash`` naming another one
+    (then no table is carried). For tests and tools; runtimes use :func:`check_deployment`."""
+    contract = build_contract(
+        kind, obs_spec=spec if spec is not None else preset_spec(kind), skeleton=None,
+        object_points=object_points, control_hz=control_hz, physics_hz=physics_hz,
+        upstream_action_map=upstream_action_map, config_digest=config_digest, normalization=normalization)
+    if model_hash is not None and model_hash != contract.model_hash:
+        contract = replace(contract, model_hash=model_hash, skeleton=None)
+    return contract
+
+
+def preset_spec(kind: str) -> ObservationSpec:
+    """The observation spec a policy of ``kind`` uses by default."""
     if kind not in KINDS:
         raise ContractError(f"policy kind {kind!r} is not one of {KINDS}")
-    kp, kd, _, _ = dof_arrays()
-    offset, scale = action_offset_scale(upstream_compat=upstream_action_map)
-    return PolicyContract(
-        kind=kind,
-        joint_names=DOF_NAMES,
-        kp=_floats(kp),
-        kd=_floats(kd),
-        action_offset=_floats(offset),
-        action_scale=_floats(scale),
-        observation=spec if spec is not None else (teacher_spec() if kind == "teacher" else student_spec()),
-        model_hash=model_hash if model_hash is not None else default_model_hash(),
-        config_digest=config_digest,
-        control_hz=float(control_hz),
-        physics_hz=float(physics_hz),
-        normalization=normalization,
-    )
+    return teacher_spec() if kind == "teacher" else student_spec()
+
+
+# ---- what a runtime is configured for, and the check ----------------------------------------------
+@dataclass(frozen=True)
+class DeploymentExpectation:
+    """A runtime's OWN configuration (node, bridge, evaluation), never read from the policy file.
+
+    ``model_hash`` "" accepts the skeleton the contract carries (its table must hash to its
+    ``model_hash``, which the contract checks on parsing); ``object_points`` 0 accepts the
+    contract's count; ``obs_spec`` None means the preset of ``kind``.
+    """
+
+    kind: str = "teacher"
+    control_hz: float = smplx_body.CONTROL_HZ
+    physics_hz: float = smplx_body.PHYSICS_HZ
+    embodiment: str = EMBODIMENT
+    upstream_action_map: bool = False
+    obs_spec: ObservationSpec | None = None
+    model_hash: str = ""
+    object_points: int = 0
+
+    def __post_init__(self) -> None:
+        problem = rate_problem(self.control_hz, self.physics_hz)
+        if problem:
+            raise ContractError(f"runtime configuration: {problem}")
+        if self.object_points < 0:
+            raise ContractError(f"runtime configuration: object_points must be >= 0, got {self.object_points}")
+
+
+def check_deployment(contract: PolicyContract, runtime: DeploymentExpectation) -> list[str]:
+    """Every way ``contract`` does not fit ``runtime``'s configuration; empty when it fits."""
+    try:
+        names, kp, kd, offset, scale = _embodiment_tables(runtime.embodiment, runtime.upstream_action_map)
+    except ContractError as exc:
+        return [str(exc)]
+    spec = runtime.obs_spec if runtime.obs_spec is not None else preset_spec(runtime.kind)
+    expected = PolicyContract(
+        kind=runtime.kind, joint_names=names, kp=_floats(kp), kd=_floats(kd), action_offset=_floats(offset),
+        action_scale=_floats(scale), observation=spec,
+        model_hash=runtime.model_hash or contract.model_hash,
+        object_points=runtime.object_points or contract.object_points,
+        control_hz=float(runtime.control_hz), physics_hz=float(runtime.physics_hz), embodiment=runtime.embodiment)
+    return check_compatible(contract, expected)
+
+
+def require_deployable(contract: PolicyContract, runtime: DeploymentExpectation, source: str = "policy") -> None:
+    """Raise ``ContractMismatch`` listing every way ``contract`` does not fit ``runtime``."""
+    mismatches = check_deployment(contract, runtime)
+    if mismatches:
+        raise ContractMismatch(mismatches, source)
 
 
 def _compare_per_joint(label: str, names: Sequence[str], actual: Sequence[float],
@@ -378,6 +554,7 @@ def check_compatible(actual: PolicyContract, expected: PolicyContract, *,
         a, e = getattr(actual, label), getattr(expected, label)
         if not math.isclose(a, e, rel_tol=1e-9, abs_tol=1e-9):
             out.append(f"{label}: policy has {a:g}, expected {e:g}")
+    neq("object_points", actual.object_points, expected.object_points)
     neq("quaternion_convention", actual.quaternion_convention, expected.quaternion_convention)
     out.extend(f"observation: {d}" for d in expected.observation.differences(actual.observation))
     neq("model_hash", actual.model_hash, expected.model_hash)

@@ -8,20 +8,33 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from intermimic_policy.contract import (
     ContractError,
     ContractMismatch,
+    DeploymentExpectation,
     GoldenPairs,
     NormalizationStats,
     PolicyContract,
+    build_contract,
     check_compatible,
+    check_deployment,
     default_model_hash,
     expected_contract,
     require_compatible,
+    require_deployable,
 )
+from intermimic_policy.embodiment.action_map import ActionShapeError, pd_targets
+from intermimic_policy.embodiment.skeleton import default_skeleton
 from intermimic_policy.embodiment.smplx_body import DOF_NAMES, action_offset_scale, dof_arrays
-from intermimic_policy.observation.spec import HOI_BLOCK_TERMS, ObservationSpec, ObsTerm
+from intermimic_policy.observation.spec import (
+    HOI_BLOCK_TERMS,
+    ObservationSpec,
+    ObsTerm,
+    student_spec,
+    teacher_spec,
+)
 
 HASH = "humanoid-hash-1"
 
@@ -116,7 +129,7 @@ def test_malformed_contracts_fail_with_the_field_named() -> None:
     with pytest.raises(ContractError, match="token layout"):
         PolicyContract.from_metadata({**meta, "token_layout": json.dumps({"tokens": 4, "block_dim": 1599,
                                                                           "ref_offsets": [1, 16]})})
-    with pytest.raises(ContractError, match="newer than this runtime"):
+    with pytest.raises(ContractError, match="is not the one this runtime reads"):
         PolicyContract.from_metadata({**meta, "contract_version": "99"})
     with pytest.raises(ContractError, match="missing"):
         PolicyContract.from_metadata({k: v for k, v in meta.items() if k != "model_hash"})
@@ -140,3 +153,82 @@ def test_golden_pairs_are_bit_exact() -> None:
     assert back.max_error(g.outputs) == 0.0
     with pytest.raises(ContractError, match="golden"):
         GoldenPairs.from_metadata('{"inputs": "!!", "input_shape": [1]}')
+
+
+# -- issue 14: nothing in the file under test is believed ---------------------------------------
+def test_absurd_rates_are_refused_when_the_contract_is_read() -> None:
+    meta = _contract().to_metadata()
+    with pytest.raises(ContractError, match=r"control_hz 1e\+06 Hz is outside the sane range 1\.\.1000 Hz"):
+        PolicyContract.from_metadata({**meta, "control_hz": "1e6"}, source="fast.onnx")
+    with pytest.raises(ContractError, match=r"control_hz 0\.001 Hz is outside"):
+        PolicyContract.from_metadata({**meta, "control_hz": "0.001"})
+    with pytest.raises(ContractError, match="physics_hz 250 is not a whole multiple of control_hz 30"):
+        PolicyContract.from_metadata({**meta, "physics_hz": "250"})
+
+
+@pytest.mark.parametrize("text,shown", [("Infinity", "inf"), ("-Infinity", "-inf"), ("NaN", "nan")])
+def test_non_finite_rates_name_the_cause(text: str, shown: str) -> None:
+    meta = _contract().to_metadata()
+    with pytest.raises(ContractError, match=rf"^inf\.onnx: contract physics_hz is not finite \({shown}\)$"):
+        PolicyContract.from_metadata({**meta, "physics_hz": text}, source="inf.onnx")
+    with pytest.raises(ContractError, match="control_hz must be a number"):
+        PolicyContract.from_metadata({**meta, "control_hz": '"30"'})
+    with pytest.raises(ContractError, match="object_points must be an integer"):
+        PolicyContract.from_metadata({**meta, "object_points": "1024.5"})
+
+
+def test_runtime_expectations_come_from_its_own_configuration() -> None:
+    policy = build_contract("teacher", obs_spec=teacher_spec(), skeleton=None, object_points=1024, control_hz=60.0,
+                            physics_hz=240.0, upstream_action_map=False)
+    assert policy.model_hash == default_model_hash() and policy.skeleton_model().content_hash() == policy.model_hash
+    # a node configured for 30 Hz refuses a 60 Hz policy (it does not copy the policy's rate)
+    problems = check_deployment(policy, DeploymentExpectation())
+    assert problems == ["control_hz: policy has 60, expected 30"]
+    # a bridge stepping physics at 120 Hz refuses a policy trained at 240 Hz
+    assert check_deployment(policy, DeploymentExpectation(control_hz=60.0, physics_hz=120.0)) == [
+        "physics_hz: policy has 240, expected 120"]
+    assert check_deployment(policy, DeploymentExpectation(control_hz=60.0)) == []
+    # action map, observation, embodiment, pinned skeleton and point count
+    assert any("action_scale" in p for p in check_deployment(
+        policy, DeploymentExpectation(control_hz=60.0, upstream_action_map=True)))
+    assert any(p.startswith("observation:") for p in check_deployment(
+        policy, DeploymentExpectation(control_hz=60.0, kind="teacher", obs_spec=student_spec())))
+    assert check_deployment(policy, DeploymentExpectation(control_hz=60.0, embodiment="unitree_g1")) == [
+        "unknown embodiment 'unitree_g1' (known: 'smplx_humanoid')"]
+    assert check_deployment(policy, DeploymentExpectation(control_hz=60.0, model_hash="other")) == [
+        f"model_hash: policy has {policy.model_hash!r}, expected 'other'"]
+    with pytest.raises(ContractMismatch, match="object_points: policy has 1024, expected 64"):
+        require_deployable(policy, DeploymentExpectation(control_hz=60.0, object_points=64), "p.onnx")
+    # the runtime's own configuration is checked too
+    for bad in (1e6, float("inf"), float("nan"), 0.0):
+        with pytest.raises(ContractError, match="runtime configuration: control_hz"):
+            DeploymentExpectation(control_hz=bad)
+
+
+def test_skeleton_table_must_hash_to_the_model_hash() -> None:
+    c = build_contract("teacher", obs_spec=teacher_spec(), skeleton=default_skeleton(), object_points=64,
+                       control_hz=30.0, physics_hz=240.0, upstream_action_map=False)
+    meta = c.to_metadata()
+    assert PolicyContract.from_metadata(meta) == c
+    table = json.loads(meta["skeleton"])
+    table["offsets"][3][0] += 0.01  # a longer bone than the hash names
+    with pytest.raises(ContractError, match="skeleton table hashes to"):
+        PolicyContract.from_metadata({**meta, "skeleton": json.dumps(table)})
+    with pytest.raises(ContractError, match="skeleton must be a table"):
+        PolicyContract.from_metadata({**meta, "skeleton": "[1, 2]"})
+    with pytest.raises(ContractError, match="no skeleton table"):
+        _contract().skeleton_model()
+
+
+def test_action_map_never_broadcasts_and_is_shared_by_numpy_and_torch() -> None:
+    c = _contract()
+    with pytest.raises(ActionShapeError, match=r"actions have shape \[4, 1\], expected \[153\] or \[batch, 153\]"):
+        c.pd_targets(np.full((4, 1), 0.3, np.float32))
+    with pytest.raises(ActionShapeError):
+        c.pd_targets(np.zeros((2, 3, 153), np.float32))
+    a = np.random.default_rng(0).uniform(-2, 2, size=(3, 153)).astype(np.float32)
+    offset, scale = (np.asarray(x, np.float32) for x in (c.action_offset, c.action_scale))
+    torch_targets = pd_targets(torch.from_numpy(a), torch.from_numpy(offset), torch.from_numpy(scale))
+    assert np.array_equal(torch_targets.numpy(), c.pd_targets(a))
+    with pytest.raises(ActionShapeError):
+        pd_targets(torch.zeros(3, 1), torch.from_numpy(offset), torch.from_numpy(scale))

@@ -11,6 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 import torch
+from obs_oracle import ORACLE
 from test_obs_terms import random_scene  # tests/ is on sys.path (pytest prepend import mode)
 
 from intermimic_policy.embodiment import joint_map
@@ -24,15 +25,15 @@ from intermimic_policy.motion.io import load_motion
 from intermimic_policy.observation.builder import ObservationBuilder
 from intermimic_policy.observation.spec import HOI_BLOCK_TERMS, ObservationSpec, student_spec, teacher_spec
 from intermimic_policy.observation.terms import TERM_FUNCTIONS, make_context, simulated_ig
-from intermimic_policy.sim import interaction_graph as ig
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import EnvConfigError, HOIEnvConfig, eval_config
 from intermimic_policy.sim.metrics import step_errors
 from intermimic_policy.sim.psi import PSIConfig
-from intermimic_policy.sim.reference import RefFrame
 from intermimic_policy.sim.rewards import PrevVelocities, RewardWeights, compute_reward
 from intermimic_policy.sim.subject import subject_skeleton
 from intermimic_policy.sim.terminations import TerminationConfig, check_terminations
+from intermimic_policy.state import interaction_graph as ig
+from intermimic_policy.state.frames import RefFrame
 
 CLIP = "OMOMO_new/sub2_largetable_000.pt"
 
@@ -143,7 +144,7 @@ def _per_term(builder: ObservationBuilder, sim, refs, pts) -> torch.Tensor:  # t
     blocks = []
     for ref in refs:
         ctx = builder._context(sim, ref, ig_sim)
-        blocks += [TERM_FUNCTIONS[t.name](ctx) for t in builder.spec.terms]
+        blocks += [ORACLE[t.name](ctx) for t in builder.spec.terms]
     return torch.cat(blocks, dim=-1)
 
 
@@ -154,12 +155,12 @@ def _per_term(builder: ObservationBuilder, sim, refs, pts) -> torch.Tensor:  # t
     ObservationSpec(terms=tuple(t for t in reversed(HOI_BLOCK_TERMS) if "key" not in t.name and "rot" not in t.name),
                     ref_offsets=(2, 0, 5), contact_bodies=CONTACT_BODIES[:7], no_hand_bodies=NO_HAND_BODIES[3:]),
 ])
-def test_fused_observation_equals_the_term_functions(spec: ObservationSpec) -> None:
+def test_batched_observation_equals_the_term_by_term_oracle(spec: ObservationSpec) -> None:
     sim, ref, pts = random_scene(n=1, seed=3)
     ctx = make_context(sim, ref, pts, key_bodies=spec.key_bodies, contact_bodies=spec.contact_bodies,
                        no_hand_bodies=spec.no_hand_bodies)
     spec = dataclasses.replace(spec, terms=tuple(  # the dims of the spec's body subsets
-        dataclasses.replace(t, dim=TERM_FUNCTIONS[t.name](ctx).shape[-1]) for t in spec.terms))
+        dataclasses.replace(t, dim=ORACLE[t.name](ctx).shape[-1]) for t in spec.terms))
     builder = ObservationBuilder(spec)
     sim, _, pts = random_scene(n=5, seed=4)
     refs = [random_scene(n=5, seed=30 + i)[1] for i in range(spec.num_tokens)]
@@ -169,7 +170,7 @@ def test_fused_observation_equals_the_term_functions(spec: ObservationSpec) -> N
     assert torch.equal(builder.build(sim, stacked, pts, ig_sim=simulated_ig(sim, pts)), builder.build(sim, refs, pts))
 
 
-def test_a_registered_term_outside_the_fused_set_is_still_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registered_term_outside_the_standard_set_is_still_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(TERM_FUNCTIONS, "root_speed", lambda c: c.sim.body_lin_vel[:, 0].norm(dim=-1, keepdim=True))
     spec = ObservationSpec(terms=HOI_BLOCK_TERMS[:2] + (dataclasses.replace(HOI_BLOCK_TERMS[0], name="root_speed"),))
     sim, ref, pts = random_scene(n=3, seed=5)

@@ -12,11 +12,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from intermimic_policy.cli import main
 from intermimic_policy.contract import GOLDEN_KEY, GoldenPairs, PolicyContract, expected_contract
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
 from training import export as export_mod
 from training.checkpoint import save_checkpoint
+from training.cli import main
 from training.export import (
     ExportConfig,
     ExportError,
@@ -104,7 +104,8 @@ def test_export_from_checkpoint_reproduces_the_network(tmp_path: Path) -> None:
     net, norm = TeacherActorCritic(spec.dim, hidden=(32, 16)), _trained_normalizer(spec.dim, seed=2)
     ckpt = save_checkpoint(tmp_path / "c.pt", model_state=net.state_dict(), normalizer_state=norm.state_dict(),
                            optimizer_state=None, iteration=10, rng_state=None, config={"lr": 2e-5},
-                           obs_spec=spec, kind="teacher", model_hash=HASH, extra={"network": net.arch()})
+                           obs_spec=spec, kind="teacher", model_hash=HASH, extra={"network": net.arch()},
+                           contract=expected_contract("teacher", model_hash=HASH))
     r = export_checkpoint(ckpt, tmp_path / "out" / "p.onnx")
     assert r.contract.model_hash == HASH and r.contract.config_digest == export_mod.config_digest({"lr": 2e-5})
     x = np.random.default_rng(0).normal(size=(4, spec.dim)).astype(np.float32)

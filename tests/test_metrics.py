@@ -9,10 +9,9 @@ import torch
 
 from intermimic_policy.embodiment.smplx_body import KEY_BODIES, NUM_BODIES, body_index
 from intermimic_policy.geometry import quaternion as quat
-from intermimic_policy.sim.interaction_graph import object_points_world
 from intermimic_policy.sim.metrics import EpisodeMetrics, human_error, object_error, step_errors
-from intermimic_policy.sim.reference import RefFrame
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import RefFrame, SimState
+from intermimic_policy.state.interaction_graph import object_points_world
 
 
 def test_human_error_is_the_mean_key_body_distance():

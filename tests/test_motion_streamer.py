@@ -255,7 +255,7 @@ def test_config_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ParamError, match=r"lookahead_frames must be >= 17"):
         load_streamer_config(str(cfg))
     cfg.write_text("common: {example: true, loop: true}\nmotion_streamer: {looop: true}\n")
-    with pytest.raises(ParamError, match=r"s\.yaml: motion_streamer: unknown key\(s\) \['looop'\]"):
+    with pytest.raises(ParamError, match=r"s\.yaml: motion_streamer\.looop: unknown key\(s\)"):
         load_streamer_config(str(cfg))
     cfg.write_text("common: {clip: '', example: false}\nmotion_streamer: {source: generator, rate_hz: 30}\n")
     config = load_streamer_config(str(cfg))  # a relay needs no clip

@@ -25,10 +25,9 @@ from intermimic_policy.observation.spec import (
     student_spec,
     teacher_spec,
 )
-from intermimic_policy.observation.terms import TERM_FUNCTIONS, make_context, simulated_ig
-from intermimic_policy.sim.interaction_graph import nearest_point_vectors, object_points_world
-from intermimic_policy.sim.reference import RefFrame
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.observation.terms import STANDARD_TERMS, block_terms, simulated_ig
+from intermimic_policy.state.frames import RefFrame, SimState
+from intermimic_policy.state.interaction_graph import nearest_point_vectors, object_points_world
 
 
 def _unit_quats(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -101,7 +100,7 @@ def _yaw_scene(sim: SimState, ref: RefFrame, yaw: float, shift: torch.Tensor) ->
 
 
 def _term(name: str, sim: SimState, ref: RefFrame, points: torch.Tensor) -> torch.Tensor:
-    return TERM_FUNCTIONS[name](make_context(sim, ref, points))
+    return block_terms(sim, ref, points)[name]
 
 
 def _identity_root(sim: SimState) -> SimState:
@@ -113,7 +112,7 @@ def _identity_root(sim: SimState) -> SimState:
 # -- every term --------------------------------------------------------------------------------
 def test_every_spec_term_has_a_function_with_the_spec_dim():
     sim, ref, pts = random_scene()
-    assert {t.name for t in HOI_BLOCK_TERMS} == set(TERM_FUNCTIONS)
+    assert {t.name for t in HOI_BLOCK_TERMS} == set(STANDARD_TERMS)
     for t in HOI_BLOCK_TERMS:
         out = _term(t.name, sim, ref, pts)
         assert out.shape == (3, t.dim), t.name

@@ -9,7 +9,8 @@ import torch
 from intermimic_policy.embodiment.smplx_body import KEY_BODIES, NUM_BODIES, NUM_JOINTS
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
-from intermimic_policy.sim.reference import InitialState, MotionLibrary, farthest_point_subsample
+from intermimic_policy.sim.reference import MotionLibrary, farthest_point_subsample
+from intermimic_policy.state.frames import InitialState
 
 
 def _quats(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -180,7 +181,7 @@ def test_real_clip_ig_agrees_with_the_contact_labels(motions_root, assets_root):
 def test_real_clip_perfect_tracking_gives_zero_error_observation(motions_root, assets_root):
     from intermimic_policy.observation.builder import ObservationBuilder, nonfinite_envs
     from intermimic_policy.observation.spec import teacher_spec
-    from intermimic_policy.sim.state import SimState
+    from intermimic_policy.state.frames import SimState
 
     lib, m = _real_library(motions_root, assets_root, "sub2_woodchair_003")
     clip = torch.zeros(4, dtype=torch.long)

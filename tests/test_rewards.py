@@ -16,8 +16,6 @@ from intermimic_policy.embodiment.smplx_body import (
     body_index,
 )
 from intermimic_policy.geometry import quaternion as quat
-from intermimic_policy.sim.interaction_graph import nearest_point_vectors, object_points_world
-from intermimic_policy.sim.reference import RefFrame
 from intermimic_policy.sim.rewards import (
     PrevVelocities,
     RewardConfigError,
@@ -28,7 +26,8 @@ from intermimic_policy.sim.rewards import (
     other_contact_reward,
     penalty_contact_reward,
 )
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import RefFrame, SimState
+from intermimic_policy.state.interaction_graph import nearest_point_vectors, object_points_world
 
 N = 2
 
@@ -244,7 +243,7 @@ def test_weights_from_config_dict():
 
 
 def test_ig_error_matches_the_explicit_graph():
-    from intermimic_policy.sim.interaction_graph import ig_reward_error, interaction_graph
+    from intermimic_policy.state.interaction_graph import ig_reward_error, interaction_graph
     g = torch.Generator().manual_seed(9)
     key, pts = torch.randn(3, 21, 3, generator=g), torch.randn(3, 50, 3, generator=g) * 0.3
     ref_key, ref_pts = key + 0.1 * torch.randn(3, 21, 3, generator=g), pts + 0.05 * torch.randn(3, 50, 3, generator=g)

@@ -12,9 +12,21 @@ import onnx
 import pytest
 import torch
 
-from intermimic_policy.contract import ContractMismatch, PolicyContract, expected_contract
+from intermimic_policy.contract import (
+    GOLDEN_KEY,
+    ContractMismatch,
+    GoldenPairs,
+    PolicyContract,
+    expected_contract,
+)
 from intermimic_policy.observation.spec import ObservationSpec, teacher_spec
-from intermimic_policy.runtime.base import Policy, PolicyInputError, PolicyLoadError, read_policy_file
+from intermimic_policy.runtime.base import (
+    Policy,
+    PolicyInputError,
+    PolicyLoadError,
+    PolicyOutputError,
+    read_policy_file,
+)
 from intermimic_policy.runtime.loader import GoldenMismatch, load_policy
 from intermimic_policy.runtime.tensorrt_backend import tensorrt_unavailable_reason
 from training.export import PolicyGraph, export_policy
@@ -90,12 +102,12 @@ def test_bad_inputs_are_named(teacher) -> None:
 def test_contract_mismatch_at_load_lists_each_problem(teacher) -> None:
     other = ObservationSpec(ref_offsets=(1, 4))
     expected = dataclasses.replace(expected_contract("teacher", model_hash="robot-v2", spec=other),
-                                   control_hz=50.0)
+                                   control_hz=60.0)
     with pytest.raises(ContractMismatch) as err:
         load_policy(teacher[0], expected=expected)
     msg = str(err.value)
     assert str(teacher[0]) in msg
-    for part in ("model_hash", "control_hz: policy has 30, expected 50", "reference offsets [1, 16] != [1, 4]"):
+    for part in ("model_hash", "control_hz: policy has 30, expected 60", "reference offsets [1, 16] != [1, 4]"):
         assert part in msg
     assert len(err.value.mismatches) == 3
 
@@ -171,3 +183,52 @@ def test_runtime_imports_neither_torch_nor_training() -> None:
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('training')]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def _one_column_graph(teacher_path: Path, dst: Path) -> Path:
+    """A graph that declares [batch, 153] but really outputs [batch, 1] (the sum of the inputs),
+    with the teacher's contract and golden outputs that broadcast that one value to every joint."""
+    meta = {p.key: p.value for p in onnx.load(str(teacher_path)).metadata_props}
+    golden = GoldenPairs.from_metadata(meta[GOLDEN_KEY])
+    h = onnx.helper
+    axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+    graph = h.make_graph([h.make_node("ReduceSum", ["obs", "axes"], ["actions"], keepdims=1)], "liar",
+                         [h.make_tensor_value_info("obs", onnx.TensorProto.FLOAT, ["batch", 3198])],
+                         [h.make_tensor_value_info("actions", onnx.TensorProto.FLOAT, ["batch", 153])], [axes])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    sums = golden.inputs.sum(axis=1, keepdims=True, dtype=np.float32)
+    meta[GOLDEN_KEY] = GoldenPairs(golden.inputs, np.repeat(sums, 153, axis=1), atol=1e-2).to_metadata()
+    _set_meta(model, meta)
+    dst.write_bytes(model.SerializeToString())
+    return dst
+
+
+def test_a_graph_whose_real_output_is_one_column_is_refused_at_load(teacher, tmp_path: Path) -> None:
+    liar = _one_column_graph(teacher[0], tmp_path / "liar.onnx")
+    assert read_policy_file(liar).output_shape == ("batch", 153)  # the declared shape fits the contract
+    for verify in (True, False):
+        with pytest.raises(PolicyOutputError, match=r"liar.onnx: graph output 'actions' has shape \[3, 1\] for a "
+                                                     r"batch of 3, but the contract has 153 joints"):
+            load_policy(liar, backend="onnxruntime", verify_golden=verify)
+
+
+def test_a_graph_with_extra_outputs_is_refused(teacher, tmp_path: Path) -> None:
+    def add_output(model: onnx.ModelProto) -> None:
+        model.graph.output.append(onnx.helper.make_tensor_value_info("debug", onnx.TensorProto.FLOAT, ["batch", 1]))
+
+    extra = _rewrite(teacher[0], tmp_path / "extra.onnx", add_output)
+    with pytest.raises(PolicyLoadError, match=r"graph outputs \['actions', 'debug'\]; the contract declares exactly one"):
+        read_policy_file(extra)
+
+
+@pytest.mark.parametrize("value, cause", [("1e6", r"control_hz 1e\+06 Hz is outside the sane range 1\.\.1000 Hz"),
+                                          ("Infinity", r"control_hz is not finite \(inf\)")])
+def test_a_policy_declaring_an_absurd_rate_is_refused_naming_the_cause(teacher, tmp_path: Path, value: str,
+                                                                       cause: str) -> None:
+    def edit(model: onnx.ModelProto) -> None:
+        meta = {p.key: p.value for p in model.metadata_props}
+        _set_meta(model, {**meta, "control_hz": value})
+
+    fast = _rewrite(teacher[0], tmp_path / "fast.onnx", edit)
+    with pytest.raises(PolicyLoadError, match=rf"fast\.onnx: contract {cause}"):
+        load_policy(fast, backend="onnxruntime")

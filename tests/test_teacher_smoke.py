@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import torch
 
-from intermimic_policy.cli import main as cli_main
 from intermimic_policy.contract import default_model_hash
 from intermimic_policy.motion.example import make_example_motion
 from intermimic_policy.motion.hoi_motion import HOIMotion
@@ -19,6 +18,7 @@ from intermimic_policy.motion.io import save_motion
 from intermimic_policy.observation.spec import student_spec
 from intermimic_policy.sim.evaluate import load_policy
 from training.checkpoint import CheckpointError, load_checkpoint
+from training.cli import main as cli_main
 from training.config import BCWarmStartConfig, EnvSettings, EvalSettings, PPOConfig, TeacherTrainConfig
 from training.eval_policy import CheckpointPolicy
 from training.teacher import TeacherError, TeacherTrainer, checkpoints_in, train_teacher

@@ -9,9 +9,6 @@ import torch
 
 from intermimic_policy.embodiment.smplx_body import KEY_BODIES, NUM_BODIES, NUM_JOINTS, body_index
 from intermimic_policy.geometry import quaternion as quat
-from intermimic_policy.sim.interaction_graph import nearest_point_vectors, object_points_world
-from intermimic_policy.sim.reference import RefFrame
-from intermimic_policy.sim.state import SimState
 from intermimic_policy.sim.terminations import (
     FAILURE_REASONS,
     TerminationConfig,
@@ -19,6 +16,8 @@ from intermimic_policy.sim.terminations import (
     hand_contact_lost,
     update_hand_contact_lost,
 )
+from intermimic_policy.state.frames import RefFrame, SimState
+from intermimic_policy.state.interaction_graph import nearest_point_vectors, object_points_world
 
 N = 3
 
@@ -173,7 +172,7 @@ def test_early_termination_switch_disables_only_iet():
 
 
 def test_ig_ratio_matches_the_explicit_graph():
-    from intermimic_policy.sim.interaction_graph import ig_deviation_ratio, interaction_graph
+    from intermimic_policy.state.interaction_graph import ig_deviation_ratio, interaction_graph
     g = torch.Generator().manual_seed(4)
     key, pts = torch.randn(3, 21, 3, generator=g), torch.randn(3, 40, 3, generator=g) * 0.3
     ref_key, ref_pts = key + 0.3 * torch.randn(3, 21, 3, generator=g), pts + 0.1 * torch.randn(3, 40, 3, generator=g)

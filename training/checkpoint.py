@@ -4,6 +4,9 @@
   so ``torch.load(weights_only=True)`` reads them: a checkpoint from the internet cannot run code.
 * Writes go to a temporary file in the destination folder, then ``os.replace``: an interrupted
   save never leaves a half-written checkpoint under the real name.
+* The policy's deployment contract (``PolicyContract``: rates, action map, observation spec, object
+  point count, skeleton table) is stored with the weights, so export reads it instead of guessing
+  it from flags or defaults.
 * The observation spec, policy kind and model hash are stored with the weights; loading with an
   ``expected_spec`` of another layout fails with every difference named, instead of a shape error
   deep inside ``load_state_dict`` (or worse, silently wrong inputs of the same size).
@@ -25,6 +28,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from intermimic_policy.contract import ContractError, PolicyContract
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.observation.spec import ObservationSpec, ObservationSpecError
@@ -55,6 +59,7 @@ class Checkpoint:
     model_hash: str
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = CHECKPOINT_VERSION
+    contract: PolicyContract | None = None  # None: saved without one (export refuses it)
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -100,11 +105,18 @@ def save_checkpoint(
     kind: str,
     model_hash: str,
     extra: Mapping[str, Any] | None = None,
+    contract: PolicyContract | None = None,
 ) -> Path:
     """Write a checkpoint atomically; returns the path. ``extra["network"]`` (``net.arch()``) lets
-    ``training.export`` rebuild the network; otherwise it uses the kind's default architecture."""
+    ``training.export`` rebuild the network; otherwise it uses the kind's default architecture.
+    ``contract`` (``HOIEnv.policy_contract``) must agree with ``kind``, ``obs_spec`` and ``model_hash``."""
     if kind not in KINDS:
         raise CheckpointError(f"checkpoint kind {kind!r} is not one of {KINDS}")
+    if contract is not None:
+        wrong = [name for name, a, b in (("kind", contract.kind, kind), ("model_hash", contract.model_hash, model_hash),
+                                         ("observation", contract.observation, obs_spec)) if a != b]
+        if wrong:
+            raise CheckpointError(f"checkpoint contract disagrees with the checkpoint's own {', '.join(wrong)}")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -118,6 +130,7 @@ def save_checkpoint(
         "rng_state": None if rng_state is None else _plain_dict(dict(rng_state)),
         "config": _plain_dict(dict(config)),
         "extra": _plain_dict(dict(extra or {})),
+        "contract": None if contract is None else _plain_dict(contract.to_dict()),
     }
     _check_plain(payload, "checkpoint")
     target = Path(path)
@@ -152,6 +165,7 @@ def load_checkpoint(
                               f"(this intermimic reads <= {CHECKPOINT_VERSION})")
     try:
         spec = ObservationSpec.from_dict(data["obs_spec"])
+        contract = data.get("contract")
         ckpt = Checkpoint(
             path=p,
             kind=str(data["kind"]),
@@ -165,7 +179,10 @@ def load_checkpoint(
             model_hash=str(data["model_hash"]),
             extra=dict(data.get("extra") or {}),
             version=version,
+            contract=None if contract is None else PolicyContract.from_dict(contract, source=f"{p} contract"),
         )
+    except ContractError as exc:
+        raise CheckpointError(str(exc)) from exc
     except (KeyError, TypeError, ValueError, ObservationSpecError) as exc:
         raise CheckpointError(f"{p}: malformed checkpoint: {exc}") from exc
     if expected_kind is not None and ckpt.kind != expected_kind:

@@ -13,21 +13,14 @@ import hashlib
 import json
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
-from intermimic_policy.errors import IntermimicError
+from intermimic_policy import config_io
+from intermimic_policy.config_io import ConfigError
 
 T = TypeVar("T")
-
-
-class ConfigError(IntermimicError, ValueError):
-    """A configuration file or value that cannot be used."""
 
 
 @dataclass
@@ -229,70 +222,9 @@ def _positive(obj: object, *names: str) -> None:
             raise ConfigError(f"{type(obj).__name__}.{name} must be positive, got {value!r}")
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: unexpected value {value!r}")
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, where)  # type: ignore[arg-type]
-    if origin in (tuple, list):
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")
-
-
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types (``config_io``)."""
+    return config_io.from_dict(cls, data, where)
 
 
 def to_dict(obj: Any) -> Any:
@@ -313,21 +245,8 @@ def digest(obj: Any) -> str:
 
 
 def load_yaml(path: str | Path, cls: type[T]) -> T:
-    """Read a YAML file into ``cls``; errors name the file and the key."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return from_dict(cls, data, where=str(path))
-    except ConfigError as exc:
-        msg = str(exc)
-        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    """Read a YAML file into ``cls``; errors name the file and the dotted key (``config_io``)."""
+    return config_io.load(path, cls)
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:

@@ -1,6 +1,7 @@
 """Checkpoints as evaluation policies: ``intermimic eval --policy CHECKPOINT.pt CLIP...``.
 
-Registers a loader in ``sim.evaluate``'s policy registry. The loaded policy is the checkpoint's
+Registers a loader in ``sim.policy_loaders`` when imported (``training.cli`` registers the same
+loader lazily, so the CLI imports torch only for an evaluation). The loaded policy is the checkpoint's
 normaliser + network acting with its mean (deterministic, clamped to [-1, 1], as upstream's
 player), in an environment built with the checkpoint's observation spec and the physics
 settings it was trained with, so the evaluation sees what training saw.
@@ -17,15 +18,15 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.sim.env import HOIEnv
-from intermimic_policy.sim.evaluate import Policy, register_policy_loader
+from intermimic_policy.sim.policy_loaders import register_policy_loader
 from training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from training.cli import checkpoint_loader
 from training.networks import NetworkError, build_network, default_arch
 from training.normalizer import RunningNormalizer
 from training.ppo.policy import TeacherPolicy
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
 # HOIEnvConfig fields a policy was trained with that change what it sees or what its actions do.
-TRAINED_ENV_FIELDS = ("upstream_action_scale", "physics_hz", "control_hz", "object_density",
+TRAINED_ENV_FIELDS = ("upstream_action_map", "physics_hz", "control_hz", "object_density",
                       "contact_threshold", "num_object_points", "skeleton")
 
 
@@ -66,13 +67,6 @@ def load_checkpoint_policy(path: str | os.PathLike[str], device: str = "cpu") ->
     overrides["obs_spec"] = ckpt.obs_spec
     name = f"{ckpt.kind}:{Path(path).name}@{ckpt.iteration}"
     return CheckpointPolicy(name, policy_from_checkpoint(ckpt, device), overrides, device)
-
-
-def checkpoint_loader(arg: str) -> Policy | None:
-    """Registry loader: claims arguments that end in .pt/.pth (a missing file is an error)."""
-    if not arg.lower().endswith(CHECKPOINT_SUFFIXES):
-        return None
-    return load_checkpoint_policy(arg)
 
 
 register_policy_loader("checkpoint", checkpoint_loader)

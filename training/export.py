@@ -7,8 +7,10 @@ player clamps it (spec 8.1).
 
 What makes the file trustworthy:
 
-* the ``PolicyContract`` (joints, gains, rates, observation layout, model hash, ...) and seeded
-  golden input/output pairs are stored in ``metadata_props``;
+* the ``PolicyContract`` is the one the checkpoint stores (built from the training environment's
+  config and skeleton: rates, action map, observation, object points, skeleton table); export only
+  adds the normaliser statistics and the config digest, and stores it with seeded golden
+  input/output pairs in ``metadata_props``;
 * after export, ONNX Runtime runs the final file on the golden inputs and a batch of 7; the
   export fails if any output is farther than ``tolerance`` (1e-4) from torch;
 * ``onnx.checker`` validates the graph, and the file is written atomically.
@@ -29,7 +31,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +45,14 @@ from intermimic_policy.contract import (
     GoldenPairs,
     NormalizationStats,
     PolicyContract,
-    default_model_hash,
     expected_contract,
 )
-from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
-from training.checkpoint import load_checkpoint
+from intermimic_policy.sim.env_config import HOIEnvConfig
+from intermimic_policy.sim.policy_contract import env_contract
+from training.checkpoint import Checkpoint, load_checkpoint
 from training.networks import (
     NetworkError,
     PolicyNetwork,
@@ -77,9 +79,6 @@ class ExportConfig:
     golden_count: int = 3
     golden_seed: int = 0
     tolerance: float = 1e-4  # max abs error torch vs ONNX Runtime, on golden pairs and a batch of 7
-    control_hz: float = smplx_body.CONTROL_HZ
-    physics_hz: float = smplx_body.PHYSICS_HZ
-    upstream_action_map: bool = False  # upstream's PD action map quirks (only upstream checkpoints)
 
 
 @dataclass(frozen=True)
@@ -208,22 +207,34 @@ def export_policy(
     normalizer: RunningNormalizer,
     out: str | os.PathLike[str],
     *,
-    spec: ObservationSpec,
-    model_hash: str,
+    contract: PolicyContract | None = None,
+    spec: ObservationSpec | None = None,
+    model_hash: str | None = None,
     config_digest: str = "",
     config: ExportConfig | None = None,
 ) -> ExportResult:
-    """Export ``normalizer`` + ``network``'s actor mean to ``out`` with contract and golden pairs."""
+    """Export ``normalizer`` + ``network``'s actor mean to ``out`` with ``contract`` and golden pairs.
+
+    ``contract`` is the training environment's (``HOIEnv.policy_contract``, kept in checkpoints);
+    without one, ``spec``/``model_hash`` give the default environment's (tests, benchmarks).
+    """
     cfg = config or ExportConfig()
     kind = _kind_of(network)
+    if contract is None:
+        if spec is None:
+            raise ExportError("export_policy needs the policy's contract (or an observation spec)")
+        contract = expected_contract(kind, spec=spec, model_hash=model_hash)
+    elif spec is not None and spec != contract.observation:
+        raise ExportError("export_policy: the observation spec given differs from the contract's")
+    if contract.kind != kind:
+        raise ExportError(f"the contract is a {contract.kind} policy's, the network a {kind}")
+    spec = contract.observation
     if network.obs_dim != spec.dim or normalizer.dim != spec.dim:
         raise ExportError(f"network ({network.obs_dim}) and normaliser ({normalizer.dim}) dims do not "
                           f"match the observation spec ({spec.dim})")
     norm = NormalizationStats(tuple(normalizer.mean.tolist()), tuple(normalizer.var.tolist()),
                               normalizer.eps, normalizer.clip, float(normalizer.count))
-    contract = expected_contract(kind, spec=spec, model_hash=model_hash, control_hz=cfg.control_hz,
-                                 physics_hz=cfg.physics_hz, upstream_action_map=cfg.upstream_action_map,
-                                 config_digest=config_digest, normalization=norm)
+    contract = replace(contract, config_digest=config_digest or contract.config_digest, normalization=norm)
     if network.action_dim != contract.output_dim:
         raise ExportError(f"network outputs {network.action_dim} actions, the contract has "
                           f"{contract.output_dim} joints")
@@ -283,11 +294,28 @@ def network_from_checkpoint(path: str | os.PathLike[str]) -> tuple[PolicyNetwork
     return network, normalizer, ckpt
 
 
+def checkpoint_contract(ckpt: Checkpoint) -> PolicyContract:
+    """The contract a checkpoint stores; for one saved without (a default-skeleton run), the one its
+    recorded environment config gives, built by the same function training uses."""
+    if ckpt.contract is not None:
+        return ckpt.contract
+    env = ckpt.config.get("env_config")
+    if not isinstance(env, dict) or env.get("skeleton", "default") != "default":
+        raise ExportError(f"{ckpt.path}: checkpoint stores no policy contract (and no default-skeleton "
+                          "environment config to build one from); save it with contract=env.policy_contract()")
+    contract = env_contract(HOIEnvConfig.from_dict(env), None, ckpt.kind)
+    if contract.observation != ckpt.obs_spec or contract.model_hash != ckpt.model_hash:
+        raise ExportError(f"{ckpt.path}: checkpoint's environment config does not match its observation spec "
+                          "or humanoid; it stores no contract to export")
+    return contract
+
+
 def export_checkpoint(
     path: str | os.PathLike[str], out: str | os.PathLike[str], *, config: ExportConfig | None = None
 ) -> ExportResult:
+    """Export a checkpoint with the contract it stores (rates, action map, skeleton, points)."""
     network, normalizer, ckpt = network_from_checkpoint(path)
-    return export_policy(network, normalizer, out, spec=ckpt.obs_spec, model_hash=ckpt.model_hash,
+    return export_policy(network, normalizer, out, contract=checkpoint_contract(ckpt),
                          config_digest=config_digest(ckpt.config), config=config)
 
 
@@ -305,10 +333,17 @@ def random_policy(kind: str, seed: int = 0,
 
 def export_random(
     kind: str, out: str | os.PathLike[str], *, seed: int = 0, model_hash: str | None = None,
-    config: ExportConfig | None = None,
+    config: ExportConfig | None = None, env_config: HOIEnvConfig | None = None,
 ) -> ExportResult:
+    """An untrained policy with the contract of ``env_config`` (default: the default environment
+    with the kind's observation); ``model_hash`` names another humanoid (no table is carried)."""
     network, normalizer, spec = random_policy(kind, seed)
-    return export_policy(network, normalizer, out, spec=spec,
-                         model_hash=model_hash if model_hash is not None else default_model_hash(),
+    env = env_config if env_config is not None else HOIEnvConfig(obs_spec=spec)
+    if env.obs_spec != spec:
+        raise ExportError(f"export_random: env_config's observation is not the {kind} preset")
+    contract = env_contract(env, None, kind)
+    if model_hash is not None and model_hash != contract.model_hash:
+        contract = replace(contract, model_hash=model_hash, skeleton=None)
+    return export_policy(network, normalizer, out, contract=contract,
                          config_digest=config_digest({"init": "random", "kind": kind, "seed": seed}),
                          config=config)

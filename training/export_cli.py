@@ -1,5 +1,8 @@
 """``intermimic export``: a checkpoint (or a random-init policy) to an ONNX file with its contract.
 
+The contract (rates, action map, observation, object points, skeleton) comes from the checkpoint,
+where training stored it: there are no flags that could contradict it.
+
     intermimic export CHECKPOINT --out policy.onnx [--opset 17]
     intermimic export --init random --kind teacher|student --out policy.onnx [--seed 0]
 
@@ -16,7 +19,7 @@ from intermimic_policy.errors import IntermimicError
 def _export(args: argparse.Namespace) -> int:
     from training.export import ExportConfig, export_checkpoint, export_random
 
-    config = ExportConfig(opset=args.opset, upstream_action_map=args.upstream_action_map)
+    config = ExportConfig(opset=args.opset)
     if args.init == "random":
         if args.checkpoint:
             raise IntermimicError("export: give either CHECKPOINT or --init random, not both")
@@ -46,6 +49,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=["teacher", "student"], help="policy kind for --init random")
     p.add_argument("--seed", type=int, default=0, help="seed for --init random (default 0)")
     p.add_argument("--model-hash", help="model hash for --init random (default: the default humanoid's)")
-    p.add_argument("--upstream-action-map", action="store_true",
-                   help="record upstream InterMimic's PD action map quirks (only for upstream checkpoints)")
     p.set_defaults(func=_export)

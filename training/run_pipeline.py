@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from intermimic_policy.errors import IntermimicError
-from training.checkpoint import load_checkpoint
 from training.config import ConfigError, PipelineConfig, digest, load_pipeline_config, to_dict
 from training.export import ExportConfig, export_checkpoint
 from training.jobs import run_jobs
@@ -152,15 +151,6 @@ def _finished_teachers(ctx: PipelineContext) -> list[dict[str, Any]]:
     return list(teachers)
 
 
-def export_settings(checkpoint: Path) -> ExportConfig:
-    """The contract's rates and action map as the teacher was trained (its env config), not defaults."""
-    env = load_checkpoint(checkpoint).config.get("env_config") or {}
-    base = ExportConfig()
-    return replace(base, control_hz=float(env.get("control_hz", base.control_hz)),
-                   physics_hz=float(env.get("physics_hz", base.physics_hz)),
-                   upstream_action_map=bool(env.get("upstream_action_scale", base.upstream_action_map)))
-
-
 def _export_inputs(ctx: PipelineContext) -> Any:
     marker = _read_marker(marker_path(ctx.out, "teachers"))
     return {"teachers": marker.get("digest") if marker else None, "export": ExportConfig()}
@@ -188,7 +178,7 @@ def run_export(ctx: PipelineContext) -> dict[str, Any]:
                 and record.get("onnx_sha256") == _sha256(onnx_path)):
             print(f"export {name}: {onnx_path} is up to date, skipping")
         else:
-            result = export_checkpoint(ckpt, onnx_path, config=export_settings(ckpt))
+            result = export_checkpoint(ckpt, onnx_path)  # the contract stored in the checkpoint
             record = {"name": name, "checkpoint": str(ckpt), "onnx": str(result.path), "kind": result.contract.kind,
                       "model_hash": result.contract.model_hash, "contract_digest": result.contract.digest(),
                       "exporter": result.exporter, "opset": result.opset, "max_error": result.max_error,

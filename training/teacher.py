@@ -192,6 +192,7 @@ class TeacherTrainer:
             kind="teacher",
             model_hash=self.env.humanoid_hash,
             extra=extra,
+            contract=self.env.policy_contract("teacher"),
         )
 
     def _prune(self) -> None:

@@ -213,6 +213,22 @@ class Skeleton:
             ],
         }
 
+    @classmethod
+    def from_dict(cls, d: object, source: str = "skeleton") -> Skeleton:
+        """Inverse of :meth:`to_dict`; a malformed table is a ``SkeletonError`` naming ``source``."""
+        try:
+            assert isinstance(d, dict), f"expected a mapping, got {type(d).__name__}"
+            geoms = tuple(
+                Geom(str(g["kind"]), tuple(float(x) for x in g["size"]), float(g["density"]),  # type: ignore[arg-type]
+                     tuple(float(x) for x in g["pos"]),  # type: ignore[arg-type]
+                     None if g.get("fromto") is None else tuple(float(x) for x in g["fromto"]))  # type: ignore[arg-type]
+                for g in d["geoms"])
+            return cls(offsets=np.asarray(d["offsets"], dtype=np.float64), geoms=geoms, name=str(d.get("name", "")))
+        except SkeletonError as exc:
+            raise SkeletonError(f"{source}: {exc}") from exc
+        except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SkeletonError(f"{source}: malformed skeleton table: {exc}") from exc
+
 
 def default_skeleton() -> Skeleton:
     """The upstream-equivalent humanoid (74.07 kg), the skeleton of ``OMOMO_retarget`` clips."""

@@ -129,17 +129,17 @@ def dof_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (np.asarray(kp), np.asarray(kd), np.asarray(lo), np.asarray(hi))
 
 
-def action_offset_scale(upstream_compat: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def action_offset_scale(upstream_action_map: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Map from a policy action a in [-1, 1] to a PD target: target = offset + scale * a.
 
-    Ours is the plain mid-range / half-range of each DOF's limits. ``upstream_compat`` applies
+    Ours is the plain mid-range / half-range of each DOF's limits. ``upstream_action_map`` applies
     upstream's two quirks (distal fingers get +-pi, knee_z DOFs 5 and 17 get 5.0), which only
     upstream checkpoints need.
     """
     _, _, lo, hi = dof_arrays()
     offset = 0.5 * (hi + lo)
     scale = 0.5 * (hi - lo)
-    if upstream_compat:
+    if upstream_action_map:
         shifted = np.abs(offset) > 0.1
         scale[shifted] = scale[0]
         offset[shifted] = 0.0

@@ -15,16 +15,16 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
-from intermimic_policy.observation.fused import FUSED_TERMS, fused_terms
 from intermimic_policy.observation.spec import ObservationSpec, ObservationSpecError
 from intermimic_policy.observation.terms import (
+    STANDARD_TERMS,
     TERM_FUNCTIONS,
     ObsContext,
+    compute_terms,
     make_context,
     simulated_ig,
 )
-from intermimic_policy.sim.reference import RefFrame
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import RefFrame, SimState
 
 
 def nonfinite_envs(obs: Tensor) -> Tensor:
@@ -63,17 +63,17 @@ def _neutral_state(n: int = 1) -> tuple[SimState, RefFrame, Tensor]:
 class ObservationBuilder:
     """Validated, stateless builder of ``spec``'s observation.
 
-    The terms are defined one function each in ``terms.py``; the builder computes the ones
-    :mod:`~.fused` knows in a few batched ops (equal up to float rounding) and calls the
-    functions only for terms it does not know.
+    The standard terms come from :func:`~.terms.compute_terms` (all blocks in a few batched ops);
+    terms registered in ``TERM_FUNCTIONS`` beyond them are called per block.
     """
 
     def __init__(self, spec: ObservationSpec) -> None:
         self.spec = spec
-        unknown = [t.name for t in spec.terms if t.name not in TERM_FUNCTIONS]
+        known = STANDARD_TERMS | set(TERM_FUNCTIONS)
+        unknown = [t.name for t in spec.terms if t.name not in known]
         if unknown:
             raise ObservationSpecError(f"observation spec has terms with no function: {unknown} "
-                                       f"(known: {sorted(TERM_FUNCTIONS)})")
+                                       f"(known: {sorted(known)})")
         for key in ("key_bodies", "contact_bodies", "no_hand_bodies"):
             ids = getattr(spec, key)
             if not ids or any(not 0 <= int(i) < NUM_BODIES for i in ids):
@@ -81,10 +81,12 @@ class ObservationBuilder:
                                            f"got {list(ids)}")
         self._ids: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
         sim, ref, points = _neutral_state()
-        ctx = self._context(sim, ref, simulated_ig(sim, points))
+        ig_sim = simulated_ig(sim, points)
+        ctx = self._context(sim, ref, ig_sim)
+        standard = compute_terms(sim, ref, ig_sim, 1, *self._body_ids(sim.body_pos.device))
         wrong = []
         for t in spec.terms:
-            got = TERM_FUNCTIONS[t.name](ctx).shape[-1]
+            got = (standard[t.name] if t.name in STANDARD_TERMS else TERM_FUNCTIONS[t.name](ctx)).shape[-1]
             if got != t.dim:
                 wrong.append(f"{t.name}: spec says {t.dim}, term gives {got}")
         if wrong:
@@ -145,10 +147,10 @@ class ObservationBuilder:
         if ig_sim is None:
             ig_sim = simulated_ig(sim, object_points)
         key, contact, no_hand = self._body_ids(sim.body_pos.device)
-        values = fused_terms(sim, refs, ig_sim, k, key, contact, no_hand)
-        others = [t.name for t in self.spec.terms if t.name not in FUSED_TERMS]
+        values = compute_terms(sim, refs, ig_sim, k, key, contact, no_hand)
+        others = [t.name for t in self.spec.terms if t.name not in STANDARD_TERMS]
         per_block: list[dict[str, Tensor]] = [{} for _ in range(k)]
-        if others:  # terms registered beyond the fused set: their own functions, per block
+        if others:  # terms registered beyond the standard set: their own functions, per block
             for i in range(k):
                 ctx = self._context(sim, refs.index(slice(i * n, (i + 1) * n)), ig_sim)
                 per_block[i] = {name: TERM_FUNCTIONS[name](ctx) for name in others}

@@ -8,45 +8,34 @@ to other nodes and are ignored) and then its own section, where an unknown key i
 A section may also be in ROS 2 parameter-file form (``name: {ros__parameters: {...}}``).
 
 This is the one loader of the three nodes: the policy node (``ros.node_config``), the simulation
-bridge and the motion streamer.
+bridge and the motion streamer; the typed conversion itself is the project's one config loader,
+``intermimic_policy.config_io``.
 """
 
 from __future__ import annotations
 
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass, replace
-from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
-import yaml
-
-from intermimic_policy.errors import IntermimicError
+from intermimic_policy import config_io
+from intermimic_policy.config_io import ConfigError
 
 COMMON_SECTION = "common"
 T = TypeVar("T")
 
 
-class ParamError(IntermimicError, ValueError):
-    """A parameter file or value a node cannot use; the message names the file and the key."""
+# the sections a launch parameter file may have (another top-level key is a typo: refused)
+SECTIONS = (COMMON_SECTION, "motion_streamer", "policy_node", "sim_bridge")
+
+# One error type for every configuration file of the project (``config_io``).
+ParamError = ConfigError
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed YAML mapping of ``path`` (an empty file is an empty mapping)."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ParamError(f"{p}: cannot read the parameter file: {exc.strerror or exc}") from exc
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ParamError(f"{p}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    if not isinstance(doc, dict):
-        raise ParamError(f"{p}: the top level must be a mapping of sections, got {type(doc).__name__}")
-    return doc
+    """The parsed parameter file (``config_io.read_yaml``: empty files and unknown sections refused)."""
+    return config_io.read_yaml(path, sections=SECTIONS)
 
 
 def section(doc: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
@@ -59,70 +48,11 @@ def section(doc: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]
     return part
 
 
-def _is_optional(hint: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(hint)) == 2:
-            return True, args[0]
-    return False, hint
-
-
-def coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` as the annotated type: bool, int, float, str, ``str | int`` (a QoS profile name
-    or a depth), ``X | None``, ``tuple[str, ...]``."""
-    optional, inner = _is_optional(hint)
-    if value is None:
-        if optional:
-            return None
-        raise ParamError(f"{where} must not be empty")
-    if inner is bool:
-        if isinstance(value, bool):
-            return value
-        raise ParamError(f"{where} must be true or false, got {value!r}")
-    if inner is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ParamError(f"{where} must be an integer, got {value!r}")
-    if inner is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ParamError(f"{where} must be a number, got {value!r}")
-    if inner is str:
-        if isinstance(value, str):
-            return value
-        raise ParamError(f"{where} must be a string, got {value!r}")
-    if typing.get_origin(inner) in (typing.Union, types.UnionType) and set(typing.get_args(inner)) == {str, int}:
-        # ``str | int`` parameters are QoS profiles: a name (``qos.PROFILES``) or a keep-last depth
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return value
-        raise ParamError(f"{where} must be a QoS profile name or a depth, got {value!r}")
-    if typing.get_origin(inner) is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ParamError(f"{where} must be a list of strings, got {value!r}")
-    raise ParamError(f"{where}: unsupported parameter type {inner!r}")  # pragma: no cover
-
-
 def build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
-    """An instance of dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
-    if not isinstance(data, Mapping):
-        raise ParamError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ParamError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if is_dataclass(hint):
-            kwargs[key] = build(typing.cast(type, hint), value or {}, f"{where}.{key}")
-        else:
-            kwargs[key] = coerce(value, hint, f"{where}.{key}")
-    return cls(**kwargs)
+    """An instance of dataclass ``cls`` from ``data``; unknown keys and wrong types are errors
+    (``config_io.from_dict``; ``where`` is "FILE: section")."""
+    source, _, key = where.partition(": ")
+    return config_io.from_dict(cls, data, source, key)
 
 
 def merged_section(doc: Mapping[str, Any], name: str, cls: type, source: str,

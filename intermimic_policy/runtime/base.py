@@ -27,6 +27,10 @@ class PolicyInputError(IntermimicError, ValueError):
     """An observation the policy must not be run on (wrong shape, NaN or inf)."""
 
 
+class PolicyOutputError(PolicyLoadError):
+    """A graph whose actual output does not have the contract's exact shape (never broadcast)."""
+
+
 @runtime_checkable
 class Policy(Protocol):
     """A loaded policy: ``policy(obs [B, D] float32) -> actions [B, 153] float32`` (unclamped mean)."""
@@ -81,6 +85,9 @@ def read_policy_file(path: str | os.PathLike[str]) -> PolicyFile:
 
     by_in = {i.name: i for i in inputs}
     by_out = {o.name: o for o in model.graph.output}
+    if list(by_out) != [contract.output_name]:
+        raise PolicyLoadError(f"{p}: graph outputs {list(by_out)}; the contract declares exactly one, "
+                              f"{contract.output_name!r}")
     if contract.input_name not in by_in or contract.output_name not in by_out:
         raise PolicyLoadError(f"{p}: graph inputs {list(by_in)} / outputs {list(by_out)} do not include the "
                               f"contract's {contract.input_name!r} / {contract.output_name!r}")
@@ -96,6 +103,16 @@ def read_policy_file(path: str | os.PathLike[str]) -> PolicyFile:
         raise PolicyLoadError(f"{p}: golden pairs {golden.inputs.shape} -> {golden.outputs.shape} do not "
                               f"match the contract ({contract.input_dim} -> {contract.output_dim})")
     return PolicyFile(p, data, contract, golden, meta, in_shape, out_shape)
+
+
+def check_actions(actions: np.ndarray, batch: int, contract: PolicyContract, source: str = "policy") -> np.ndarray:
+    """The graph's output, refused unless exactly [batch, output_dim] float32 (no broadcasting later)."""
+    shape = tuple(np.shape(actions))
+    if shape != (batch, contract.output_dim):
+        raise PolicyOutputError(f"{source}: graph output {contract.output_name!r} has shape {list(shape)} for a batch "
+                                f"of {batch}, but the contract has {contract.output_dim} joints: expected "
+                                f"[{batch}, {contract.output_dim}]")
+    return np.asarray(actions, dtype=np.float32)
 
 
 def _term_at(contract: PolicyContract, index: int) -> str:

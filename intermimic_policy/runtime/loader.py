@@ -1,9 +1,10 @@
 """``load_policy``: the one way deployment code opens a policy file.
 
 Order of checks, cheapest first, each failing with an error that names the file:
-file readable and ONNX -> contract present and self-consistent -> graph input/output dims equal
-the contract's -> contract fits the expected one (``ContractMismatch`` lists every mismatch) ->
-backend builds -> golden pairs reproduce (the weights are the ones that were exported).
+file readable and ONNX -> contract present, self-consistent, rates sane -> graph input/output dims
+equal the contract's -> contract fits the runtime's own configuration (``ContractMismatch`` lists
+every mismatch) -> backend builds -> the graph runs once on the golden inputs and its real output
+is exactly [N, joints] -> golden pairs reproduce (the weights are the ones that were exported).
 """
 
 from __future__ import annotations
@@ -11,8 +12,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from intermimic_policy.contract import PolicyContract, require_compatible
-from intermimic_policy.runtime.base import Policy, PolicyLoadError, read_policy_file
+import numpy as np
+
+from intermimic_policy.contract import (
+    DeploymentExpectation,
+    PolicyContract,
+    require_compatible,
+    require_deployable,
+)
+from intermimic_policy.runtime.base import Policy, PolicyLoadError, check_actions, read_policy_file
 from intermimic_policy.runtime.onnxruntime_backend import OnnxRuntimePolicy, OrtOptions
 from intermimic_policy.runtime.tensorrt_backend import TensorRTPolicy, tensorrt_unavailable_reason
 
@@ -38,7 +46,7 @@ def load_policy(
     path: str | os.PathLike[str],
     *,
     backend: str = "auto",
-    expected: PolicyContract | None = None,
+    expected: PolicyContract | DeploymentExpectation | None = None,
     threads: int = 1,
     verify_golden: bool = True,
     fp16: bool = False,
@@ -46,10 +54,13 @@ def load_policy(
     graph_optimization: str = "all",
     allow_spinning: bool = True,
 ) -> Policy:
-    """Open an exported policy on a backend, after checking it against ``expected``."""
+    """Open an exported policy on a backend, after checking it against ``expected``: the runtime's
+    own configuration (``DeploymentExpectation``) or a whole contract."""
     chosen = resolve_backend(backend)
     policy_file = read_policy_file(path)
-    if expected is not None:
+    if isinstance(expected, DeploymentExpectation):
+        require_deployable(policy_file.contract, expected, source=f"policy {Path(path)}")
+    elif expected is not None:
         require_compatible(policy_file.contract, expected, source=f"policy {Path(path)}")
     policy: Policy
     if chosen == "tensorrt":
@@ -59,12 +70,16 @@ def load_policy(
         policy = OnnxRuntimePolicy(policy_file, OrtOptions(threads=threads, device=device,
                                                            graph_optimization=graph_optimization,
                                                            allow_spinning=allow_spinning))
+    # run once on the golden inputs (zeros without them): the REAL output shape must be the contract's
+    golden = policy_file.golden
+    probe = golden.inputs if golden is not None else np.zeros((2, policy_file.contract.input_dim), np.float32)
+    actions = check_actions(policy(probe), len(probe), policy_file.contract, str(policy_file.path))
     if verify_golden:
         if policy_file.golden is None:
             raise GoldenMismatch(f"{policy_file.path}: has no golden pairs to verify "
                                  "(re-export it, or pass verify_golden=False)")
         atol = FP16_GOLDEN_ATOL if fp16 and chosen == "tensorrt" else policy_file.golden.atol
-        err = policy_file.golden.max_error(policy(policy_file.golden.inputs))
+        err = policy_file.golden.max_error(actions)
         if not err <= atol:
             raise GoldenMismatch(f"{policy_file.path}: backend {policy.backend_name} does not reproduce the "
                                  f"exported golden outputs (max abs error {err:.3g} > {atol:g})")

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from intermimic_policy.contract import PolicyContract
-from intermimic_policy.runtime.base import PolicyFile, PolicyLoadError, check_observation
+from intermimic_policy.runtime.base import PolicyFile, PolicyLoadError, check_actions, check_observation
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -73,7 +73,8 @@ class OnnxRuntimePolicy:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         x = check_observation(obs, self.contract, self.source)
-        return self._session.run(self._outputs, {self._input: x})[0]
+        return check_actions(self._session.run(self._outputs, {self._input: x})[0], x.shape[0], self.contract,
+                             self.source)
 
     @property
     def providers(self) -> list[str]:

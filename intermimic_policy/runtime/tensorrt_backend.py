@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from intermimic_policy.contract import PolicyContract
-from intermimic_policy.runtime.base import PolicyFile, PolicyLoadError, check_observation
+from intermimic_policy.runtime.base import PolicyFile, PolicyLoadError, check_actions, check_observation
 
 MAX_BATCH = 4096
 
@@ -105,6 +105,8 @@ class TensorRTPolicy:
             xin = torch.from_numpy(x).cuda(non_blocking=False)
             out = torch.empty((x.shape[0], self.contract.output_dim), dtype=torch.float32, device="cuda")
             self._context.set_input_shape(self.contract.input_name, tuple(xin.shape))
+            check_actions(np.empty(tuple(self._context.get_tensor_shape(self.contract.output_name)), np.float32),
+                          x.shape[0], self.contract, self.source)
             self._context.set_tensor_address(self.contract.input_name, xin.data_ptr())
             self._context.set_tensor_address(self.contract.output_name, out.data_ptr())
             if not self._context.execute_async_v3(self._stream.cuda_stream):

@@ -42,7 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from intermimic_policy.contract import PolicyContract
 from intermimic_policy.embodiment import smplx_body
+from intermimic_policy.embodiment.action_map import actions_for_targets, pd_targets
 from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.geometry import fast
@@ -64,12 +66,13 @@ from intermimic_policy.sim.env_step import (
 )
 from intermimic_policy.sim.metrics import EpisodeMetrics
 from intermimic_policy.sim.objects import ObjectAsset, load_object
+from intermimic_policy.sim.policy_contract import env_contract
 from intermimic_policy.sim.psi import PSIBuffer
-from intermimic_policy.sim.reference import InitialState, MotionLibrary, RefFrame
+from intermimic_policy.sim.reference import MotionLibrary
 from intermimic_policy.sim.rewards import PrevVelocities
 from intermimic_policy.sim.scene import Scene, SceneConfig, build_scene
-from intermimic_policy.sim.state import SimState
 from intermimic_policy.sim.subject import subject_skeleton
+from intermimic_policy.state.frames import InitialState, RefFrame, SimState
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ class HOIEnv:
         self.world_object = torch.cat([
             torch.full((g.size,), lib.object_list.index(g.object_name), dtype=torch.long) for g in self.groups
         ]).to(self.device)
-        offset, scale = smplx_body.action_offset_scale(cfg.upstream_action_scale)
+        offset, scale = smplx_body.action_offset_scale(cfg.upstream_action_map)
         self._action_offset = torch.from_numpy(offset).to(self.device)
         self._action_scale = torch.from_numpy(scale).to(self.device)
         self.dt = 1.0 / cfg.control_hz
@@ -237,6 +240,10 @@ class HOIEnv:
         """Content hash of the humanoid this env simulates: what a policy contract names, so a
         deployment refuses a policy trained on another body (objects are not part of it)."""
         return (self.skeleton or default_skeleton()).content_hash()
+
+    def policy_contract(self, kind: str = "teacher") -> PolicyContract:
+        """The deployment contract of a ``kind`` policy trained here (checkpoints store it)."""
+        return env_contract(self.config, self.skeleton, kind)
 
     @property
     def model_hash(self) -> str:
@@ -398,15 +405,15 @@ class HOIEnv:
             return self._action_to_targets(actions)
 
     def _action_to_targets(self, actions: Tensor) -> Tensor:
-        a = actions.to(self.device, torch.float32).clamp(-1.0, 1.0)
-        rotvec = (self._action_offset + self._action_scale * a).reshape(-1, smplx_body.NUM_JOINTS, 3)
+        a = actions.to(self.device, torch.float32)
+        rotvec = pd_targets(a, self._action_offset, self._action_scale).reshape(-1, smplx_body.NUM_JOINTS, 3)
         # = joint_map.hinge_angles_from_rotvec, bit for bit, with the few-op rotation matrix
         return fast.to_euler_xyz(quat.from_rotvec(rotvec)).reshape(-1, smplx_body.NUM_DOFS)
 
     def targets_to_action(self, joint_rotvec: Tensor) -> Tensor:
         """Actions [N, 153] whose targets are the joint rotation vectors [N, 51, 3] (clamped to [-1, 1])."""
         flat = joint_rotvec.reshape(joint_rotvec.shape[0], -1).to(self.device, torch.float32)
-        return ((flat - self._action_offset) / self._action_scale).clamp(-1.0, 1.0)
+        return actions_for_targets(flat, self._action_offset, self._action_scale)
 
     def pd_replay_actions(self) -> Tensor:
         """The no-learning baseline: actions whose PD targets are the reference joints at t + 1."""

@@ -52,7 +52,7 @@ class HOIEnvConfig:
     auto_reset: bool = True  # reset ended worlds inside step(); False for evaluation
     object_density: float | None = None  # kg/m^3; None = the asset's (upstream _new: 1000)
     num_object_points: int = 1024
-    upstream_action_scale: bool = False  # upstream's knee/finger action-scale quirks (its checkpoints)
+    upstream_action_map: bool = False  # upstream's knee/finger action-map quirks (its checkpoints)
     contact_threshold: float = 0.1  # N, per force component (upstream)
     # torch intra-op threads while the env computes on CPU: the simulator already runs on its
     # own threads, and OpenMP threads competing with them for the same cores slow small tensor

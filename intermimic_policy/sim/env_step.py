@@ -29,20 +29,20 @@ from intermimic_policy.embodiment.smplx_body import KEY_BODIES
 from intermimic_policy.observation.builder import ObservationBuilder
 from intermimic_policy.sim.backends import Backend
 from intermimic_policy.sim.env_config import HOIEnvConfig
-from intermimic_policy.sim.interaction_graph import (
-    ReferenceGeometry,
-    interaction_geometry,
-    object_points_world,
-    reference_geometry,
-)
 from intermimic_policy.sim.metrics import step_errors
-from intermimic_policy.sim.reference import InitialState, MotionLibrary, RefFrame
+from intermimic_policy.sim.reference import MotionLibrary
 from intermimic_policy.sim.rewards import PrevVelocities, compute_reward
-from intermimic_policy.sim.state import SimState
 from intermimic_policy.sim.terminations import (
     check_terminations,
     hand_contact_source,
     update_hand_contact_lost,
+)
+from intermimic_policy.state.frames import InitialState, RefFrame, SimState
+from intermimic_policy.state.interaction_graph import (
+    ReferenceGeometry,
+    interaction_geometry,
+    object_points_world,
+    reference_geometry,
 )
 
 

@@ -5,10 +5,10 @@ termination, broken physics), ``attempts`` times, with a deterministic setup. Ev
 counts (mean over attempts), instead of upstream's best-of-many with shared per-step tables.
 Clips are grouped by object; each group runs in one batched environment (``max_worlds`` at a time).
 
-Policies are pluggable: :func:`register_policy_loader` adds a loader that turns a ``--policy``
-argument (a name, a checkpoint path, an ``.onnx`` file) into a :class:`Policy`. Built in:
-``"pd-replay"``, the no-learning baseline whose PD targets are the reference's next joint
-rotations.
+Policies are pluggable: :func:`register_policy_loader` (``sim.policy_loaders``) adds a loader
+that turns a ``--policy`` argument (a name, a checkpoint path, an ``.onnx`` file) into a
+:class:`Policy`. Built in: ``"pd-replay"``, the no-learning baseline whose PD targets are the
+reference's next joint rotations; ``training.cli`` registers training checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,16 +26,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import SKELETONS, eval_config
+from intermimic_policy.sim.policy_loaders import EvalError as EvalError
+from intermimic_policy.sim.policy_loaders import load_policy as load_policy
+from intermimic_policy.sim.policy_loaders import policy_loaders as policy_loaders
+from intermimic_policy.sim.policy_loaders import register_policy_loader as register_policy_loader
 from intermimic_policy.sim.subject import subject_skeleton
-
-
-class EvalError(IntermimicError, ValueError):
-    """An evaluation that cannot run: unknown policy, no clips, bad settings."""
 
 
 @runtime_checkable
@@ -43,7 +42,7 @@ class Policy(Protocol):
     """Maps the environment's observation to actions [N, 153] in [-1, 1].
 
     ``config_overrides`` are ``HOIEnvConfig`` fields the policy needs (its observation spec,
-    ``upstream_action_scale``, ...), applied on top of the evaluation config.
+    ``upstream_action_map``, ...), applied on top of the evaluation config.
     """
 
     name: str
@@ -66,49 +65,6 @@ class PDReplayPolicy:
 
     def act(self, env: HOIEnv, obs: Tensor) -> Tensor:
         return env.pd_replay_actions()
-
-
-# A loader returns a Policy for arguments it understands, else None (the next loader is tried).
-PolicyLoader = Callable[[str], "Policy | None"]
-_LOADERS: dict[str, PolicyLoader] = {}
-
-
-def register_policy_loader(name: str, loader: PolicyLoader) -> None:
-    """Add (or replace) a loader. ``loader(arg)`` returns a Policy, or None if ``arg`` is not its kind.
-
-    Loaders are tried in registration order; raise an ``IntermimicError`` for an argument that is
-    of your kind but broken (e.g. a corrupt checkpoint), so the user sees why.
-    """
-    _LOADERS[name] = loader
-
-
-def policy_loaders() -> tuple[str, ...]:
-    return tuple(_LOADERS)
-
-
-# Modules that register loaders from outside this package (``training`` checkpoints), imported on
-# first use: the deployment side must not import training code eagerly, and may not have it.
-LAZY_LOADER_MODULES: tuple[str, ...] = ("training.eval_policy",)
-
-
-def _import_lazy_loaders() -> None:
-    import importlib
-
-    for name in LAZY_LOADER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-
-
-def load_policy(arg: str) -> Policy:
-    _import_lazy_loaders()
-    for loader in _LOADERS.values():
-        policy = loader(arg)
-        if policy is not None:
-            return policy
-    raise EvalError(f"no policy loader understands {arg!r} (loaders: {', '.join(_LOADERS)})")
 
 
 register_policy_loader("pd-replay", lambda arg: PDReplayPolicy() if arg == "pd-replay" else None)

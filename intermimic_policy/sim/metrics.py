@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import KEY_BODIES
-from intermimic_policy.sim.interaction_graph import InteractionGeometry, object_points_world
-from intermimic_policy.sim.reference import RefFrame
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import RefFrame, SimState
+from intermimic_policy.state.interaction_graph import InteractionGeometry, object_points_world
 
 
 def human_error(body_pos: Tensor, ref_body_pos: Tensor, key_bodies: Sequence[int] = KEY_BODIES) -> Tensor:

@@ -38,9 +38,12 @@ from intermimic_policy.embodiment.smplx_body import (
 )
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.geometry import fast
-from intermimic_policy.sim.interaction_graph import InteractionGeometry, ig_reward_error, object_points_world
-from intermimic_policy.sim.reference import RefFrame
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import RefFrame, SimState
+from intermimic_policy.state.interaction_graph import (
+    InteractionGeometry,
+    ig_reward_error,
+    object_points_world,
+)
 
 # a reference label counts as +1 above this and as -1 below its negative (upstream's threshold)
 LABEL_THRESHOLD = 0.1

@@ -23,14 +23,13 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import KEY_BODIES, LEFT_HAND_BODIES, RIGHT_HAND_BODIES
-from intermimic_policy.sim.interaction_graph import (
+from intermimic_policy.sim.rewards import CONTACT_SOURCES, LABEL_THRESHOLD
+from intermimic_policy.state.frames import RefFrame, SimState
+from intermimic_policy.state.interaction_graph import (
     InteractionGeometry,
     ig_deviation_ratio,
     object_points_world,
 )
-from intermimic_policy.sim.reference import RefFrame
-from intermimic_policy.sim.rewards import CONTACT_SOURCES, LABEL_THRESHOLD
-from intermimic_policy.sim.state import SimState
 
 FAILURE_REASONS = ("nonfinite", "fall", "human_deviation", "object_deviation", "ig_deviation",
                    "hand_contact_lost")

@@ -33,8 +33,7 @@ from intermimic_policy.embodiment import joint_map, smplx_body
 from intermimic_policy.embodiment.smplx_body import BODY_NAMES, NUM_BODIES, NUM_DOFS, NUM_JOINTS
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.geometry import quaternion as quat
-from intermimic_policy.sim.reference import InitialState
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import InitialState, SimState
 
 # Upstream's contact test: a body touches something when any component of its net contact force
 # exceeds 0.1 N (spec 2.5).

@@ -38,8 +38,7 @@ from intermimic_policy.sim.backends.base import (
     sorted_env_ids,
     validate_reset_state,
 )
-from intermimic_policy.sim.reference import InitialState
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import InitialState, SimState
 
 # warnings after which a world's state is not trustworthy (MuJoCo resets such a world itself)
 _UNSTABLE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,

@@ -36,8 +36,7 @@ from intermimic_policy.sim.backends.base import (
     sorted_env_ids,
     validate_reset_state,
 )
-from intermimic_policy.sim.reference import InitialState
-from intermimic_policy.sim.state import SimState
+from intermimic_policy.state.frames import InitialState, SimState
 
 # Per-world capacities. A standing humanoid makes ~8-16 contacts, one holding a multi-hull table
 # up to ~60; pyramidal condim-3 contacts take 4 constraint rows each, plus finger joint limits.
