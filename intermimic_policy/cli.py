@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from intermimic_policy.errors import IntermimicError
+from intermimic_policy.interrupt import call
 
 COMMAND_MODULES: tuple[str, ...] = (
     "intermimic_policy.sim.replay_cli",
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -41,10 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IntermimicError as exc:
         print(f"intermimic: error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, KeyboardInterrupt) as exc:
-        msg = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        print(f"intermimic: error: {msg}", file=sys.stderr)
-        return 2 if not isinstance(exc, KeyboardInterrupt) else 130
+    except OSError as exc:
+        print(f"intermimic: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Ctrl-C anywhere (imports of the subcommands included) ends with one line and status 130."""
+    return call("intermimic", lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -319,8 +319,9 @@ def load_yaml(path: str | Path, cls: type[T]) -> T:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        data = {}
+    if data is None or data == {}:  # an empty file must not silently mean "all defaults"
+        raise ConfigError(f"{path}: the file is empty (no settings); write the keys you mean "
+                          "(see config/pipeline/smoke.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

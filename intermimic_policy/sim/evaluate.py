@@ -14,7 +14,6 @@ rotations.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections import Counter
@@ -27,7 +26,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.motion.atomic import atomic_output
+from intermimic_policy.jsonio import dump_json
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import SKELETONS, eval_config
@@ -194,9 +193,8 @@ class EvalReport:
         return "\n".join(lines)
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        data = json.dumps(self.to_dict(), indent=2, allow_nan=True).encode()
-        with atomic_output(path) as f:
-            f.write(data + b"\n")
+        """Strict JSON: a metric that is NaN (nothing evaluated) is written as null."""
+        dump_json(path, self.to_dict())
 
 
 def _pct(x: float) -> str:
