@@ -81,6 +81,10 @@ class NormalizationStats:
                    float(d["eps"]), float(d["clip"]), float(d.get("count", 1.0)))
 
 
+def _refuse_non_finite(token: str) -> None:
+    raise ValueError(f"{token} is not allowed (values must be finite numbers)")
+
+
 def default_model_hash() -> str:
     """Content hash of the project's default SMPL-X humanoid (the skeleton table)."""
     from intermimic_policy.embodiment.skeleton import default_skeleton
@@ -277,8 +281,8 @@ class PolicyContract:
             if key not in names:
                 continue  # other tools' metadata, golden pairs
             try:
-                decoded[key] = json.loads(text)
-            except json.JSONDecodeError as exc:
+                decoded[key] = json.loads(text, parse_constant=_refuse_non_finite)
+            except ValueError as exc:  # JSONDecodeError, and NaN/Infinity (not JSON, never a valid setting)
                 raise ContractError(f"{source}: metadata {key!r} is not JSON: {exc}") from exc
         return cls.from_dict(decoded, source)
 
