@@ -318,7 +318,7 @@ def load_yaml(path: str | Path, cls: type[T]) -> T:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None  # one line
     if data is None or data == {}:  # an empty file must not silently mean "all defaults"
         raise ConfigError(f"{path}: the file is empty (no settings); write the keys you mean "
                           "(see config/pipeline/smoke.yaml)")
