@@ -242,7 +242,10 @@ class PolicyContract:
             raise
         except (ObservationSpecError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ContractError(f"{source}: malformed contract: {exc}") from exc
-        problems = contract._redundancy_problems(d)
+        try:
+            problems = contract._redundancy_problems(d)
+        except (TypeError, ValueError, AttributeError) as exc:  # e.g. "input": {"dim": null}
+            raise ContractError(f"{source}: malformed contract: {exc}") from exc
         if problems:
             raise ContractError(f"{source}: inconsistent contract: " + "; ".join(problems))
         return contract

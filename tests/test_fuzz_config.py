@@ -28,11 +28,11 @@ from training.config import ConfigError, load_pipeline_config
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (the valid file it starts from, loader, errors it may raise, cases)
 TARGETS: dict[str, tuple[Path, Callable[[Path], Any], tuple[type[Exception], ...], int]] = {
-    "pipeline": (ROOT / "config/pipeline/smoke.yaml", load_pipeline_config, (ConfigError,), 150),
-    "policy_node": (ROOT / "config/sim_hoi.yaml", load_node_config, (IntermimicError,), 100),
-    "sim_bridge": (ROOT / "config/sim_hoi.yaml", lambda p: load_bridge_config(str(p)), (IntermimicError,), 100),
+    "pipeline": (ROOT / "config/pipeline/smoke.yaml", load_pipeline_config, (ConfigError,), 100),
+    "policy_node": (ROOT / "config/sim_hoi.yaml", load_node_config, (IntermimicError,), 60),
+    "sim_bridge": (ROOT / "config/sim_hoi.yaml", lambda p: load_bridge_config(str(p)), (IntermimicError,), 60),
     "motion_streamer": (ROOT / "config/sim_hoi.yaml", lambda p: load_streamer_config(str(p)), (IntermimicError,),
-                        100),
+                        60),
 }
 
 values = st.recursive(

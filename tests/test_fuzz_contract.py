@@ -104,3 +104,15 @@ def test_non_finite_metadata_is_refused(key: str, text: str) -> None:
     meta[key] = text
     with pytest.raises(ContractError, match=f"metadata '{key}' is not JSON: .* is not allowed"):
         PolicyContract.from_metadata(meta, "fuzz.onnx")
+
+
+@pytest.mark.parametrize(("key", "value"), [("input", {"name": "obs", "dim": None, "dtype": "float32"}),
+                                            ("output", {"name": "actions", "dim": "x"}),
+                                            ("token_layout", {"tokens": [], "block_dim": 1599}),
+                                            ("token_layout", {"tokens": 2, "block_dim": 1599, "ref_offsets": 5})])
+def test_malformed_redundant_fields_are_a_contract_error(key: str, value: object) -> None:
+    """Found by the fuzzer: ``"input": {"dim": null}`` raised a bare TypeError."""
+    meta = expected_contract("teacher").to_metadata()
+    meta[key] = json.dumps(value)
+    with pytest.raises(ContractError, match="fuzz.onnx: malformed contract"):
+        PolicyContract.from_metadata(meta, "fuzz.onnx")
