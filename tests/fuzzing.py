@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 _DEEP = int(os.environ.get("INTERMIMIC_FUZZ_EXAMPLES", "0"))
 
 
-def fuzz_settings(examples: int, deadline_s: float = 2.0) -> settings:
+def fuzz_settings(examples: int, deadline_s: float = 5.0) -> settings:
     """``examples`` cases in CI; each must finish within ``deadline_s`` (a hang is a finding)."""
     return settings(max_examples=_DEEP or examples, deadline=timedelta(seconds=deadline_s),
                     derandomize=not _DEEP, database=None, print_blob=True,
