@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import shutil
 from pathlib import Path
 
+from intermimic_policy import jsonio
 from intermimic_policy.motion.io import load_motion
 from training.config import expand_path, load_pipeline_config, to_dict
 from training.teacher import train_teacher, write_json
@@ -103,7 +103,7 @@ def main() -> None:
     report = {"clip": clip, "frames": motion.num_frames, "config": to_dict(cfg), **result.to_dict()}
     write_json(out / "report.json", report)
     print(f"\nwrote {out / 'learning_curve.png'} and {out / 'report.json'}")
-    print(json.dumps({"teacher": result.metrics, "pd_replay": result.baseline}))
+    print(jsonio.dumps({"teacher": result.metrics, "pd_replay": result.baseline}, indent=None))
 
 
 if __name__ == "__main__":

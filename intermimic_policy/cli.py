@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from intermimic_policy.errors import IntermimicError
+from intermimic_policy.interrupt import call
 
 COMMAND_MODULES: tuple[str, ...] = (
     "intermimic_policy.sim.replay_cli",
@@ -36,7 +37,7 @@ def build_parser(command_modules: Sequence[str] = COMMAND_MODULES) -> argparse.A
     return parser
 
 
-def main(argv: Sequence[str] | None = None, command_modules: Sequence[str] = COMMAND_MODULES) -> int:
+def _run(argv: Sequence[str] | None, command_modules: Sequence[str]) -> int:
     parser = build_parser(command_modules)
     args = parser.parse_args(argv)
     try:
@@ -44,10 +45,14 @@ def main(argv: Sequence[str] | None = None, command_modules: Sequence[str] = COM
     except IntermimicError as exc:
         print(f"intermimic: error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, KeyboardInterrupt) as exc:
-        msg = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        print(f"intermimic: error: {msg}", file=sys.stderr)
-        return 2 if not isinstance(exc, KeyboardInterrupt) else 130
+    except OSError as exc:
+        print(f"intermimic: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None, command_modules: Sequence[str] = COMMAND_MODULES) -> int:
+    """Ctrl-C anywhere (imports of the subcommands included) ends with one line and status 130."""
+    return call("intermimic", lambda: _run(argv, command_modules))
 
 
 if __name__ == "__main__":

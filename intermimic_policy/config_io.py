@@ -40,7 +40,12 @@ _SCALARS: dict[type, tuple[tuple[type, ...], str]] = {
 
 
 class ConfigError(IntermimicError, ValueError):
-    """A configuration file or value that cannot be used; the message names the file and the key."""
+    """A configuration file or value that cannot be used; the message names the file and the key.
+
+    Always one line: a key or value holding a line break (found by the fuzzer) is shown escaped."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def _one_line(text: str) -> str:
@@ -65,7 +70,7 @@ def read_yaml(path: str | os.PathLike[str], *, sections: Collection[str] | None 
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {_one_line(str(exc))}") from exc
-    if doc is None:
+    if doc is None or doc == {}:  # an empty file must not silently mean "all defaults"
         raise ConfigError(f"{p}: the file is empty (write the settings you want, or pass no file)")
     if not isinstance(doc, dict):
         raise ConfigError(f"{p}: the top level must be a mapping, got {type(doc).__name__}")

@@ -96,6 +96,10 @@ class NormalizationStats:
                    float(d["eps"]), float(d["clip"]), float(d.get("count", 1.0)))
 
 
+def _refuse_non_finite(token: str) -> None:
+    raise ValueError(f"{token} is not allowed (values must be finite numbers)")
+
+
 def default_model_hash() -> str:
     """Content hash of the project's default SMPL-X humanoid (the skeleton table)."""
     from intermimic_policy.embodiment.skeleton import default_skeleton
@@ -286,7 +290,10 @@ class PolicyContract:
             raise ContractError(f"{source}: {exc}") from exc
         except (ObservationSpecError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ContractError(f"{source}: malformed contract: {exc}") from exc
-        problems = contract._redundancy_problems(d)
+        try:
+            problems = contract._redundancy_problems(d)
+        except (TypeError, ValueError, AttributeError) as exc:  # e.g. "input": {"dim": null}
+            raise ContractError(f"{source}: malformed contract: {exc}") from exc
         if problems:
             raise ContractError(f"{source}: inconsistent contract: " + "; ".join(problems))
         return contract
@@ -325,8 +332,8 @@ class PolicyContract:
             if key not in names:
                 continue  # other tools' metadata, golden pairs
             try:
-                decoded[key] = json.loads(text)
-            except json.JSONDecodeError as exc:
+                decoded[key] = json.loads(text, parse_constant=_refuse_non_finite)
+            except ValueError as exc:  # JSONDecodeError, and NaN/Infinity (not JSON, never a valid setting)
                 raise ContractError(f"{source}: metadata {key!r} is not JSON: {exc}") from exc
         return cls.from_dict(decoded, source)
 

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from intermimic_policy.errors import IntermimicError
+from intermimic_policy.interrupt import ignore_sigint
 from training.config import JobsConfig
 
 J = TypeVar("J")
@@ -56,13 +57,20 @@ def run_processes(fn: Callable[[J], R], jobs: Sequence[J], workers: int) -> list
     ctx = multiprocessing.get_context("spawn")
     results: list[Any] = [None] * len(jobs)
     errors: dict[int, BaseException] = {}
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=ctx, initializer=ignore_sigint)
+    try:
         futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
         for future, i in futures.items():
             try:
                 results[i] = future.result()
             except Exception as exc:  # noqa: BLE001
                 errors[i] = exc
+    except KeyboardInterrupt:  # workers ignore SIGINT: stop them here (each resumes from its checkpoint)
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     _raise_failures(jobs, errors)
     return results
 

@@ -21,6 +21,11 @@ fresh machine without any dataset can run ``config/pipeline/smoke.yaml``.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # Ctrl-C, even during the imports below, ends with one line and status 130
+    from intermimic_policy.interrupt import run_module_main
+
+    run_module_main("training.run_pipeline", "run_pipeline")
+
 import argparse
 import hashlib
 import math
@@ -104,9 +109,14 @@ def _teachers_inputs(ctx: PipelineContext) -> Any:
 def _metric_row(name: str, m: dict[str, Any] | None) -> str:
     if not m:
         return f"  {name:<12} (not evaluated)"
-    pct = "nan" if m["success_rate"] is None or math.isnan(m["success_rate"]) else f"{100 * m['success_rate']:.0f}%"
-    return (f"  {name:<12} success {pct:>5}  duration {m['mean_duration_s']:.2f} s  "
-            f"E_h {m['E_h_cm']:.2f} cm  E_o {m['E_o_cm']:.2f} cm")
+
+    def num(key: str, spec: str, scale: float = 1.0) -> str:  # NaN is null once read back from JSON
+        v = m.get(key)
+        return "nan" if v is None or math.isnan(v) else format(scale * v, spec)
+
+    success = num("success_rate", ".0f", 100)
+    return (f"  {name:<12} success {success + ('%' if success != 'nan' else ''):>5}  duration {num('mean_duration_s', '.2f')} s  "
+            f"E_h {num('E_h_cm', '.2f')} cm  E_o {num('E_o_cm', '.2f')} cm")
 
 
 def run_teachers(ctx: PipelineContext) -> dict[str, Any]:
@@ -299,4 +309,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # not reached: the guard at the top runs main

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.motion.atomic import atomic_output
+from intermimic_policy.jsonio import dump_json
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import HOIEnvConfig
@@ -110,9 +110,8 @@ def seed_everything(seed: int) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    blob = json.dumps(data, indent=2, allow_nan=True, default=str).encode() + b"\n"
-    with atomic_output(path) as handle:
-        handle.write(blob)
+    """Strict JSON (NaN/inf written as null), atomically."""
+    dump_json(path, data, default=str)
 
 
 def checkpoints_in(folder: Path) -> list[tuple[int, Path]]:

@@ -7,12 +7,12 @@ line on stderr with a non-zero exit (``cli.main`` prints :class:`MotionError`).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from intermimic_policy import jsonio
 from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
 from intermimic_policy.motion.intermimic_pt import VARIANTS
 from intermimic_policy.motion.io import load_motion, save_motion
@@ -67,7 +67,7 @@ def _inspect(args: argparse.Namespace) -> int:
     motion = load_motion(args.clip, args.variant)
     summary = summarize(motion)
     if args.json:
-        print(json.dumps(summary))
+        print(jsonio.dumps(summary, indent=None))
     else:
         print(_text(summary, args.clip))
     return 0

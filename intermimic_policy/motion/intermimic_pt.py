@@ -12,7 +12,8 @@ Variants (the folder a clip ships in):
 * ``OMOMO_retarget``: teacher rollouts; row 0 is empty (kinematic columns zero, labels kept)
   and is dropped, so the clip has one frame fewer than its ``OMOMO`` source.
 
-Files are untrusted: they are read with ``torch.load(weights_only=True)``.
+Files are untrusted: the zip directory is checked against what ``torch.save`` writes and a size
+budget first, then the file is read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import os
 import pickle
 import re
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +29,11 @@ import numpy as np
 import torch
 
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
+from intermimic_policy.motion.archive import MemberRule, check_members, open_zip
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
 from intermimic_policy.motion.validate import (
+    MAX_FRAMES,
     MIN_FRAMES,
     check_finite,
     one_line,
@@ -121,25 +123,48 @@ def _resolve_variant(path: Path, table: np.ndarray, variant: str | None) -> tupl
     return "OMOMO", "content"
 
 
-def _check_torch_zip(path: Path) -> None:
-    """Name the common failures (cut-off download, some other zip) before torch.load does, less clearly."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise MotionError(f"{path}: truncated or corrupt zip archive ({one_line(str(exc), 120)})") from exc
-    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-        raise MotionError(f"{path}: a zip archive but not a torch.save file (no data.pkl inside)")
+# What torch.save writes (under one folder named after the file): the pickle, one record per
+# storage, and a few small bookkeeping files. Anything else is refused before torch sees it.
+_PICKLE_BYTES = 64 * 1024  # a one-tensor pickle is ~200 bytes
+_SMALL_BYTES = 1024
 
 
-def _read_table(path: Path) -> np.ndarray:
+def _torch_zip_rules(max_frames: int) -> dict[str, MemberRule]:
+    storage = max_frames * WIDTH * 8  # float64 is the widest float the loader accepts
+    return {
+        "pickle": MemberRule(r"data\.pkl", _PICKLE_BYTES, "pickle"),
+        "storage": MemberRule(r"data/\d{1,6}", storage, "tensor storage"),
+        "small": MemberRule(r"version|byteorder|\.format_version|\.storage_alignment|\.data/version"
+                            r"|\.data/serialization_id", _SMALL_BYTES, "version files"),
+    }
+
+
+def _check_torch_zip(path: Path, max_frames: int) -> None:
+    """Refuse a torch zip holding unexpected or oversized members before torch.load inflates any.
+
+    (torch.load itself checks that each record is as large as the pickle says.)"""
+    with open_zip(path) as archive:
+        names = archive.namelist()
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise MotionError(f"{path}: a zip archive but not a torch.save file (no data.pkl inside)")
+        pickle_name = next(n for n in names if n == "data.pkl" or n.endswith("/data.pkl"))
+        prefix = pickle_name[: -len("data.pkl")]
+        check_members(path, archive, _torch_zip_rules(max_frames), prefix=prefix,
+                      total_bytes=max_frames * WIDTH * 8 + _PICKLE_BYTES + 8 * _SMALL_BYTES)
+
+
+def _read_table(path: Path, max_frames: int = MAX_FRAMES) -> np.ndarray:
     header = read_header(path)
-    if not header.startswith(_ZIP_MAGIC) and header[:1] != bytes([_PICKLE_PROTO]):
+    if header[:1] == bytes([_PICKLE_PROTO]):
+        raise MotionError(
+            f"{path}: legacy (pre-zip, torch < 1.6) torch.save file; its sizes cannot be checked before "
+            "loading, so it is refused: re-save it with a current torch"
+        )
+    if not header.startswith(_ZIP_MAGIC):
         raise MotionError(
             f"{path}: not a PyTorch file (starts with {header!r}; expected a tensor written by torch.save)"
         )
-    if header.startswith(_ZIP_MAGIC):
-        _check_torch_zip(path)
+    _check_torch_zip(path, max_frames)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # stderr must stay one line for the CLI
@@ -158,23 +183,32 @@ def _read_table(path: Path) -> np.ndarray:
         raise MotionError(f"{path}: contains a {type(obj).__name__}, expected one [T, {WIDTH}] tensor")
     if obj.layout != torch.strided:
         raise MotionError(f"{path}: tensor has layout {obj.layout}, expected a dense tensor")
-    if not obj.dtype.is_floating_point:
+    if not obj.dtype.is_floating_point or obj.dtype.itemsize > 8:
         raise MotionError(f"{path}: tensor has dtype {obj.dtype}, expected float32")
     if obj.ndim != 2 or obj.shape[1] != WIDTH:
         raise MotionError(f"{path}: tensor has shape {list(obj.shape)}, expected [T, {WIDTH}] (InterMimic layout)")
+    if obj.shape[0] > max_frames:
+        raise MotionError(f"{path}: tensor has {obj.shape[0]} frames, over the limit of {max_frames} frames")
+    # A zero stride would expand a few stored bytes into a full-size table on the copy below.
+    if obj.numel() and not obj.is_contiguous():
+        raise MotionError(f"{path}: tensor is not stored contiguously (strides {list(obj.stride())}); "
+                          "expected a plain [T, 591] tensor as torch.save writes it")
     return obj.detach().to(torch.float32).contiguous().numpy()
 
 
 def load_intermimic_pt(
-    path: str | os.PathLike[str], variant: str | None = None, *, object_name: str | None = None
+    path: str | os.PathLike[str], variant: str | None = None, *, object_name: str | None = None,
+    max_frames: int = MAX_FRAMES,
 ) -> HOIMotion:
     """Read one InterMimic clip, validated (see :mod:`intermimic_policy.motion.validate`).
 
     ``variant`` overrides detection (folder name, else an all-zero first row means
-    ``OMOMO_retarget``); ``object_name`` overrides the name taken from the file name.
+    ``OMOMO_retarget``); ``object_name`` overrides the name taken from the file name. The archive
+    may hold only what ``torch.save`` writes, with at most ``max_frames`` rows, checked before
+    anything is decompressed.
     """
     p = require_file(path)
-    table = _read_table(p)
+    table = _read_table(p, max_frames)
     if table.shape[0] == 0:
         raise MotionError(f"{p}: too few frames (0), need at least {MIN_FRAMES}")
     variant, variant_from = _resolve_variant(p, table, variant)

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
+from intermimic_policy.motion.archive import MemberRule, check_members, open_zip
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion, MotionError
-from intermimic_policy.motion.validate import one_line, read_header, require_file, validate_motion
+from intermimic_policy.motion.validate import MAX_FRAMES, one_line, read_header, require_file, validate_motion
 
 FORMAT_TAG = "intermimic.hoi_motion"
 FORMAT_VERSION = 1
@@ -62,17 +65,71 @@ def save_npz(motion: HOIMotion, path: str | os.PathLike[str], *, compress: bool 
     return p
 
 
-def _read(p: Path) -> dict[str, np.ndarray]:
+# Budgets: the uncompressed size each member may have, known before anything is inflated.
+_NPY_HEADER_BYTES = 4096  # np.save headers are 64-128 bytes; a little slack for long shapes
+_STRING_BYTES = 4 * 4096  # object / clip names (numpy stores str as UTF-32)
+_META_BYTES = 4 * 65536  # the meta JSON
+_MAX_ITEMSIZE = 8  # float64 is the widest dtype a clip array may use
+
+
+def _member_rules(max_frames: int) -> dict[str, MemberRule]:
+    rules = {key: MemberRule(re.escape(key) + r"\.npy", _NPY_HEADER_BYTES + _STRING_BYTES, key)
+             for key in ("format", "format_version", "fps", *STRING_FIELDS)}
+    rules["meta_json"] = MemberRule(r"meta_json\.npy", _NPY_HEADER_BYTES + _META_BYTES, "meta_json")
+    for key, (tail, _) in SCHEMA.items():
+        per_frame = int(np.prod(tail, dtype=np.int64)) * _MAX_ITEMSIZE
+        rules[key] = MemberRule(re.escape(key) + r"\.npy", _NPY_HEADER_BYTES + max_frames * per_frame, key)
+    return rules
+
+
+def _npy_header(p: Path, name: str, handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    fmt = np.lib.format
+    version = fmt.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, _, dtype = fmt.read_array_header_2_0(handle)
+    else:
+        raise MotionError(f"{p}: member {name!r} uses .npy format version {version}, expected 1.0 or 2.0")
+    return tuple(int(n) for n in shape), dtype
+
+
+def _read_member(p: Path, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo, max_frames: int) -> np.ndarray:
+    """One array, after checking that its header's shape and dtype fit the member's stated size."""
+    with archive.open(info) as handle:
+        shape, dtype = _npy_header(p, info.filename, handle)
+        header_len = handle.tell()
+    if dtype.hasobject:
+        raise MotionError(f"{p}: cannot be read: {key} holds Python objects (pickle), which are never loaded")
+    if key in SCHEMA and shape and shape[0] > max_frames:
+        raise MotionError(f"{p}: {key} has {shape[0]} frames, over the limit of {max_frames} frames")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if header_len + count * dtype.itemsize != info.file_size:
+        raise MotionError(
+            f"{p}: member {info.filename!r} declares a {dtype} array of shape {shape} but holds "
+            f"{info.file_size - header_len} data bytes; truncated or forged"
+        )
+    with archive.open(info) as handle:
+        return np.lib.format.read_array(handle, allow_pickle=False)
+
+
+def _read(p: Path, max_frames: int = MAX_FRAMES) -> dict[str, np.ndarray]:
     if not read_header(p, 4).startswith(b"PK"):
         raise MotionError(f"{p}: not an .npz file (not a zip archive)")
-    try:
-        with np.load(p, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except Exception as exc:  # untrusted file: zip, zlib, header and pickle refusals all mean "bad file"
-        raise MotionError(
-            f"{p}: cannot be read as an .npz file, truncated or corrupt "
-            f"({type(exc).__name__}: {one_line(str(exc), 160)})"
-        ) from exc
+    with open_zip(p) as archive:
+        if "format.npy" not in archive.namelist():
+            raise MotionError(f"{p}: not an intermimic motion file (no 'format' key)")
+        members = check_members(p, archive, _member_rules(max_frames))
+        try:
+            return {name[: -len(".npy")]: _read_member(p, archive, name[: -len(".npy")], info, max_frames)
+                    for name, info in members.items()}
+        except MotionError:
+            raise
+        except Exception as exc:  # untrusted file: zip, zlib, header and pickle refusals all mean "bad file"
+            raise MotionError(
+                f"{p}: cannot be read as an .npz file, truncated or corrupt "
+                f"({type(exc).__name__}: {one_line(str(exc), 160)})"
+            ) from exc
 
 
 def _string(p: Path, data: dict[str, np.ndarray], key: str) -> str:
@@ -103,10 +160,14 @@ def _check_header(p: Path, data: dict[str, np.ndarray]) -> None:
         raise MotionError(f"{p}: invalid format_version {v}")
 
 
-def load_npz(path: str | os.PathLike[str]) -> HOIMotion:
-    """Read and validate a clip written by :func:`save_npz` (never unpickles)."""
+def load_npz(path: str | os.PathLike[str], *, max_frames: int = MAX_FRAMES) -> HOIMotion:
+    """Read and validate a clip written by :func:`save_npz` (never unpickles).
+
+    Only the members this format writes are read, each within a byte budget (``max_frames``
+    frames of float64) checked before it is decompressed.
+    """
     p = require_file(path)
-    data = _read(p)
+    data = _read(p, max_frames)
     _check_header(p, data)
     arrays: dict[str, np.ndarray] = {}
     frames: int | None = None

@@ -26,6 +26,10 @@ from intermimic_policy.motion.object_names import KNOWN_OBJECTS
 MIN_FRAMES = 2
 """Fewest frames a clip may have: velocities need two samples."""
 
+MAX_FRAMES = 54_000
+"""Most frames a clip file may hold (half an hour at 30 fps; OMOMO clips are a few hundred). Loaders
+check it, and the byte size it implies, before decompressing or allocating anything."""
+
 QUAT_REJECT_TOL = 1e-3
 """A quaternion whose norm is further than this from 1 is corrupt, not merely rounded."""
 

@@ -1,24 +1,121 @@
 """TensorRT backend: builds a serialized engine from the exported ONNX, cached by content hash.
 
-Kept small on purpose: this machine has neither TensorRT nor a GPU, so none of this runs in the
-test suite (``tensorrt_unavailable_reason`` and the loader's errors are what is tested). Device
-buffers come from torch's CUDA allocator (imported lazily: the CPU runtime never needs torch).
-Engines are specific to the GPU and TensorRT version, so the cache key includes both.
+Device buffers come from torch's CUDA allocator (imported lazily: the CPU runtime never needs
+torch). Engines are specific to the model, the GPU, the TensorRT version and the build settings,
+so the cache key is the SHA-256 of all of them. A cache file carries that key and the SHA-256 of
+the engine inside it, and is written atomically: a file from another model or GPU, a truncated
+or altered one is never deserialized; it is reported and rebuilt. The cache functions are pure
+file code and are tested without a GPU; the engine build and run need TensorRT.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from intermimic_policy.contract import PolicyContract
+from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.runtime.base import PolicyFile, PolicyLoadError, check_actions, check_observation
 
 MAX_BATCH = 4096
+CACHE_MAGIC = b"INTERMIMIC-TRT-ENGINE\n"
+CACHE_FORMAT = 1
+_HEADER_LEN = struct.Struct("<I")
+_MAX_HEADER = 64 * 1024
+
+_log = logging.getLogger(__name__)
+
+
+class EngineCacheError(PolicyLoadError):
+    """A cache file that must not be used (other key, corrupt, truncated); the text says which."""
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything an engine depends on; ``digest`` names and checks the cache file."""
+
+    model_sha256: str
+    tensorrt_version: str
+    device: str  # GPU name and compute capability
+    fp16: bool
+    max_batch: int
+
+    def digest(self) -> str:
+        blob = json.dumps({"format": CACHE_FORMAT, **self.__dict__}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @classmethod
+    def for_model(cls, model_bytes: bytes, tensorrt_version: str, device: str, fp16: bool,
+                  max_batch: int) -> EngineKey:
+        return cls(hashlib.sha256(model_bytes).hexdigest(), tensorrt_version, device, bool(fp16), int(max_batch))
+
+
+def cache_path(cache_dir: str | os.PathLike[str], key: EngineKey) -> Path:
+    return Path(cache_dir) / f"{key.digest()[:32]}.engine"
+
+
+def write_engine_cache(path: str | os.PathLike[str], key: EngineKey, engine: bytes) -> Path:
+    """Write ``engine`` with its key and SHA-256 (atomically: readers see the old file or the new)."""
+    header = json.dumps({"format": CACHE_FORMAT, "key": key.digest(), "engine_sha256": hashlib.sha256(engine).hexdigest(),
+                         "engine_bytes": len(engine), **key.__dict__}).encode()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as handle:
+        handle.write(CACHE_MAGIC + _HEADER_LEN.pack(len(header)) + header)
+        handle.write(engine)
+    return target
+
+
+def read_engine_cache(path: str | os.PathLike[str], key: EngineKey) -> bytes:
+    """The engine in ``path`` if it was built for ``key`` and is intact, else :class:`EngineCacheError`."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise EngineCacheError(f"{p}: cannot read the TensorRT engine cache ({exc.strerror or exc})") from exc
+    if not data.startswith(CACHE_MAGIC) or len(data) < len(CACHE_MAGIC) + _HEADER_LEN.size:
+        raise EngineCacheError(f"{p}: not an intermimic TensorRT engine cache file")
+    start = len(CACHE_MAGIC) + _HEADER_LEN.size
+    (size,) = _HEADER_LEN.unpack_from(data, len(CACHE_MAGIC))
+    if size > _MAX_HEADER or start + size > len(data):
+        raise EngineCacheError(f"{p}: engine cache header is truncated or corrupt")
+    try:
+        header = json.loads(data[start:start + size])
+        expected_sha, expected_len = str(header["engine_sha256"]), int(header["engine_bytes"])
+        file_key = str(header["key"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EngineCacheError(f"{p}: engine cache header is truncated or corrupt") from exc
+    if file_key != key.digest():
+        raise EngineCacheError(f"{p}: engine cache was built for another model, GPU, TensorRT version or "
+                               f"settings (key {file_key[:16]}, expected {key.digest()[:16]})")
+    engine = data[start + size:]
+    if len(engine) != expected_len:
+        raise EngineCacheError(f"{p}: engine cache is truncated ({len(engine)} of {expected_len} engine bytes)")
+    if hashlib.sha256(engine).hexdigest() != expected_sha:
+        raise EngineCacheError(f"{p}: engine cache is corrupt (SHA-256 of the engine does not match its header)")
+    return engine
+
+
+def cached_engine(cache_dir: str | os.PathLike[str], key: EngineKey, build: Any) -> tuple[bytes, Path, bool]:
+    """(engine, its cache path, whether it came from the cache): a valid cached engine, else
+    ``build()``'s, written to the cache. An unusable cache file is reported and replaced."""
+    path = cache_path(cache_dir, key)
+    if path.is_file():
+        try:
+            return read_engine_cache(path, key), path, True
+        except EngineCacheError as exc:
+            _log.warning("%s; rebuilding it", exc)
+    engine = bytes(build())
+    write_engine_cache(path, key, engine)
+    return engine, path, False
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -57,18 +154,11 @@ class TensorRTPolicy:
         self.source = str(policy_file.path)
         self._torch = torch
         self._logger = trt.Logger(trt.Logger.WARNING)
-        device = torch.cuda.get_device_name()
-        key = hashlib.sha256(policy_file.model_bytes + f"|{trt.__version__}|{device}|{fp16}|{max_batch}".encode())
+        major, minor = torch.cuda.get_device_capability()
+        key = EngineKey.for_model(policy_file.model_bytes, str(trt.__version__),
+                                  f"{torch.cuda.get_device_name()} sm_{major}{minor}", fp16, max_batch)
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        engine_path = cache / f"{key.hexdigest()[:24]}.engine"
-        if engine_path.is_file():
-            blob = engine_path.read_bytes()
-        else:
-            blob = self._build(trt, policy_file, fp16, max_batch)
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = engine_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, engine_path)
+        blob, engine_path, _ = cached_engine(cache, key, lambda: self._build(trt, policy_file, fp16, max_batch))
         runtime = trt.Runtime(self._logger)
         self._engine = runtime.deserialize_cuda_engine(blob)
         if self._engine is None:

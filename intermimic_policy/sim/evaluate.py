@@ -14,7 +14,6 @@ reference's next joint rotations; ``training.cli`` registers training checkpoint
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections import Counter
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from intermimic_policy.motion.atomic import atomic_output
+from intermimic_policy.jsonio import dump_json
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import SKELETONS, eval_config
@@ -150,9 +149,8 @@ class EvalReport:
         return "\n".join(lines)
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        data = json.dumps(self.to_dict(), indent=2, allow_nan=True).encode()
-        with atomic_output(path) as f:
-            f.write(data + b"\n")
+        """Strict JSON: a metric that is NaN (nothing evaluated) is written as null."""
+        dump_json(path, self.to_dict())
 
 
 def _pct(x: float) -> str:

@@ -13,7 +13,6 @@ frame the clip assumes? Everything is written atomically into one folder:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
 from intermimic_policy.errors import IntermimicError
+from intermimic_policy.jsonio import dump_json
 from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim import kinematic, render
@@ -252,7 +252,5 @@ def _write_summary(result: ReplayResult, motion: HOIMotion, cfg: ReplayConfig, o
         "size": [cfg.width, cfg.height],
         "hand_object_distance": contact_distance_stats(motion, result.hand_distance),
     }
-    text = json.dumps(summary, indent=2, allow_nan=False)
-    with atomic_output(result.summary) as handle:
-        handle.write(text.encode() + b"\n")
+    dump_json(result.summary, summary)  # strict JSON: a NaN statistic is null, never a crash
 

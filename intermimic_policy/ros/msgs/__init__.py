@@ -228,6 +228,19 @@ def validate(msg: object, *, elements: bool = True) -> None:
     _validate(msg, cls.__name__, elements)
 
 
+def decode(msg_type: type[IdlStruct], data: bytes | bytearray | memoryview) -> IdlStruct:
+    """A message from its CDR bytes; truncated or malformed bytes are a :class:`MessageError`
+    naming the type (the decoder's own errors are struct.error, UnicodeDecodeError...)."""
+    cls = _check_type(msg_type)
+    blob = bytes(data)
+    try:
+        return cls.deserialize(blob)
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: every decoder failure means "malformed"
+        detail = " ".join(str(exc).split())[:160]
+        raise MessageError(f"{ros_type_name(cls)}: cannot decode {len(blob)} bytes, truncated or malformed CDR "
+                           f"({type(exc).__name__}: {detail})") from None
+
+
 def time_from_ns(ns: int) -> Time:
     """A ``builtin_interfaces/Time`` from integer nanoseconds (exact)."""
     sec, nanosec = divmod(int(ns), 1_000_000_000)
@@ -250,7 +263,7 @@ def ns_from_time(stamp: Time) -> int:
 
 
 __all__ = [
-    "MESSAGE_TYPES", "FieldInfo", "MessageError", "dds_type_name", "fields_of", "is_message_type",
+    "MESSAGE_TYPES", "FieldInfo", "MessageError", "dds_type_name", "decode", "fields_of", "is_message_type",
     "message_type", "ns_from_time", "ros_type_name", "seconds_from_time", "time_from_ns",
     "time_from_seconds", "type_hash", "validate", "builtin_interfaces", "std_msgs", "geometry_msgs",
     "sensor_msgs", "nav_msgs", "diagnostic_msgs", "rosgraph_msgs", "intermimic_msgs",

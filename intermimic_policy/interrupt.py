@@ -1,0 +1,47 @@
+"""Ctrl-C ends a command with one line on stderr and exit status 130 (128 + SIGINT), wherever it
+lands: while the heavy imports load, while parsing, or deep inside a run. ``finally`` blocks still
+run (atomic writers remove their temporary files) because the interrupt is an exception until here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_INTERRUPTED = 130
+
+
+def interrupted(prog: str) -> int:
+    """Print the one line and return the status (a second Ctrl-C meanwhile changes nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed (a pipe whose reader quit)
+        pass
+    return EXIT_INTERRUPTED
+
+
+def call(prog: str, main: Callable[[], int | None]) -> int:
+    """``main()``'s status, or 130 with one line on Ctrl-C."""
+    try:
+        return int(main() or 0)
+    except KeyboardInterrupt:
+        return interrupted(prog)
+
+
+def run_module_main(module: str, prog: str, argv: Sequence[str] | None = None) -> None:
+    """Import ``module`` and exit with its ``main(argv)``; Ctrl-C during the import counts too.
+
+    For scripts whose imports take seconds: their ``__main__`` calls this first thing, so nothing
+    heavy is imported outside the guard."""
+    def run() -> int | None:
+        return importlib.import_module(module).main(argv)  # type: ignore[no-any-return]
+
+    sys.exit(call(prog, run))
+
+
+def ignore_sigint() -> None:
+    """Process-pool initializer: workers leave Ctrl-C to the parent, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
