@@ -3,8 +3,13 @@
 The function is ``generate(time_s) -> GeneratedWindow | None``: given the stream time (the
 simulation's ``/clock`` in lockstep runs, else the wall clock), it returns the frames it plans
 from there (any rate, an ``HOIMotion``) and the stream frame index of its first frame, or None
-when it has nothing new. It is called every ``period_s`` of stream time; ``None`` with
-``GeneratedWindow.end`` seen before ends the run.
+when it has nothing new. It is called every ``period_s`` of stream time.
+
+Keep-alive: when no window went out for ``keepalive_s`` of wall time, the last one is sent again.
+The consumer judges its reference stale on the wall clock, and in a lockstep run stream time
+follows the simulation, which can be slower than real time; the motion streamer re-sends its
+window the same way. After a window marked ``end`` the keep-alive goes on for ``linger_s``,
+then the run ends.
 
 Delivery can be made imperfect on purpose (tests, docs): ``jitter_s`` delays each window by a
 random wall-clock time, ``drop`` skips the windows with those numbers (1-based), and
@@ -51,9 +56,11 @@ class RunOptions:
     drop: tuple[int, ...] = ()
     stall_after: int = 0  # 0: never
     duration_s: float = 0.0  # wall seconds, 0: until the clip ends (then linger_s) or forever
-    linger_s: float = 2.0  # after the clip end: keep the node up so the last window is delivered
+    keepalive_s: float = 0.25  # re-send the last window after this much silence (0: never)
+    linger_s: float = 5.0  # after the clip end: keep re-sending the last window this long
     seed: int = 0
-    stats: dict[str, int] = field(default_factory=lambda: {"generated": 0, "published": 0, "dropped": 0})
+    stats: dict[str, int] = field(default_factory=lambda: {"generated": 0, "published": 0, "dropped": 0,
+                                                           "resent": 0})
 
 
 def load_generator(spec: str) -> Generator:
@@ -79,6 +86,8 @@ def run(generate: Generator, publisher: WindowPublisher, options: RunOptions,
     next_call = 0.0
     number = 0
     ended_at: float | None = None
+    last_msg: HOIWindow | None = None
+    last_resend = 0.0
     started = time.monotonic()
     st = options.stats
     while not stop():
@@ -88,6 +97,11 @@ def run(generate: Generator, publisher: WindowPublisher, options: RunOptions,
             break
         if ended_at is not None and not pending and wall - ended_at > options.linger_s:
             break
+        stalled = bool(options.stall_after) and number >= options.stall_after
+        if options.keepalive_s > 0 and last_msg is not None and not pending and not stalled \
+                and wall - last_resend >= options.keepalive_s:
+            heapq.heappush(pending, (wall, number, last_msg))
+            st["resent"] += 1
         ready = not options.lockstep or publisher.has_clock
         now = publisher.now_s()
         if ready and ended_at is None and now + 1e-9 >= next_call:
@@ -102,12 +116,14 @@ def run(generate: Generator, publisher: WindowPublisher, options: RunOptions,
                 else:
                     delay = rng.uniform(0.0, options.jitter_s) if options.jitter_s > 0 else 0.0
                     heapq.heappush(pending, (wall + delay, number, msg))
+                    last_msg = msg
                 if out.end:
                     ended_at = wall
         while pending and pending[0][0] <= time.monotonic():
             _, _, msg = heapq.heappop(pending)
             publisher.publish_message(msg)
             st["published"] += 1
+            last_resend = time.monotonic()
     return st
 
 
@@ -130,6 +146,9 @@ def add_run_arguments(p: object) -> None:
     p.add_argument("--drop", default="", help="window numbers not to send (1-based), e.g. 3,7")
     p.add_argument("--stall-after", type=int, default=0, help="stop sending after this many windows (0: never)")
     p.add_argument("--duration", type=float, default=0.0, help="wall seconds to run (0: until the clip ends)")
+    p.add_argument("--keepalive", type=float, default=0.25,
+                   help="re-send the last window after this many wall seconds of silence (0: never)")
+    p.add_argument("--linger", type=float, default=5.0, help="after the clip end, re-send the last window this long (s)")
     p.add_argument("--topic", default="/intermimic/reference_window")
     p.add_argument("--domain-id", type=int, default=None)
     p.add_argument("--transport", choices=("auto", "cyclone", "rclpy"), default="auto")
@@ -140,7 +159,7 @@ def options_from_args(args: object) -> RunOptions:
     a = args
     return RunOptions(period_s=a.period, lockstep=a.lockstep, jitter_s=a.jitter,  # type: ignore[attr-defined]
                       drop=parse_drop(a.drop), stall_after=a.stall_after,  # type: ignore[attr-defined]
-                      duration_s=a.duration, seed=a.seed)  # type: ignore[attr-defined]
+                      duration_s=a.duration, keepalive_s=a.keepalive, linger_s=a.linger, seed=a.seed)  # type: ignore[attr-defined]
 
 
 def run_from_args(generate: Generator, args: object, stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
