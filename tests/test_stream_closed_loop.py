@@ -24,7 +24,13 @@ import pytest
 import yaml
 from test_closed_loop import E_H_FIRST_SECOND_CM, E_H_RELATIVE, SECONDS, Watch, _in_process_e_h, _test_config
 
-from intermimic_policy.ros.launcher import LaunchOptions, ManagedProcess, resolve_config, start_process, stop_processes
+from intermimic_policy.ros.launcher import (
+    LaunchOptions,
+    ManagedProcess,
+    resolve_config,
+    start_process,
+    stop_processes,
+)
 
 pytestmark = pytest.mark.integration
 

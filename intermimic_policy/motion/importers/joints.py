@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.embodiment.skeleton import Skeleton, children, default_skeleton
-from intermimic_policy.embodiment.smplx_body import BODY_NAMES, NUM_BODIES, PARENTS, body_index
+from intermimic_policy.embodiment.smplx_body import BODY_NAMES, CONTROL_HZ, NUM_BODIES, PARENTS, body_index
 from intermimic_policy.embodiment.smplx_shape import SMPLX_JOINT_OF_BODY, scale_geoms
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
@@ -103,7 +103,7 @@ def fit_skeleton(targets: np.ndarray, base: Skeleton | None = None) -> Skeleton:
     # untracked bones (fingers, hands, toes' children: none) scale with the bone they hang on
     for side in ("L_", "R_"):
         arm = body_index(f"{side}Wrist")
-        ratio = np.linalg.norm(off[arm]) / max(np.linalg.norm(base.offsets[arm]), 1e-9)
+        ratio = float(np.linalg.norm(off[arm])) / max(float(np.linalg.norm(base.offsets[arm])), 1e-9)
         for b in range(1, NUM_BODIES):
             if b not in TRACKED and _ancestor(b, arm):
                 off[b] = base.offsets[b] * ratio
@@ -182,5 +182,5 @@ def import_joints(path: str | os.PathLike[str], *, fps: float | None = None, up:
             "body_model": "ik"}
     seq = PoseSequence(fps=rate, root_pos=root_pos, root_rot=root_rot, joint_rotvec=rotvec,
                        object_pos=obj_pos, object_rot=obj_rot, object_name=name, meta=meta)
-    kwargs = {} if fps_out is None else {"fps_out": fps_out}
-    return assemble(seq, skeleton, where, name=where.stem, source="import:joints", object_present=present, **kwargs)
+    return assemble(seq, skeleton, where, name=where.stem, source="import:joints", object_present=present,
+                    fps_out=CONTROL_HZ if fps_out is None else fps_out)

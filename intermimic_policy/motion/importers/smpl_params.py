@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
-from intermimic_policy.embodiment.smplx_body import NUM_BODIES, PARENTS
+from intermimic_policy.embodiment.smplx_body import CONTROL_HZ, NUM_BODIES, PARENTS
 from intermimic_policy.embodiment.smplx_shape import SMPLX_JOINT_OF_BODY, SMPLX_TO_OURS, scale_geoms
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
@@ -244,9 +244,8 @@ def import_smpl(path: str | os.PathLike[str], fmt: str, *, fps: float | None = N
         meta.update(body_model="skeleton-table")
     seq = PoseSequence(fps=rate, root_pos=root_pos, root_rot=root_rot, joint_rotvec=local,
                        object_pos=obj_pos, object_rot=obj_rot, object_name=name, meta=meta)
-    kwargs = {} if fps_out is None else {"fps_out": fps_out}
     return assemble(seq, skeleton, where, name=where.stem, source=f"import:{fmt}", object_present=present,
-                    **kwargs)
+                    fps_out=CONTROL_HZ if fps_out is None else fps_out)
 
 
 def smpl_params_from_motion(motion: HOIMotion, fmt: str = "smplx", up: str = "z") -> dict[str, np.ndarray]:
