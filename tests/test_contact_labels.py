@@ -42,8 +42,8 @@ def test_agreement_with_omomo_new_labels(motions_root: Path) -> None:
     print(f"contact-label agreement with OMOMO_new: {100 * score['all']:.1f} % "
           f"(+1: {100 * score['1']:.1f} %, -1: {100 * score['-1']:.1f} %, 0: {100 * score['0']:.1f} %; "
           f"baseline {100 * baseline:.1f} %)")
-    assert score["all"] > 0.75 and score["all"] > baseline + 0.15
-    assert score["1"] > 0.9 and score["-1"] > 0.9
+    assert score["all"] > 0.85 and score["all"] > baseline + 0.3
+    assert score["1"] > 0.8 and score["-1"] > 0.95 and score["0"] > 0.6
     # the object flag (any +1) follows the data's flag
     flag = (a == 1).any(axis=1) == (b == 1).any(axis=1)
     assert flag.mean() > 0.9

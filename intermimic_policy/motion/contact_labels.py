@@ -9,12 +9,15 @@ skeleton), and:
 * distance = from the geom's surface to the nearest object surface point;
 * relative speed = of the body against the object's surface point nearest to it (a body sliding
   fast past the object is passing by, not holding it);
+* +1 only for bodies about as close as the frame's closest body (InterMimic promotes the
+  segments within 5 mm of the closest distance; our geoms are coarser, so 1.5 cm);
 * levels with hysteresis, so labels do not flicker at a threshold: +1 is entered below
   ``touch_on_m`` (and slow) and left above ``touch_off_m``; -1 is entered above ``far_on_m`` and
   left below ``far_off_m``;
 * hands are labelled as InterMimic's data labels them, per segment group (the four fingers
   together, the wrist with the thumb), by the group's nearest body;
-* a foot (ankle, toe) near the floor or standing still is never -1.
+* a foot (ankle, toe) on the floor or standing still is never -1, and never +1 (it touches the
+  floor too, which InterMimic's labels cannot tell from the object).
 
 The object flag of a frame is "any body +1" (spec 1.2: the two coincide in the data).
 """
@@ -56,7 +59,8 @@ class ContactLabelConfig:
     far_on_m: float = 0.10
     far_off_m: float = 0.08
     max_slip_mps: float = 1.0
-    foot_floor_m: float = 0.05  # a foot whose lowest point is below this is on the floor
+    relative_m: float = 0.015  # +1 only within this of the frame's closest body (InterMimic: 5 mm on the mesh)
+    foot_floor_m: float = 0.01  # a foot whose lowest point is below this is on the floor
     foot_still_mps: float = 0.2  # ... or slower than this is standing
     num_points: int = 4096  # object surface points the distance is measured to
 
@@ -156,7 +160,10 @@ def label_contacts(geoms: Sequence[Geom], body_pos: np.ndarray, body_rot: np.nda
         rows = np.arange(len(dist))
         dist[:, idx] = dist[rows, np.asarray(idx)[k]][:, None]
         speed[:, idx] = speed[rows, np.asarray(idx)[k]][:, None]
-    labels = levels_with_hysteresis(dist, speed, c)
+    # the frame's closest body sets the contact level: a body much farther than it is not touching
+    closest = dist.min(axis=1, keepdims=True)
+    relative = np.where(dist > closest + c.relative_m, np.maximum(dist, c.touch_off_m + 1e-6), dist)
+    labels = levels_with_hysteresis(relative, speed, c)
     bp = torch.from_numpy(np.asarray(body_pos, np.float64))
     bottoms = geom_bottom_z(geoms, bp, quat.normalize(torch.from_numpy(np.asarray(body_rot, np.float64)))).numpy()
     foot_speed = np.linalg.norm(quat.finite_difference_velocity(bp.transpose(0, 1), fps).transpose(0, 1).numpy(),
@@ -164,6 +171,7 @@ def label_contacts(geoms: Sequence[Geom], body_pos: np.ndarray, body_rot: np.nda
     for b in FOOT_BODIES:
         grounded = (bottoms[:, b] < c.foot_floor_m) | (foot_speed[:, b] < c.foot_still_mps)
         labels[grounded & (labels[:, b] == -1), b] = 0
+        labels[labels[:, b] == 1, b] = 0  # feet touch the floor too: never promoted
     return labels
 
 
