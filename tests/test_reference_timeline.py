@@ -164,3 +164,18 @@ def test_missing_windows_are_bridged_then_hold_and_late_windows_counted(clip) ->
     # a window entirely behind the cursor is dropped
     c.push(TimelineWindow(windows[0].samples[:5]))
     assert c.timeline.status().stale_windows == 1
+
+
+def test_a_window_from_far_behind_starts_a_new_timeline(clip) -> None:  # type: ignore[no-untyped-def]
+    windows = _windows(clip, ReferenceGeneratorConfig(window_s=1.0), period_frames=6)
+    c = Consumer()
+    for tick in range(75):
+        if tick % 6 == 0 and tick // 6 < len(windows):
+            c.push(windows[tick // 6])
+        assert c.tick() is not None
+    assert c.buffer.cursor == 75
+    c.push(windows[0])  # the generator started over (frames 0..30)
+    assert c.timeline.status().restarts == 1 and c.buffer.cursor == 0 and c.buffer.restarts == 1
+    frame = c.tick()
+    assert frame is not None
+    np.testing.assert_array_equal(frame, clip.body_pos[0])

@@ -38,7 +38,7 @@ from intermimic_policy.ros.reference_buffer import ReferenceBuffer, ReferenceSam
 
 MODES = ("waiting", "ok", "bridging", "hold", "ended")
 _EPS = 1e-6
-RESTART_S = 2.0  # a window ending this far behind the cursor starts a new timeline (a new clip)
+RESTART_S = 2.0  # a window starting this far behind the cursor starts a new timeline (a new clip)
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,7 @@ class ReferenceTimeline:
         self._status = TimelineStatus()
         self._bridging_since: float | None = None
         self._dirty: set[int] = set()  # frames changed since the last feed
+        self._restarted = False  # the consumer's buffer must start over too
 
     # -- input ------------------------------------------------------------------------------------
     def push(self, window: TimelineWindow, now: float) -> None:
@@ -171,7 +172,7 @@ class ReferenceTimeline:
             st.stale_windows += 1
             return
         lo, hi = min(new), max(new)
-        if self.cursor is not None and hi < self.cursor - RESTART_S * self.control_hz:
+        if self.cursor is not None and lo < self.cursor - RESTART_S * self.control_hz:
             self._restart()
         elif self.cursor is not None and hi < self.cursor:
             st.stale_windows += 1
@@ -210,6 +211,7 @@ class ReferenceTimeline:
         self.cursor = None
         self._bridging_since = None
         self._status.restarts += 1
+        self._restarted = True
         self._status.end = None
         self._status.mode = "waiting"
 
@@ -263,6 +265,10 @@ class ReferenceTimeline:
     def feed(self, buffer: ReferenceBuffer, now: float) -> None:
         """Bring the buffer up to date: frames changed since the last feed, in order, from the
         buffer's cursor on, and the clip end. Call after every push and before every tick."""
+        if self._restarted:
+            self._restarted = False
+            buffer.restarts += 1
+            buffer.reset()
         self.set_cursor(buffer.cursor if buffer.cursor is not None else self.cursor, now)
         start = buffer.cursor - 1 if buffer.cursor is not None else None
         for i in sorted(self._dirty):
