@@ -87,6 +87,16 @@ def test_joint_positions_round_trip_within_2cm(clip, tmp_path: Path) -> None:  #
     assert (motion.body_contact == 1).any() and (motion.body_contact == -1).any()
     assert FOOT_JOINT_HEIGHT_M == pytest.approx(float(motion.body_pos[:30, [3, 4, 7, 8], 2].min()), abs=1e-5)
 
+    # the same source in HOI-Diff's layout: joints (22, 3, T), object (T, 6) axis-angle + translation
+    with np.load(src) as data:
+        hoidiff = {"motion": data["joints"].transpose(1, 2, 0), "fps": data["fps"], "object_name": data["object_name"],
+                   "motion_obj": np.concatenate([Rotation.from_matrix(data["object_rot"]).as_rotvec(),
+                                                 data["object_pos"]], axis=1)}
+    np.savez(tmp_path / "hoidiff.npz", **hoidiff)
+    again = import_motion(tmp_path / "hoidiff.npz", "joints", up="y")
+    np.testing.assert_allclose(again.body_pos, motion.body_pos, atol=1e-4)
+    np.testing.assert_allclose(again.object_pos, motion.object_pos, atol=1e-4)
+
 
 def test_smplx_params_round_trip_without_model(clip, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "amass_like.npz"

@@ -180,6 +180,12 @@ def object_track(where: Path, arrays: dict[str, np.ndarray], frames: int, world:
 
     name = object_name_for(where, object_name, text(arrays, OBJECT_NAME_KEYS))
     found_pos, found_rot = pick(arrays, OBJECT_POS_KEYS), pick(arrays, OBJECT_ROT_KEYS)
+    six = pick(arrays, ("motion_obj", "obj_motion"))  # HOI-Diff: axis-angle then translation, (T, 6)
+    if found_pos is None and found_rot is None and six is not None:
+        v = numeric(where, six[0], six[1])
+        if v.ndim != 2 or v.shape[1] != 6:
+            raise MotionError(f"{where}: {six[0]} has shape {tuple(v.shape)}, expected (T, 6) axis-angle + translation")
+        found_rot, found_pos = (six[0], v[:, :3]), (six[0], v[:, 3:])
     if found_pos is None and found_rot is None:
         pos = np.tile([10.0, 0.0, 0.0], (frames, 1))
         return pos, np.tile([0.0, 0.0, 0.0, 1.0], (frames, 1)), name, False

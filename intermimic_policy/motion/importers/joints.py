@@ -14,7 +14,8 @@
 3. :func:`common.assemble` resamples to the control rate, puts the feet on the floor and labels
    contacts from geometry.
 
-CHOIS-style (T, 24, 3) positions are read too (the two hand joints are ignored).
+CHOIS-style (T, 24, 3) positions are read too (the two hand joints are ignored), and so is the
+(22, 3, T) layout of HOI-Diff's samples, with its object as ``motion_obj`` (T, 6).
 """
 
 from __future__ import annotations
@@ -159,6 +160,8 @@ def import_joints(path: str | os.PathLike[str], *, fps: float | None = None, up:
                           f"(keys in the file: {', '.join(sorted(arrays)) or 'none'})")
     key, raw = found
     j = numeric(where, key, raw)
+    if j.ndim == 3 and j.shape[0] in (22, 24) and j.shape[1] == 3 and j.shape[2] not in (3,):
+        j = j.transpose(2, 0, 1)  # HOI-Diff / HumanML3D tools store (joints, 3, T)
     if j.ndim != 3 or j.shape[2] != 3 or j.shape[1] not in (22, 24):
         raise MotionError(f"{where}: {key} has shape {tuple(j.shape)}, expected (T, 22, 3) joint positions "
                           "in the SMPL / HumanML3D order")
