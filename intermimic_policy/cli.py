@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "intermimic_policy.runtime.commands",
     "intermimic_policy.sim.env_cli",
     "intermimic_policy.ros.launch_cli",
+    "intermimic_policy.stream.commands",
 )
 
 

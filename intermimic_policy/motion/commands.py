@@ -85,6 +85,22 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from intermimic_policy.motion.importers import import_motion
+
+    dst = Path(args.out)
+    if dst.suffix.lower() != ".npz":
+        raise MotionError(f"{dst}: --out must be an .npz file")
+    if dst.exists() and not args.force:
+        raise MotionError(f"{dst}: already exists (pass --force to overwrite)")
+    motion = import_motion(args.source, args.format, fps=args.fps, up=args.up, object_name=args.object,
+                           model=args.model)
+    save_motion(motion, dst)
+    print(f"wrote {dst} ({motion.num_frames} frames at {motion.fps:g} fps, object {motion.object_name}, "
+          f"body {motion.meta.get('body_model')}, contact labels {motion.meta.get('contact_labels')})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     motion = subparsers.add_parser("motion", help="inspect and convert HOI motion clips")
     sub = motion.add_subparsers(dest="motion_command", required=True, metavar="ACTION")
@@ -101,3 +117,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("--variant", choices=VARIANTS, help="variant of an input .pt (default: detect)")
     convert.add_argument("--force", action="store_true", help="overwrite an existing output")
     convert.set_defaults(func=_convert)
+
+    from intermimic_policy.motion.importers import FORMATS as IMPORT_FORMATS
+
+    imp = sub.add_parser("import", help="import SMPL-X / SMPL-H parameters or joint positions as a clip")
+    imp.add_argument("source", help="source file (.npz, .npy or .pt; never unpickled)")
+    imp.add_argument("--format", required=True, choices=IMPORT_FORMATS, help="what the source holds")
+    imp.add_argument("--out", required=True, help="clip to write (.npz)")
+    imp.add_argument("--fps", type=float, help="source frame rate (default: from the file)")
+    imp.add_argument("--up", choices=("y", "z"), help="source up axis (default: z for smplx/smplh, y for joints)")
+    imp.add_argument("--object", help="object name from our table (default: from the file)")
+    imp.add_argument("--model", help="SMPL-X / SMPL-H model .npz (file or folder); without it our skeleton table")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing output")
+    imp.set_defaults(func=_import)

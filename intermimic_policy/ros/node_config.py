@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from intermimic_policy.ros import node_params
+from intermimic_policy.ros.reference_timeline import TimelineConfig
 
 SECTION = "policy_node"
 # keys of the ``common`` section this node reads (it ignores the others: clip, streamer options)
@@ -107,6 +108,7 @@ class PolicyNodeConfig:
     topics: TopicConfig = field(default_factory=TopicConfig)
     qos: QosConfig = field(default_factory=QosConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    timeline: TimelineConfig = field(default_factory=TimelineConfig)  # generator windows (ros.reference_timeline)
 
     def validate(self, source: str = "policy node config") -> PolicyNodeConfig:
         def bad(key: str, why: str) -> NodeConfigError:
@@ -134,6 +136,8 @@ class PolicyNodeConfig:
             value = getattr(self.timeouts, f.name)
             if not (math.isfinite(value) and value >= 0):
                 raise bad(f"timeouts.{f.name}", f"must be a finite number of seconds >= 0, got {value}")
+        if not (math.isfinite(self.timeline.bridge_s) and self.timeline.bridge_s >= 0):
+            raise bad("timeline.bridge_s", f"must be a finite number of seconds >= 0, got {self.timeline.bridge_s}")
         if self.timeouts.reference_s == 0 or self.timeouts.state_s == 0:
             raise bad("timeouts", "reference_s and state_s cannot be 0: the policy cannot run without them")
         return self

@@ -77,6 +77,7 @@ from intermimic_policy.ros.node_state import (
     parse_pose_stamped,
 )
 from intermimic_policy.ros.reference_buffer import ReferenceBuffer, parse_hoi_frame, parse_hoi_window
+from intermimic_policy.ros.reference_timeline import ReferenceTimeline, window_from_message
 from intermimic_policy.ros.safety import (
     HoldCommand,
     check_staleness,
@@ -187,6 +188,9 @@ class PolicyController:
         self._kp_list = self.kp.tolist()
         self._kd_list = self.kd.tolist()
         self.buffer = ReferenceBuffer(c.ref_offsets, config.max_reference_lag_frames)
+        # generator windows (any rate, overlapping, late) joined into one timeline when enabled
+        self.timeline = (ReferenceTimeline(c.control_hz, self.buffer.required_lookahead, config.timeline)
+                         if config.timeline.enabled else None)
         self.num_points = config.num_object_points or _training_num_points()
         self._points: dict[str, Tensor] = {}
         self._joint_order = joint_order()
@@ -261,6 +265,18 @@ class PolicyController:
         return True
 
     def on_window(self, msg: HOIWindow, now: float) -> bool:
+        if self.timeline is not None:
+            try:
+                window = window_from_message(msg)
+                self._check_object(window.samples[0].object_name)
+            except MessageRejected as exc:
+                self._reject("reference_window", exc, now)
+                return False
+            self.timeline.push(window, now)
+            self.timeline.feed(self.buffer, now)
+            self._accept("reference", now)
+            self.prepare()
+            return True
         try:
             frames, end = parse_hoi_window(msg, self.contract.control_hz)
             self._check_object(frames[0].object_name)
@@ -404,6 +420,11 @@ class PolicyController:
             ref = check_staleness(self.last_rx, now, {"reference": self.timeouts["reference"]})
             if ref.stale:
                 return self._hold(stamp_ns, ref.describe())
+        if self.timeline is not None:
+            self.timeline.feed(self.buffer, now)  # bridges late windows for timeline.bridge_s
+            timeline = self.timeline.status()
+            if timeline.mode == "hold" and ran_before:
+                return self._hold(stamp_ns, timeline.reason)
         ready = self.buffer.readiness()
         if not ready.ok:
             self.counters.lookahead_waits += 1
@@ -592,6 +613,8 @@ class PolicyNode(NodeLifetime):
                 values[f.name] = str(getattr(k, f.name))
         for topic, n in k.rejected.items():
             values[f"rejected.{topic}"] = str(n)
+        if c.timeline is not None:
+            values.update(c.timeline.status().values())
         for sub in self.subscriptions:
             # samples that failed to deserialize (e.g. a fixed-size array of the wrong length)
             values[f"malformed.{sub.topic}"] = str(sub.malformed)
