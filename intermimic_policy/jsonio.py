@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from intermimic_policy.motion.atomic import atomic_output
+from intermimic_policy.atomic import atomic_output
 
 
 def finite_or_none(obj: Any) -> Any:

@@ -28,9 +28,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.contract import ContractError, PolicyContract
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.observation.spec import ObservationSpec, ObservationSpecError
 
 CHECKPOINT_FORMAT = "intermimic-checkpoint"

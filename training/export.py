@@ -40,6 +40,7 @@ import onnx
 import torch
 from torch import nn
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.contract import (
     GOLDEN_KEY,
     GoldenPairs,
@@ -48,7 +49,6 @@ from intermimic_policy.contract import (
     expected_contract,
 )
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
 from intermimic_policy.sim.env_config import HOIEnvConfig
 from intermimic_policy.sim.policy_contract import env_contract

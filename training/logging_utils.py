@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from intermimic_policy.motion.atomic import atomic_output
+from intermimic_policy.atomic import atomic_output
 
 # Panels of the learning-curve figure: (title, history keys drawn in it). Keys absent from the
 # history are skipped, so the same figure serves teachers, students and tests.

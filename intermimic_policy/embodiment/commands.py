@@ -70,7 +70,7 @@ def summary(skeleton: Skeleton) -> str:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from intermimic_policy.motion.atomic import atomic_output
+    from intermimic_policy.atomic import atomic_output
 
     skeleton = _skeleton(args)
     humanoid_model(skeleton)  # refuse to write a model that does not compile

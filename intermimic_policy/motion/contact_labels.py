@@ -178,7 +178,7 @@ def label_contacts(geoms: Sequence[Geom], body_pos: np.ndarray, body_rot: np.nda
 def object_surface_points(object_name: str, num_points: int) -> np.ndarray:
     """The object's surface points [P, 3] in its frame, or a MotionError saying why not."""
     from intermimic_policy.errors import IntermimicError
-    from intermimic_policy.sim.objects import load_object
+    from intermimic_policy.motion.objects import load_object
 
     try:
         asset = load_object(object_name, num_points=num_points)

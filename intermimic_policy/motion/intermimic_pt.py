@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
 from intermimic_policy.motion.archive import MemberRule, check_members, open_zip
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import HOIMotion, MotionError
 from intermimic_policy.motion.validate import (
     MAX_FRAMES,

@@ -20,9 +20,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
 from intermimic_policy.motion.archive import MemberRule, check_members, open_zip
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion, MotionError
 from intermimic_policy.motion.validate import MAX_FRAMES, one_line, read_header, require_file, validate_motion
 

@@ -34,8 +34,8 @@ from typing import IO, Any
 import yaml
 from tqdm import tqdm
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.ros import node_params
 from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray
 

@@ -54,10 +54,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.embodiment import joint_map
 from intermimic_policy.embodiment.smplx_body import dof_arrays
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion
 from intermimic_policy.motion.npz_format import FORMAT_TAG, FORMAT_VERSION
 from intermimic_policy.motion.validate import validate_motion

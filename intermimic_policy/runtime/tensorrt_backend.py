@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.contract import PolicyContract
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.runtime.base import PolicyFile, PolicyLoadError, check_actions, check_observation
 
 MAX_BATCH = 4096

@@ -23,9 +23,9 @@ import mujoco
 import numpy as np
 import torch
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.geometry import quaternion as quat
-from intermimic_policy.motion.atomic import atomic_output
 
 _DISABLED = ("disable", "disabled", "off", "false", "0")
 

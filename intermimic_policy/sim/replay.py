@@ -21,11 +21,11 @@ import mujoco
 import numpy as np
 from tqdm import tqdm
 
+from intermimic_policy.atomic import atomic_output
 from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.jsonio import dump_json
-from intermimic_policy.motion.atomic import atomic_output
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim import kinematic, render
 from intermimic_policy.sim.objects import ObjectAsset, load_object
