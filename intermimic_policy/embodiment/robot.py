@@ -60,6 +60,7 @@ class BodyPair:
     pos_weight: float = 1.0
     rot_weight: float = 0.0
     rot_offset: tuple[tuple[float, ...], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    chain: str | None = None  # source body of an earlier pair: target = its target + robot length x source direction
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class HandContact:
     site: str
     source_bodies: tuple[int, ...]  # SMPL-X body ids whose +1 labels mean "this hand touches"
     point: tuple[int, ...]  # SMPL-X body ids averaged into the source hand point
+    chain: str | None = None  # pair body (the wrist) the free hand target hangs from
+    normal: tuple[float, float, float] | None = None  # palm normal in the site's link frame
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,16 @@ class RobotConfig:
     hands: tuple[HandContact, ...]
     feet: tuple[FootContact, ...]
     armature: float = 0.01
+    dense_links: tuple[str, ...] = ()  # regexes: links whose every collision point the IK checks
     source: str = ""
     content_hash: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise RobotError(f"{self.source}: no site {name!r}")
 
 
 def _source_ids(spec: Any, where: str) -> tuple[int, ...]:
@@ -121,6 +131,14 @@ def _source_ids(spec: Any, where: str) -> tuple[int, ...]:
             raise RobotError(f"{where}: {n!r} is not an SMPL-X body (one of {', '.join(names[:5])}, ...)")
         out.append(names.index(n))
     return tuple(out)
+
+
+def _unit3(v: Any, where: str) -> tuple[float, float, float]:
+    a = np.asarray(v, dtype=np.float64)
+    if a.shape != (3,) or not np.linalg.norm(a) > 0:
+        raise RobotError(f"{where}: expected a non-zero 3-vector, got {v!r}")
+    a = a / np.linalg.norm(a)
+    return (float(a[0]), float(a[1]), float(a[2]))
 
 
 def resolve_robot_yaml(robot: str | os.PathLike[str]) -> Path:
@@ -180,14 +198,22 @@ def load_robot_config(robot: str | os.PathLike[str]) -> RobotConfig:
         if np.asarray(rot).shape != (3, 3) or not np.allclose(np.asarray(rot) @ np.asarray(rot).T, np.eye(3), atol=1e-6):
             raise RobotError(f"{w}: pairs[{i}].rot_offset is not a 3x3 rotation matrix")
         _source_ids([p["body"]], f"{w}: pairs[{i}]")
-        pairs.append(BodyPair(str(p["body"]), str(p["frame"]), float(p.get("pos", 1.0)), float(p.get("rot", 0.0)), rot))
+        chain = p.get("chain")
+        if chain is not None and chain not in [q.body for q in pairs]:
+            raise RobotError(f"{w}: pairs[{i}].chain {chain!r} must name the body of an earlier pair")
+        pairs.append(BodyPair(str(p["body"]), str(p["frame"]), float(p.get("pos", 1.0)), float(p.get("rot", 0.0)), rot,
+                              str(chain) if chain is not None else None))
     sites = tuple(Site(str(n), str(s["link"]), tuple(float(v) for v in s.get("pos", (0, 0, 0))))  # type: ignore[misc]
                   for n, s in (raw.get("sites") or {}).items())
     hands = tuple(
         HandContact(str(h["name"]), str(h["site"]), _source_ids(h["source_bodies"], f"{w}: hands"),
-                    _source_ids(h["point"], f"{w}: hands"))
+                    _source_ids(h["point"], f"{w}: hands"), str(h["chain"]) if h.get("chain") else None,
+                    _unit3(h["normal"], f"{w}: hands normal") if h.get("normal") is not None else None)
         for h in raw.get("hands") or ()
     )
+    for h in hands:
+        if h.chain is not None and h.chain not in [q.body for q in pairs]:
+            raise RobotError(f"{w}: hand {h.name!r} chain {h.chain!r} must name the body of a pair")
     feet = tuple(
         FootContact(str(f["name"]), str(f["site"]), str(f["link"]), _source_ids(f["source_bodies"], f"{w}: feet"))
         for f in raw.get("feet") or ()
@@ -200,6 +226,7 @@ def load_robot_config(robot: str | os.PathLike[str]) -> RobotConfig:
         posture_weight=float(raw.get("posture_weight", 0.02)),
         posture_extra={str(k): float(v) for k, v in (raw.get("posture_extra") or {}).items()},
         sites=sites, pairs=tuple(pairs), hands=hands, feet=feet, armature=float(raw.get("armature", 0.01)),
+        dense_links=tuple(str(x) for x in raw.get("dense_links") or ()),
         source=str(path),
         content_hash=hashlib.sha256(raw_text.encode()).hexdigest()[:16],
     )
@@ -215,6 +242,7 @@ class CollisionPoints:
     frame_ids: np.ndarray  # [N] Pinocchio frame id of the link each point sits on
     local: np.ndarray  # [N, 3]
     link_names: tuple[str, ...]  # [N]
+    rank: np.ndarray  # [N] order within its link (farthest-point order: the first k are spread out)
 
 
 class RobotDescription:
@@ -343,7 +371,7 @@ class RobotDescription:
     def _collision_points(self, per_link: int) -> CollisionPoints:
         """Seeded surface samples of each link's collision geometry (meshes and primitives)."""
         root = ET.parse(self.config.urdf).getroot()
-        ids, local, names = [], [], []
+        ids, local, names, rank = [], [], [], []
         for link in root.findall("link"):
             lname = link.get("name", "")
             geoms = link.findall("collision")
@@ -358,9 +386,11 @@ class RobotDescription:
             ids += [fid] * len(pts)
             local.append(pts)
             names += [lname] * len(pts)
+            rank.append(np.arange(len(pts)))
         if not local:
             raise RobotError(f"{self.config.urdf}: no <collision> geometry on any link")
-        return CollisionPoints(np.asarray(ids, dtype=np.int64), np.concatenate(local), tuple(names))
+        return CollisionPoints(np.asarray(ids, dtype=np.int64), np.concatenate(local), tuple(names),
+                               np.concatenate(rank))
 
     def _geometry_mesh(self, el: ET.Element) -> trimesh.Trimesh | None:
         g = el.find("geometry")

@@ -28,6 +28,14 @@ class HullSet:
     lo: np.ndarray  # [3] bounding box of all parts
     hi: np.ndarray
 
+    @property
+    def flat_normals(self) -> np.ndarray:
+        return self.normals.reshape(-1, 3)
+
+    @property
+    def flat_offsets(self) -> np.ndarray:
+        return self.offsets.reshape(-1)
+
 
 def hull_set(parts: tuple[tuple[np.ndarray, np.ndarray], ...]) -> HullSet:
     eqs = [ConvexHull(v).equations for v, _ in parts]
@@ -42,7 +50,7 @@ def hull_set(parts: tuple[tuple[np.ndarray, np.ndarray], ...]) -> HullSet:
 
 
 def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(depth [N] >= -margin-ish, outward normal of the nearest face [N, 3]) for points in the object frame.
+    """(depth [N], outward normal of the nearest face [N, 3]) for points in the object frame.
 
     depth > 0: inside a part by that much; depth in (-margin, 0]: outside but within ``margin`` of a
     face plane of the part (a lower bound of the gap). Points farther than ``margin`` from the
@@ -51,15 +59,15 @@ def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple
     n = len(points)
     depth = np.full(n, -np.inf)
     normal = np.zeros((n, 3))
-    near = np.all((points > hulls.lo - margin) & (points < hulls.hi + margin), axis=1)
-    if not near.any():
+    near = np.flatnonzero(np.all((points > hulls.lo - margin) & (points < hulls.hi + margin), axis=1))
+    if not len(near):
         return depth, normal
-    p = points[near]
-    s = np.einsum("pfk,nk->npf", hulls.normals, p) + hulls.offsets[None]  # [n, P, F] signed plane distances
+    p_n, f_n = hulls.offsets.shape
+    s = (points[near] @ hulls.flat_normals.T + hulls.flat_offsets).reshape(len(near), p_n, f_n)
     face = np.argmax(s, axis=2)  # [n, P] the plane the point is most outside of
-    smax = np.take_along_axis(s, face[..., None], axis=2)[..., 0]  # [n, P] <=0 inside the part
+    smax = np.take_along_axis(s, face[..., None], axis=2)[..., 0]  # [n, P] <= 0 inside the part
     part = np.argmin(smax, axis=1)  # the part the point is deepest in (or nearest to)
-    rows = np.arange(len(p))
+    rows = np.arange(len(near))
     depth[near] = -smax[rows, part]
     normal[near] = hulls.normals[part, face[rows, part]]
     return depth, normal

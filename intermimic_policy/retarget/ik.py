@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import re
+
 import numpy as np
 import pinocchio as pin
 
@@ -28,8 +30,8 @@ LWA = pin.ReferenceFrame.LOCAL_WORLD_ALIGNED
 
 @dataclass(frozen=True)
 class IKConfig:
-    iterations: int = 3  # per frame, warm-started from the previous frame
-    max_iterations: int = 8  # while a contact or collision residual is above tolerance
+    iterations: int = 2  # per frame, warm-started from the previous frame
+    max_iterations: int = 3  # while a contact or collision residual is above tolerance (more: no gain)
     first_frame_iterations: int = 60
     tolerance: float = 0.002  # m: contact / foot / penetration residual that ends the iterations
     damping: float = 1e-3
@@ -38,6 +40,9 @@ class IKConfig:
     floor_weight: float = 200.0
     object_margin: float = 0.003  # keep collision points this far outside the object's parts
     floor_margin: float = 0.0
+    step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
+    points_per_link: int = 10  # collision points the IK checks (the metrics check all of them)
+    candidate_buffer: float = 0.05  # m: points this close to floor / object at a frame's start are watched
 
 
 @dataclass
@@ -45,10 +50,11 @@ class Task:
     """Position (3 rows) or orientation (3 rows) of one Pinocchio frame; ``axes`` picks rows."""
 
     frame: int
-    kind: str  # "pos" | "rot"
+    kind: str  # "pos" | "rot" | "dir" (turn the frame's ``axis`` towards the unit vector ``target``)
     target: np.ndarray
     weight: float
     axes: tuple[int, ...] = (0, 1, 2)
+    axis: np.ndarray | None = None
 
 
 @dataclass
@@ -94,12 +100,19 @@ class FrameSolver:
         self.model, self.data = d.model, d.model.createData()
         self.nv = d.model.nv
         cp = d.collision_points
-        # Points are stored link by link: contiguous slices per frame id.
-        starts = np.flatnonzero(np.r_[True, np.diff(cp.frame_ids) != 0])
-        stops = np.r_[starts[1:], len(cp.frame_ids)]
-        self.point_groups = [(int(cp.frame_ids[a]), a, b) for a, b in zip(starts, stops, strict=True)]
-        self.points_local = cp.local
-        self.point_frame = cp.frame_ids
+        keep = cp.rank < self.config.points_per_link  # ranks are farthest-point order: a spread subset
+        dense = {f.link for f in d.config.feet}  # soles: every point (the floor must not miss one)
+        dense |= {d.model.frames[i].name for i in range(d.model.nframes)
+                  if any(re.search(p, d.model.frames[i].name) for p in d.config.dense_links)}
+        keep |= np.isin(np.asarray(cp.link_names), list(dense))
+        self.link_frames, self.point_link = np.unique(cp.frame_ids[keep], return_inverse=True)
+        self.link_frame_list = [int(f) for f in self.link_frames]
+        self.points_local = cp.local[keep]
+        # Points of the link that carries each hand's contact site: while that hand holds the object
+        # its site task defines the contact (on the visual surface, a few mm inside the convex
+        # parts), so those points get no object rows; the fingers still do.
+        names = np.asarray(cp.link_names)[keep]
+        self.hand_points = [names == d.config.site(h.site).link for h in d.config.hands]
         reg = np.full(self.nv, self.config.damping)
         reg[:6] = self.config.root_damping
         self.reg = reg
@@ -107,24 +120,37 @@ class FrameSolver:
 
     # -- geometry at the current q -----------------------------------------------------------
     def _points(self) -> np.ndarray:
-        out = np.empty_like(self.points_local)
-        for fid, a, b in self.point_groups:
-            M = self.data.oMf[fid]
-            out[a:b] = self.points_local[a:b] @ M.rotation.T + M.translation
-        return out
+        """World positions of all collision points (and the link placements, kept for Jacobians)."""
+        oMf = self.data.oMf
+        self._links = np.array([oMf[f].homogeneous for f in self.link_frame_list])  # [L, 4, 4]
+        M = self._links[self.point_link]
+        return np.einsum("nij,nj->ni", M[:, :3, :3], self.points_local) + M[:, :3, 3]
+
+    def _points_subset(self, idx: np.ndarray) -> np.ndarray:
+        """World positions of points ``idx`` only (placements of their links only)."""
+        links = self.point_link[idx]
+        uniq, inv = np.unique(links, return_inverse=True)
+        oMf = self.data.oMf
+        Ms = np.array([oMf[self.link_frame_list[int(li)]].homogeneous for li in uniq])[inv]
+        self._links[links] = Ms
+        return np.einsum("nij,nj->ni", Ms[:, :3, :3], self.points_local[idx]) + Ms[:, :3, 3]
 
     def _point_rows(self, idx: np.ndarray, pts: np.ndarray, normals: np.ndarray, cache: dict[int, np.ndarray]) -> np.ndarray:
-        rows = np.empty((len(idx), self.nv))
-        for r, (i, n) in enumerate(zip(idx, normals, strict=True)):
-            fid = int(self.point_frame[i])
+        """Rows n . J_point dq for points ``idx`` (world positions ``pts``) along ``normals``
+        (n . v_p = n . v + w . (arm x n))."""
+        links = self.point_link[idx]
+        uniq, inv = np.unique(links, return_inverse=True)
+        Js = []
+        for li in uniq:
+            fid = self.link_frame_list[int(li)]
             J = cache.get(fid)
             if J is None:
                 J = cache[fid] = pin.getFrameJacobian(self.model, self.data, fid, LWA)
-            arm = pts[i] - self.data.oMf[fid].translation
-            # velocity of the point = v + w x arm = v - arm x w
-            jp = J[:3] - np.cross(arm[:, None], J[3:], axis=0)
-            rows[r] = n @ jp
-        return rows
+            Js.append(J)
+        J = np.stack(Js)[inv]  # [k, 6, nv]
+        arm = pts - self._links[links, :3, 3]
+        c = np.cross(arm, normals)
+        return np.einsum("ki,kij->kj", normals, J[:, :3]) + np.einsum("ki,kij->kj", c, J[:, 3:])
 
     def residuals(self, q: np.ndarray, collision: Collision | None) -> tuple[float, float]:
         """(floor depth, object depth) in metres at q (positive = penetrating)."""
@@ -139,13 +165,17 @@ class FrameSolver:
 
     # -- one frame ---------------------------------------------------------------------------
     def solve(self, q: np.ndarray, tasks: list[Task], lo: np.ndarray, hi: np.ndarray,
-              collision: Collision | None, iterations: int, strict: list[int] | None = None) -> np.ndarray:
+              collision: Collision | None, iterations: int, strict: list[int] | None = None,
+              holding: tuple[int, ...] = ()) -> np.ndarray:
         """Iterate from q; ``lo``/``hi`` bound the joint coordinates; ``strict`` tasks (indices)
-        keep iterating (up to max_iterations) until their error is below tolerance."""
+        keep iterating (up to max_iterations) until their error is below tolerance; ``holding``
+        hands (indices) are in contact: their points are left out of the object rows."""
         cfg, model, data = self.config, self.model, self.data
         q = q.copy()
         n_iter = max(iterations, 1)
         it = 0
+        mu = 0.0
+        best: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None
         while True:
             pin.computeJointJacobians(model, data, q)
             pin.updateFramePlacements(model, data)
@@ -160,6 +190,10 @@ class FrameSolver:
                 if t.kind == "pos":
                     e = t.target - M.translation
                     Jr = J[:3]
+                elif t.kind == "dir":
+                    assert t.axis is not None
+                    e = np.cross(M.rotation @ t.axis, t.target)
+                    Jr = J[3:]
                 else:
                     e = pin.log3(t.target @ M.rotation.T)
                     Jr = J[3:]
@@ -170,36 +204,69 @@ class FrameSolver:
                 blocks.append(Jr)
                 errs.append(e)
                 weights.append(np.full(len(e), t.weight))
-            pts = self._points()
-            below = np.flatnonzero(pts[:, 2] < cfg.floor_margin)
-            if len(below):
-                up = np.tile([0.0, 0.0, 1.0], (len(below), 1))
-                blocks.append(self._point_rows(below, pts, up, cache))
-                depth = cfg.floor_margin - pts[below, 2]
-                errs.append(depth)
-                weights.append(np.full(len(below), cfg.floor_weight))
-                worst = max(worst, float(depth.max()) - cfg.floor_margin)
-            if collision is not None:
-                local = (pts - collision.pos) @ collision.rot
-                depth, normal = hull_depth(collision.hulls, local, cfg.object_margin)
-                inside = np.flatnonzero(depth > -cfg.object_margin)
-                if len(inside):
-                    nw = normal[inside] @ collision.rot.T
-                    blocks.append(self._point_rows(inside, pts, nw, cache))
-                    errs.append(depth[inside] + cfg.object_margin)
-                    weights.append(np.full(len(inside), cfg.object_weight))
-                    worst = max(worst, float(depth[inside].max()))
+            if it == 0:  # watch the points near the floor or the object for this frame's iterations
+                pts_all = self._points()
+                near_floor = pts_all[:, 2] < cfg.floor_margin + cfg.candidate_buffer
+                near_obj = np.zeros(len(pts_all), bool)
+                if collision is not None:
+                    local = (pts_all - collision.pos) @ collision.rot
+                    near_obj = hull_depth(collision.hulls, local, cfg.candidate_buffer)[0] > -cfg.candidate_buffer
+                    for h in holding:
+                        near_obj &= ~self.hand_points[h]
+                watch = np.flatnonzero(near_floor | near_obj)
+                watch_obj = near_obj[watch]
+                active_floor = np.zeros(len(watch), bool)
+                active_obj = np.zeros(len(watch), bool)
+            if len(watch):
+                # A point once found penetrating keeps its row for the rest of the frame (held at the
+                # margin): rows that switch on and off between iterations make Gauss-Newton oscillate.
+                pts = self._points_subset(watch) if it > 0 else pts_all[watch]
+                active_floor |= pts[:, 2] < cfg.floor_margin
+                below = np.flatnonzero(active_floor)
+                if len(below):
+                    up = np.tile([0.0, 0.0, 1.0], (len(below), 1))
+                    blocks.append(self._point_rows(watch[below], pts[below], up, cache))
+                    depth = cfg.floor_margin - pts[below, 2]
+                    errs.append(depth)
+                    weights.append(np.full(len(below), cfg.floor_weight))
+                    worst = max(worst, float(depth.max()) - cfg.floor_margin)
+                if collision is not None and watch_obj.any():
+                    sel = np.flatnonzero(watch_obj)
+                    local = (pts[sel] - collision.pos) @ collision.rot
+                    depth, normal = hull_depth(collision.hulls, local, cfg.candidate_buffer)
+                    active_obj[sel] |= depth > -cfg.object_margin
+                    keep = active_obj[sel] & np.isfinite(depth)
+                    inside = np.flatnonzero(keep)
+                    if len(inside):
+                        nw = normal[inside] @ collision.rot.T
+                        blocks.append(self._point_rows(watch[sel[inside]], pts[sel[inside]], nw, cache))
+                        errs.append(depth[inside] + cfg.object_margin)
+                        weights.append(np.full(len(inside), cfg.object_weight))
+                        worst = max(worst, float(depth[inside].max()))
             A = np.vstack(blocks)
             b = np.concatenate(errs)
             w = np.concatenate(weights)
-            Aw = A * w[:, None]
-            H = A.T @ Aw + np.diag(self.reg + self.posture)
-            g = Aw.T @ b
-            g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
-            dq = solve_box_ls(H, g, lo - q[7:], hi - q[7:], 6)
+            post = self.desc.default_q - q[7:]
+            cost = float(b @ (w * b)) + float(self.posture[6:] @ (post * post))
+            if best is not None and cost > best[0]:
+                # Levenberg-Marquardt: the step made things worse (a singular straight knee, a row that
+                # switched on): go back and damp harder.
+                mu = max(10.0 * mu, 1e-2)
+                _, q, H, g = best
+                q = q.copy()
+            else:
+                Aw = A * w[:, None]
+                H = A.T @ Aw + np.diag(self.reg + self.posture)
+                g = Aw.T @ b
+                g[6:] += self.posture[6:] * post
+                best = (cost, q.copy(), H, g)
+                mu = 0.0 if mu < 1e-3 else 0.1 * mu
+            Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
+            dq = solve_box_ls(Hd, g, lo - q[7:], hi - q[7:], 6)
             q = pin.integrate(model, q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
             it += 1
-            if it >= max(cfg.max_iterations, n_iter) or (it >= n_iter and worst <= cfg.tolerance):
+            done = worst <= cfg.tolerance or float(np.abs(dq).max()) < cfg.step_tolerance
+            if it >= max(cfg.max_iterations, n_iter) or (it >= n_iter and done):
                 break
         return q

@@ -4,7 +4,8 @@
   mesh), over the (frame, hand) pairs where the source hand is labelled in contact.
 * ``source_contact_error_cm``: the same pairs on the source humanoid: distance of the nearest
   labelled hand body (joint centre) to the surface. The baseline the retargeter is compared with.
-* ``foot_skate_cm_s``: mean horizontal speed of the robot's sole sites at planted frames (both feet).
+* ``foot_skate_cm_s``: mean horizontal speed of the robot's sole sites between consecutive frames
+  where the foot is planted (both feet); ``source_foot_skate_cm_s`` the same for the source feet.
 * ``penetration_cm``: max depth of any robot collision point below the floor or inside the object's
   convex parts (what the simulator collides with), split as floor / object.
 * ``joint_limit_violations``: (frame, joint) entries outside the URDF position range, plus those whose
@@ -38,6 +39,7 @@ def evaluate(desc: RobotDescription, motion: RobotMotion, targets: ClipTargets,
     foot_pos = np.zeros((t_n, len(foot_fid), 3))
     floor_pen = 0.0
     obj_pen = 0.0
+    floor_link = obj_link = ""
     obj_r = Rotation.from_quat(motion.object_rot.astype(np.float64)).as_matrix()
     obj_t = motion.object_pos.astype(np.float64)
     for t in range(t_n):
@@ -50,10 +52,14 @@ def evaluate(desc: RobotDescription, motion: RobotMotion, targets: ClipTargets,
             sel = cp.frame_ids == fid
             M = data.oMf[int(fid)]
             pts[sel] = cp.local[sel] @ M.rotation.T + M.translation
-        floor_pen = max(floor_pen, float(-pts[:, 2].min()))
+        i = int(np.argmin(pts[:, 2]))
+        if -pts[i, 2] > floor_pen:
+            floor_pen, floor_link = float(-pts[i, 2]), cp.link_names[i]
         if geom is not None:
             depth, _ = hull_depth(geom.hulls, (pts - obj_t[t]) @ obj_r[t])
-            obj_pen = max(obj_pen, float(depth.max()))
+            i = int(np.argmax(depth))
+            if depth[i] > obj_pen:
+                obj_pen, obj_link = float(depth[i]), cp.link_names[i]
 
     robot_err: list[float] = []
     source_err: list[float] = []
@@ -64,10 +70,10 @@ def evaluate(desc: RobotDescription, motion: RobotMotion, targets: ClipTargets,
             robot_err = geom.surface.closest(local)[1].tolist()
             source_err = targets.source_hand_dist[tt, hh].tolist()
 
-    speeds = np.linalg.norm(np.gradient(foot_pos[..., :2], axis=0), axis=2) * motion.fps if t_n > 1 else np.zeros((t_n, len(foot_fid)))
-    skate = speeds[targets.foot_planted]
-    src_speed = np.linalg.norm(np.gradient(targets.source_foot[..., :2], axis=0), axis=2) * motion.fps if t_n > 1 else speeds
-    src_skate = src_speed[targets.foot_planted]
+    # Skate: horizontal speed between consecutive frames where the foot is planted in both.
+    both = targets.foot_planted[1:] & targets.foot_planted[:-1]
+    skate = (np.linalg.norm(np.diff(foot_pos[..., :2], axis=0), axis=2) * motion.fps)[both]
+    src_skate = (np.linalg.norm(np.diff(targets.source_foot[..., :2], axis=0), axis=2) * motion.fps)[both]
 
     qj = motion.joint_pos.astype(np.float64)
     pos_viol = int(((qj < desc.lower - LIMIT_TOL) | (qj > desc.upper + LIMIT_TOL)).sum())
@@ -91,6 +97,8 @@ def evaluate(desc: RobotDescription, motion: RobotMotion, targets: ClipTargets,
         "penetration_cm": round(max(floor_pen, obj_pen, 0.0) * 100, 3),
         "floor_penetration_cm": round(max(floor_pen, 0.0) * 100, 3),
         "object_penetration_cm": round(max(obj_pen, 0.0) * 100, 3),
+        "floor_penetration_link": floor_link,
+        "object_penetration_link": obj_link,
         "joint_limit_violations": pos_viol + vel_viol,
         "joint_position_violations": pos_viol,
         "joint_velocity_violations": vel_viol,

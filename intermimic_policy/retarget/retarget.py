@@ -31,9 +31,13 @@ class RetargetConfig:
     ik: IKConfig = field(default_factory=IKConfig)
     targets: TargetConfig = field(default_factory=TargetConfig)
     hand_weight: float = 2.0  # free hand point (scaled source)
-    contact_weight: float = 100.0  # hand on the object surface
-    foot_weight: float = 50.0  # planted sole position
+    contact_weight: float = 1000.0  # hand on the object surface
+    foot_weight: float = 1000.0  # planted sole position
     foot_rot_weight: float = 5.0  # planted sole flat, fixed yaw
+    # Palm normal against the surface normal while in contact. Off by default: the G1 Dex3 thumb sticks
+    # out of the palm face by 12 cm at rest (6 cm curled), so a palm laid flat drives the thumb in.
+    palm_weight: float = 0.0
+    free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
 
 
@@ -42,9 +46,15 @@ class RetargetResult:
     motion: RobotMotion
     targets: ClipTargets
     seconds: float  # wall time of the IK loop
+    cpu_seconds: float  # CPU time of the IK loop (this process; one thread = one core)
 
     @property
     def frames_per_s(self) -> float:
+        """Frames per second of one core's CPU time (unaffected by other jobs sharing the machine)."""
+        return self.motion.num_frames / max(self.cpu_seconds, 1e-9)
+
+    @property
+    def frames_per_wall_s(self) -> float:
         return self.motion.num_frames / max(self.seconds, 1e-9)
 
 
@@ -64,6 +74,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
     pair_fid = [desc.frame_id(p.frame) for p in pairs]
     hand_fid = [desc.frame_id(h.site) for h in desc.config.hands]
     foot_fid = [desc.frame_id(f.site) for f in desc.config.feet]
+    palm_normal = [None if h.normal is None else np.asarray(h.normal, dtype=np.float64) for h in desc.config.hands]
     obj_rot = Rotation.from_quat(motion.object_rot.astype(np.float64)).as_matrix()
     obj_pos = motion.object_pos.astype(np.float64)
     dt = 1.0 / motion.fps
@@ -76,7 +87,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
     q[:2] = tg.pos[0, 0, :2]
     q[3:7] = Rotation.from_matrix(_yaw_matrix(tg.rot[0, 0])).as_quat()
     locks: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(foot_fid)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for t in range(t_n):
         tasks: list[Task] = []
         for k, (p, fid) in enumerate(zip(pairs, pair_fid, strict=True)):
@@ -85,12 +96,16 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             if p.rot_weight > 0:
                 tasks.append(Task(fid, "rot", tg.rot[t, k], p.rot_weight * cfg.weight_scale))
         strict: list[int] = []
+        holding: list[int] = []
         for h, fid in enumerate(hand_fid):
             a = tg.hand_blend[t, h]
             target = a * tg.hand_surface[t, h] + (1.0 - a) * tg.hand_free[t, h]
             if tg.hand_contact[t, h]:
                 strict.append(len(tasks))
+                holding.append(h)
             tasks.append(Task(fid, "pos", target, cfg.hand_weight + a * (cfg.contact_weight - cfg.hand_weight)))
+            if a > 0 and palm_normal[h] is not None:  # palm faces the surface it touches
+                tasks.append(Task(fid, "dir", -tg.hand_surface_normal[t, h], a * cfg.palm_weight, axis=palm_normal[h]))
         new_locks: list[int] = []
         for f, fid in enumerate(foot_fid):
             if not tg.foot_planted[t, f]:
@@ -116,14 +131,14 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             hi = np.minimum(desc.upper, out[t - 1, 7:] + vmax)
             iters = cfg.ik.iterations
         collision = Collision(geom.hulls, obj_rot[t], obj_pos[t]) if geom is not None else None
-        q = solver.solve(q, tasks, lo, hi, collision, iters, strict)
+        q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else ())
         if new_locks:
             pin.framesForwardKinematics(model, solver.data, q)
             for f in new_locks:
                 M = solver.data.oMf[foot_fid[f]]
                 locks[f] = (np.array([M.translation[0], M.translation[1], 0.0]), _yaw_matrix(M.rotation))
         out[t] = q
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
     quat = out[:, 3:7] / np.linalg.norm(out[:, 3:7], axis=1, keepdims=True)
     robot_motion = RobotMotion(
@@ -136,4 +151,4 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         foot_contact=tg.foot_planted.copy(), name=motion.name, source=motion.source or motion.name,
         meta={"scale": f"{tg.scale:.6f}", "robot_hash": desc.content_hash, "retargeter": "intermimic.retarget/1"},
     )
-    return RetargetResult(robot_motion, tg, seconds)
+    return RetargetResult(robot_motion, tg, seconds, cpu_seconds)

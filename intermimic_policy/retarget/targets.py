@@ -16,10 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pinocchio as pin
+import torch
 from scipy.ndimage import uniform_filter1d
 from scipy.spatial.transform import Rotation
 
 from intermimic_policy.embodiment import smplx_body
+from intermimic_policy.embodiment.fk import bone_offsets_from_pose
 from intermimic_policy.embodiment.robot import RobotDescription
 from intermimic_policy.motion.hoi_motion import CONTACT_MUST_TOUCH, HOIMotion
 from intermimic_policy.retarget.geometry import ObjectGeometry
@@ -58,6 +61,22 @@ def source_leg_length(motion: HOIMotion) -> float:
     return float(np.mean(lengths))
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+
+def source_rest_positions(motion: HOIMotion) -> np.ndarray:
+    """[52, 3] the clip's own skeleton at rest (identity rotations), pelvis at the origin:
+    per-bone offsets in the parent frame, median over frames, chained down the tree."""
+    off = bone_offsets_from_pose(torch.from_numpy(motion.body_pos.astype(np.float64)),
+                                 torch.from_numpy(motion.body_rot.astype(np.float64))).numpy()
+    off = np.median(off, axis=0)
+    rest = np.zeros((smplx_body.NUM_BODIES, 3))
+    for b in range(1, smplx_body.NUM_BODIES):
+        rest[b] = rest[smplx_body.PARENTS[b]] + off[b]
+    return rest
+
+
 def clip_scale(desc: RobotDescription, motion: HOIMotion) -> float:
     cfg = desc.config
     if cfg.scale_rule == "fixed":
@@ -85,12 +104,27 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         return anchor + s * (p - anchor)
 
     body_pos = motion.body_pos.astype(np.float64)
-    pair_ids = [smplx_body.body_index(p.body) for p in desc.config.pairs]
-    pos = scaled(body_pos[:, pair_ids])
+    pairs = desc.config.pairs
+    pair_ids = [smplx_body.body_index(p.body) for p in pairs]
     rots = Rotation.from_quat(motion.body_rot[:, pair_ids].reshape(-1, 4).astype(np.float64)).as_matrix()
     rots = rots.reshape(t_n, len(pair_ids), 3, 3)
-    offsets = np.stack([np.asarray(p.rot_offset) for p in desc.config.pairs])
+    offsets = np.stack([np.asarray(p.rot_offset) for p in pairs])
     rot = np.einsum("tpij,pjk->tpik", rots, offsets)
+    # Rest poses: robot frames at q = 0, source bodies from the clip's own bones (both pelvis-relative).
+    robot_rest = desc.frame_positions(pin.neutral(desc.model), [p.frame for p in pairs])
+    robot_rest -= desc.frame_positions(pin.neutral(desc.model), [desc.config.root_link])[0]
+    src_rest = source_rest_positions(motion)
+    pos = np.zeros((t_n, len(pairs), 3))
+    index = {p.body: k for k, p in enumerate(pairs)}
+    for k, p in enumerate(pairs):
+        b = pair_ids[k]
+        if p.chain is None:
+            calib = robot_rest[k] - s * src_rest[b]  # rest offset, in the (rest = identity) body frame
+            pos[:, k] = scaled(body_pos[:, [b]])[:, 0] + np.einsum("tij,j->ti", rots[:, k], calib)
+        else:
+            j = index[p.chain]
+            length = float(np.linalg.norm(robot_rest[k] - robot_rest[j]))
+            pos[:, k] = pos[:, j] + length * _unit(body_pos[:, b] - body_pos[:, pair_ids[j]])
 
     hands = desc.config.hands
     h_n = len(hands)
@@ -109,7 +143,13 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         contact[:, h] = (lab == CONTACT_MUST_TOUCH).any(axis=1) & motion.object_contact.astype(bool)
         hand_label[:, h] = np.where(contact[:, h], 1, np.where((lab == -1).all(axis=1), -1, 0))
         point = body_pos[:, list(hand.point)].mean(axis=1)
-        free[:, h] = scaled(point[:, None])[:, 0]
+        if hand.chain is None:
+            free[:, h] = scaled(point[:, None])[:, 0]
+        else:
+            j = index[hand.chain]
+            q0 = pin.neutral(desc.model)
+            site, base = desc.frame_positions(q0, [hand.site, pairs[j].frame])
+            free[:, h] = pos[:, j] + float(np.linalg.norm(site - base)) * _unit(point - body_pos[:, pair_ids[j]])
         if geom is None or not contact[:, h].any():
             continue
         local = np.einsum("tji,tj->ti", obj_r, point - obj_t)  # source hand point, object frame
