@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "training.export_cli",
     "intermimic_policy.sim.env_cli",
     "intermimic_policy.ros.launch_cli",
+    "intermimic_policy.retarget.commands",
 )
 
 

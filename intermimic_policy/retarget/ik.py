@@ -42,7 +42,9 @@ class IKConfig:
     floor_margin: float = 0.0
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 10  # collision points the IK checks (the metrics check all of them)
-    candidate_buffer: float = 0.05  # m: points this close to floor / object at a frame's start are watched
+    candidate_buffer: float = 0.05  # m: points this close to the object at a frame's start are watched
+    floor_buffer: float = 0.15  # m: ... and this close to the floor (a swing foot drops fast)
+    recheck_depth: float = 0.01  # m: object depth after the last step that earns extra iterations
 
 
 @dataclass
@@ -206,7 +208,7 @@ class FrameSolver:
                 weights.append(np.full(len(e), t.weight))
             if it == 0:  # watch the points near the floor or the object for this frame's iterations
                 pts_all = self._points()
-                near_floor = pts_all[:, 2] < cfg.floor_margin + cfg.candidate_buffer
+                near_floor = pts_all[:, 2] < cfg.floor_margin + cfg.floor_buffer
                 near_obj = np.zeros(len(pts_all), bool)
                 if collision is not None:
                     local = (pts_all - collision.pos) @ collision.rot
@@ -268,5 +270,20 @@ class FrameSolver:
             it += 1
             done = worst <= cfg.tolerance or float(np.abs(dq).max()) < cfg.step_tolerance
             if it >= max(cfg.max_iterations, n_iter) or (it >= n_iter and done):
+                # The last step is unverified: if it pushed a watched point into the floor or the
+                # object, take up to two more iterations (their rows are then active).
+                if it < max(cfg.max_iterations, n_iter) + 2 and len(watch) and self._penetrates(q, watch, watch_obj, collision):
+                    continue
                 break
         return q
+
+    def _penetrates(self, q: np.ndarray, watch: np.ndarray, watch_obj: np.ndarray, collision: Collision | None) -> bool:
+        cfg = self.config
+        pin.framesForwardKinematics(self.model, self.data, q)
+        pts = self._points_subset(watch)
+        if float(pts[:, 2].min()) < cfg.floor_margin - cfg.tolerance:
+            return True
+        if collision is not None and watch_obj.any():
+            local = (pts[watch_obj] - collision.pos) @ collision.rot
+            return bool(hull_depth(collision.hulls, local)[0].max() > cfg.recheck_depth)
+        return False
