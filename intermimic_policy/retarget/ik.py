@@ -69,26 +69,36 @@ class Collision:
 
 
 def solve_box_ls(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int) -> np.ndarray:
-    """argmin 0.5 x'Hx - g'x with lo <= x[offset:] <= hi (H positive definite), by active set."""
+    """argmin 0.5 x'Hx - g'x with lo <= x[offset:] <= hi (H positive definite), by active set:
+    clamp the variables that leave the box, re-solve for the free ones, release a clamped variable
+    whose multiplier has the wrong sign (it wants back inside), until the KKT conditions hold."""
     n = len(g)
     x = np.linalg.solve(H, g)
+    xs = x[offset:]
+    if np.all(xs <= hi) and np.all(xs >= lo):
+        return x
     fixed = np.zeros(n, bool)
     xb = np.zeros(n)
-    for _ in range(n):
+    for _ in range(3 * n):
         xs = x[offset:]
-        over, under = xs > hi + 1e-12, xs < lo - 1e-12
-        if not (over.any() or under.any()):
-            break
-        newly = np.zeros(n, bool)
-        newly[offset:] = over | under
-        xb[offset:][over] = hi[over]
-        xb[offset:][under] = lo[under]
-        fixed |= newly
+        over = ~fixed[offset:] & (xs > hi + 1e-12)
+        under = ~fixed[offset:] & (xs < lo - 1e-12)
+        if over.any() or under.any():
+            xb[offset:][over] = hi[over]
+            xb[offset:][under] = lo[under]
+            fixed[offset:] |= over | under
+        else:
+            grad = g - H @ x  # descent direction of the free problem; at a bound it must point outwards
+            at_hi = fixed[offset:] & (xb[offset:] >= hi)
+            at_lo = fixed[offset:] & ~at_hi
+            wrong = np.where(at_hi, -grad[offset:], 0.0) + np.where(at_lo, grad[offset:], 0.0)
+            i = int(np.argmax(wrong))
+            if wrong[i] <= 1e-10:
+                break
+            fixed[offset + i] = False
         free = ~fixed
-        rhs = g[free] - H[np.ix_(free, fixed)] @ xb[fixed]
         x = xb.copy()
-        x[free] = np.linalg.solve(H[np.ix_(free, free)], rhs)
-    x[fixed] = xb[fixed]
+        x[free] = np.linalg.solve(H[np.ix_(free, free)], g[free] - H[np.ix_(free, fixed)] @ xb[fixed])
     return x
 
 
