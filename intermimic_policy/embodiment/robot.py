@@ -133,6 +133,13 @@ def _source_ids(spec: Any, where: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _vec3(v: Any, where: str) -> tuple[float, float, float]:
+    a = np.asarray(v, dtype=np.float64)
+    if a.shape != (3,) or not np.isfinite(a).all():
+        raise RobotError(f"{where}: expected 3 finite numbers, got {v!r}")
+    return (float(a[0]), float(a[1]), float(a[2]))
+
+
 def _unit3(v: Any, where: str) -> tuple[float, float, float]:
     a = np.asarray(v, dtype=np.float64)
     if a.shape != (3,) or not np.linalg.norm(a) > 0:
@@ -191,7 +198,7 @@ def load_robot_config(robot: str | os.PathLike[str]) -> RobotConfig:
     legs = tuple(tuple(str(x) for x in leg) for leg in scale.get("robot_legs", ()))
     if rule == "leg_length" and not legs:
         raise RobotError(f"{w}: scale.rule leg_length needs scale.robot_legs (hip, knee, ankle frames per leg)")
-    pairs = []
+    pairs: list[BodyPair] = []
     for i, p in enumerate(raw["pairs"]):
         off = p.get("rot_offset")
         rot = tuple(tuple(float(v) for v in row) for row in off) if off is not None else BodyPair.rot_offset
@@ -203,7 +210,7 @@ def load_robot_config(robot: str | os.PathLike[str]) -> RobotConfig:
             raise RobotError(f"{w}: pairs[{i}].chain {chain!r} must name the body of an earlier pair")
         pairs.append(BodyPair(str(p["body"]), str(p["frame"]), float(p.get("pos", 1.0)), float(p.get("rot", 0.0)), rot,
                               str(chain) if chain is not None else None))
-    sites = tuple(Site(str(n), str(s["link"]), tuple(float(v) for v in s.get("pos", (0, 0, 0))))  # type: ignore[misc]
+    sites = tuple(Site(str(n), str(s["link"]), _vec3(s.get("pos", (0, 0, 0)), f"{w}: sites.{n}.pos"))
                   for n, s in (raw.get("sites") or {}).items())
     hands = tuple(
         HandContact(str(h["name"]), str(h["site"]), _source_ids(h["source_bodies"], f"{w}: hands"),
@@ -381,7 +388,7 @@ class RobotDescription:
             if not meshes:
                 continue
             mesh = trimesh.util.concatenate(meshes) if len(meshes) > 1 else meshes[0]
-            pts = _spread_points(mesh, per_link)
+            pts = _spread_points(mesh, per_link)  # type: ignore[arg-type]
             fid = self.model.getFrameId(lname)
             ids += [fid] * len(pts)
             local.append(pts)
@@ -401,7 +408,7 @@ class RobotDescription:
             path = (self.config.urdf.parent / shape.get("filename", "").replace("package://", "")).resolve()
             if not path.is_file():
                 raise RobotError(f"{self.config.urdf}: collision mesh {path} does not exist")
-            mesh = trimesh.load(str(path), force="mesh", process=False)
+            mesh = trimesh.load(str(path), force="mesh", process=False)  # type: ignore[assignment]
             s = [float(v) for v in shape.get("scale", "1 1 1").split()]
             mesh.apply_scale(s if len(s) == 3 else s[0])
         elif shape.tag == "box":
@@ -420,7 +427,7 @@ class RobotDescription:
             T[:3, :3] = pin.rpy.rpyToMatrix(*rpy)
             T[:3, 3] = xyz
             mesh.apply_transform(T)
-        return mesh
+        return mesh  # type: ignore[return-value]
 
     @cached_property
     def content_hash(self) -> str:

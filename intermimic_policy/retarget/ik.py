@@ -15,9 +15,8 @@ one-sided residuals on the robot's collision points that are inside (or within a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import pinocchio as pin
