@@ -81,3 +81,9 @@ def test_cli_writes_motion_report_and_plot(tmp_path, motions_root) -> None:
     assert motion.num_frames == 20 and motion.robot == "g1"
     assert (out / "report.json").is_file() and row["plot"].endswith(".png")
     assert main(["retarget", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    # `intermimic replay` recognises a robot motion: video (where OpenGL exists), sheet, joint plot.
+    rep = tmp_path / "replay"
+    assert main(["replay", row["motion"], "--out", str(rep), "--stride", "5", "--quiet", "--width", "320", "--height", "240"]) == 0
+    summary = json.loads((rep / "summary.json").read_text())
+    assert (rep / "joints.png").is_file() and summary["robot"] == "g1"
+    assert summary["video"] is None or (rep / "replay.mp4").is_file() or (rep / "replay.gif").is_file()
