@@ -36,7 +36,7 @@ class IKConfig:
     damping: float = 1e-3
     root_damping: float = 1e-4
     object_weight: float = 200.0
-    floor_weight: float = 200.0
+    floor_weight: float = 2000.0
     object_margin: float = 0.003  # keep collision points this far outside the object's parts
     floor_margin: float = 0.0
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)

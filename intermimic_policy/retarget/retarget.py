@@ -32,7 +32,7 @@ class RetargetConfig:
     targets: TargetConfig = field(default_factory=TargetConfig)
     hand_weight: float = 2.0  # free hand point (scaled source)
     contact_weight: float = 1000.0  # hand on the object surface
-    foot_weight: float = 1000.0  # planted sole position
+    foot_weight: float = 1e4  # planted sole position: feet first (no skating) when hands cannot reach
     foot_rot_weight: float = 5.0  # planted sole flat, fixed yaw
     # Palm normal against the surface normal while in contact. Off by default: the G1 Dex3 thumb sticks
     # out of the palm face by 12 cm at rest (6 cm curled), so a palm laid flat drives the thumb in.
@@ -76,7 +76,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
     foot_fid = [desc.frame_id(f.site) for f in desc.config.feet]
     palm_normal = [None if h.normal is None else np.asarray(h.normal, dtype=np.float64) for h in desc.config.hands]
     obj_rot = Rotation.from_quat(motion.object_rot.astype(np.float64)).as_matrix()
-    obj_pos = motion.object_pos.astype(np.float64)
+    obj_pos = tg.object_pos
     dt = 1.0 / motion.fps
     vmax = desc.velocity_limit * dt
     t_n = motion.num_frames
@@ -145,7 +145,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         fps=float(motion.fps), robot=desc.name, joint_names=desc.joint_names,
         root_pos=out[:, :3].copy(), root_rot=quat,
         joint_pos=out[:, 7:].copy(),
-        object_pos=motion.object_pos.astype(np.float32), object_rot=motion.object_rot.astype(np.float32),
+        object_pos=tg.object_pos.astype(np.float32), object_rot=motion.object_rot.astype(np.float32),
         object_name=motion.object_name, hand_names=tuple(h.name for h in desc.config.hands),
         hand_contact=tg.hand_label.astype(np.int8), foot_names=tuple(f.name for f in desc.config.feet),
         foot_contact=tg.foot_planted.copy(), name=motion.name, source=motion.source or motion.name,

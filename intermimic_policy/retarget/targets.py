@@ -1,8 +1,9 @@
 """Per-frame IK targets from an SMPL-X HOI clip: scaled body points, hand contacts, planted feet.
 
 * Scale: source positions shrink (or grow) by ``s`` about the floor point under the source pelvis,
-  so the robot walks the source's path while its limbs keep their proportions. The object is not
-  scaled: the robot handles the real object.
+  so the robot walks the source's path while its limbs keep their proportions. The object keeps its
+  size (the robot handles the real object) and its horizontal path; its height above where it starts
+  is scaled by ``s``, so what the source lifts to its chest the robot lifts to its own chest.
 * Hands: a hand is in contact when any of its source bodies is labelled +1. Its target is the object
   surface point nearest the source hand point, stored in the object frame (so it rides with the
   object), smoothed over the contact segment and projected back onto the surface. Around a segment
@@ -37,6 +38,7 @@ class TargetConfig:
     foot_height: float = 0.05  # planted: foot body within this of its clip floor level (m)...
     foot_speed: float = 0.25  # ...and slower than this (m/s, horizontal)
     min_planted_frames: int = 3
+    scale_object_height: bool = True  # object height above its first frame scaled by s (else as the source)
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +55,7 @@ class ClipTargets:
     source_hand_dist: np.ndarray  # [T, H] source: min distance of labelled hand bodies to the surface
     foot_planted: np.ndarray  # [T, F] bool
     source_foot: np.ndarray  # [T, F, 3] scaled source foot point (mean of its bodies)
+    object_pos: np.ndarray  # [T, 3] the robot's object path: height above its start scaled by s
 
 
 def source_leg_length(motion: HOIMotion) -> float:
@@ -138,6 +141,10 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
     src_dist = np.full((t_n, h_n), np.nan)
     obj_r = Rotation.from_quat(motion.object_rot.astype(np.float64)).as_matrix()
     obj_t = motion.object_pos.astype(np.float64)
+    # The robot lifts what the source lifts by s times as much (a table raised to a person's chest
+    # goes to the robot's chest); resting and horizontal positions stay, so nothing slides.
+    robot_obj = obj_t.copy()
+    robot_obj[:, 2] = obj_t[0, 2] + s * (obj_t[:, 2] - obj_t[0, 2]) if cfg.scale_object_height else obj_t[:, 2]
     for h, hand in enumerate(hands):
         lab = labels[:, list(hand.source_bodies)]
         contact[:, h] = (lab == CONTACT_MUST_TOUCH).any(axis=1) & motion.object_contact.astype(bool)
@@ -178,7 +185,7 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         blend[:, h] = np.clip(1.0 - gap / max(cfg.blend_frames, 1), 0.0, 1.0)
         blend[contact[:, h], h] = 1.0
         loc = c_local[nearest]
-        surf[:, h] = np.einsum("tij,tj->ti", obj_r, loc) + obj_t
+        surf[:, h] = np.einsum("tij,tj->ti", obj_r, loc) + robot_obj
         surf_n[:, h] = np.einsum("tij,tj->ti", obj_r, c_normal[nearest])
 
     feet = desc.config.feet
@@ -197,4 +204,4 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
                 mask[a:b] = False
         planted[:, f] = mask
         src_foot[:, f] = scaled(pts.mean(axis=1)[:, None])[:, 0]
-    return ClipTargets(s, pos, rot, contact, hand_label, free, surf, surf_n, blend, src_dist, planted, src_foot)
+    return ClipTargets(s, pos, rot, contact, hand_label, free, surf, surf_n, blend, src_dist, planted, src_foot, robot_obj)
