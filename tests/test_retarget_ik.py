@@ -61,3 +61,29 @@ def test_ik_respects_position_and_velocity_bounds(g1) -> None:
     lo, hi = np.maximum(g1.lower, q0[7:] - step), np.minimum(g1.upper, q0[7:] + step)
     q = solver.solve(q0, tasks, lo, hi, None, iterations=20)
     assert np.all(q[7:] >= lo - 1e-9) and np.all(q[7:] <= hi + 1e-9)
+
+
+def test_hull_depth_is_exact_for_boxes() -> None:
+    """Penetration depth against convex parts: two unit-ish boxes, points inside and near them."""
+    import trimesh
+
+    from intermimic_policy.retarget.geometry import hull_depth, hull_set
+
+    a = trimesh.creation.box(extents=(0.4, 0.2, 0.2))
+    b = trimesh.creation.box(extents=(0.2, 0.2, 0.2))
+    b.apply_translation((0.0, 0.0, 0.3))
+    hulls = hull_set(((np.asarray(a.vertices), np.asarray(a.faces)), (np.asarray(b.vertices), np.asarray(b.faces))))
+    rng = np.random.default_rng(3)
+    pts = rng.uniform((-0.3, -0.2, -0.2), (0.3, 0.2, 0.5), size=(2000, 3))
+
+    def box_depth(p: np.ndarray, half: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        return np.min(half - np.abs(p - centre), axis=1)  # > 0 inside: distance to the nearest face
+
+    ref = np.maximum(box_depth(pts, np.array([0.2, 0.1, 0.1]), np.zeros(3)),
+                     box_depth(pts, np.array([0.1, 0.1, 0.1]), np.array([0.0, 0.0, 0.3])))
+    depth, normal = hull_depth(hulls, pts, margin=0.02)
+    inside = ref > 0
+    assert inside.sum() > 100
+    assert np.allclose(depth[inside], ref[inside], atol=1e-9)
+    assert np.allclose(np.linalg.norm(normal[inside], axis=1), 1.0)
+    assert np.all(depth[ref < -0.05] < 0)

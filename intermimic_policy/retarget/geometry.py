@@ -27,6 +27,9 @@ class HullSet:
     offsets: np.ndarray  # [P, F] inside: n . x + offset <= 0 (padding: -inf, never the max)
     lo: np.ndarray  # [3] bounding box of all parts
     hi: np.ndarray
+    part_lo: np.ndarray  # [P, 3] bounding box of each part
+    part_hi: np.ndarray
+    face_counts: np.ndarray  # [P] planes per part (the rest is padding)
 
     @property
     def flat_normals(self) -> np.ndarray:
@@ -46,15 +49,18 @@ def hull_set(parts: tuple[tuple[np.ndarray, np.ndarray], ...]) -> HullSet:
         normals[i, : len(e)] = e[:, :3]
         offsets[i, : len(e)] = e[:, 3]
     allv = np.concatenate([v for v, _ in parts])
-    return HullSet(normals, offsets, allv.min(0), allv.max(0))
+    part_lo = np.stack([v.min(0) for v, _ in parts])
+    part_hi = np.stack([v.max(0) for v, _ in parts])
+    counts = np.array([len(e) for e in eqs])
+    return HullSet(normals, offsets, allv.min(0), allv.max(0), part_lo, part_hi, counts)
 
 
 def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(depth [N], outward normal of the nearest face [N, 3]) for points in the object frame.
 
     depth > 0: inside a part by that much; depth in (-margin, 0]: outside but within ``margin`` of a
-    face plane of the part (a lower bound of the gap). Points farther than ``margin`` from the
-    bounding box get depth -inf.
+    face plane of the part (a lower bound of the gap). Points not within ``margin`` of any part's
+    bounding box get depth -inf. Each part only sees the points inside its own box (+ margin).
     """
     n = len(points)
     depth = np.full(n, -np.inf)
@@ -62,14 +68,21 @@ def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple
     near = np.flatnonzero(np.all((points > hulls.lo - margin) & (points < hulls.hi + margin), axis=1))
     if not len(near):
         return depth, normal
-    p_n, f_n = hulls.offsets.shape
-    s = (points[near] @ hulls.flat_normals.T + hulls.flat_offsets).reshape(len(near), p_n, f_n)
-    face = np.argmax(s, axis=2)  # [n, P] the plane the point is most outside of
-    smax = np.take_along_axis(s, face[..., None], axis=2)[..., 0]  # [n, P] <= 0 inside the part
-    part = np.argmin(smax, axis=1)  # the part the point is deepest in (or nearest to)
-    rows = np.arange(len(near))
-    depth[near] = -smax[rows, part]
-    normal[near] = hulls.normals[part, face[rows, part]]
+    p = points[near]
+    best = np.full(len(near), -np.inf)
+    best_n = np.zeros((len(near), 3))
+    inside_box = np.all((p[:, None] > hulls.part_lo[None] - margin) & (p[:, None] < hulls.part_hi[None] + margin), axis=2)
+    for k in np.flatnonzero(inside_box.any(axis=0)):
+        idx = np.flatnonzero(inside_box[:, k])
+        f = hulls.face_counts[k]
+        s = p[idx] @ hulls.normals[k, :f].T + hulls.offsets[k, :f]  # [m, F] signed plane distances
+        face = np.argmax(s, axis=1)
+        d = -s[np.arange(len(idx)), face]  # > 0 inside the part
+        better = d > best[idx]
+        best[idx[better]] = d[better]
+        best_n[idx[better]] = hulls.normals[k, face[better]]
+    depth[near] = best
+    normal[near] = best_n
     return depth, normal
 
 
