@@ -87,3 +87,16 @@ def test_cli_writes_motion_report_and_plot(tmp_path, motions_root) -> None:
     summary = json.loads((rep / "summary.json").read_text())
     assert (rep / "joints.png").is_file() and summary["robot"] == "g1"
     assert summary["video"] is None or (rep / "replay.mp4").is_file() or (rep / "replay.gif").is_file()
+
+
+def test_g1_embodiment_table(setup) -> None:
+    from intermimic_policy.embodiment.robot import embodiment
+
+    g1 = setup[0]
+    e = embodiment(g1)
+    assert e.num_dofs == 43 and e.joint_names[0] == "left_hip_pitch_joint" and e.joint_names[-1] == "right_hand_thumb_2_joint"
+    assert e.kp[e.joint_names.index("right_wrist_yaw_joint")] == 200 and e.kd[e.joint_names.index("left_hand_index_0_joint")] == 10
+    offset, scale = e.action_offset_scale()
+    assert np.allclose(offset - scale, e.lower) and np.allclose(offset + scale, e.upper)
+    assert "left_hand_palm_link" in e.contact_bodies and "right_ankle_roll_link" in e.contact_bodies
+    assert e.root_body == "pelvis" and e.control_hz == 30.0

@@ -449,6 +449,55 @@ def _spread_points(mesh: trimesh.Trimesh, n: int) -> np.ndarray:
     return dense[chosen].astype(np.float64)
 
 
+@dataclass(frozen=True, eq=False)
+class Embodiment:
+    """What an environment, a policy contract and the ROS nodes need to drive a body, in one place
+    (joint table, gains, limits, rates, bodies for observations and contacts). Built from a robot
+    description here; the SMPL-X humanoid's equivalent lives in ``smplx_body``."""
+
+    name: str
+    joint_names: tuple[str, ...]
+    kp: np.ndarray
+    kd: np.ndarray
+    effort_limit: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity_limit: np.ndarray
+    default_pos: np.ndarray
+    control_hz: float
+    physics_hz: float
+    root_body: str
+    key_bodies: tuple[str, ...]  # tracked links (the YAML pairs), observation order
+    contact_bodies: tuple[str, ...]  # links that touch the object (hands) and the floor (feet)
+    content_hash: str
+
+    @property
+    def num_dofs(self) -> int:
+        return len(self.joint_names)
+
+    def action_offset_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """Upstream's G1 action map (spec 11): offset = mid-range, scale = half-range."""
+        return (self.lower + self.upper) / 2.0, (self.upper - self.lower) / 2.0
+
+
+def embodiment(desc: RobotDescription) -> Embodiment:
+    cfg = desc.config
+
+    def link_of(frame: str) -> str:
+        names = {s.name: s.link for s in cfg.sites}
+        return names.get(frame, frame)
+
+    key = tuple(dict.fromkeys(link_of(p.frame) for p in cfg.pairs))
+    contact = tuple(dict.fromkeys([link_of(h.site) for h in cfg.hands] + [f.link for f in cfg.feet]))
+    return Embodiment(
+        name=desc.name, joint_names=desc.joint_names, kp=desc.gains_kp.copy(), kd=desc.gains_kd.copy(),
+        effort_limit=desc.effort_limit.copy(), lower=desc.lower.copy(), upper=desc.upper.copy(),
+        velocity_limit=desc.velocity_limit.copy(), default_pos=desc.default_q.copy(),
+        control_hz=smplx_body.CONTROL_HZ, physics_hz=smplx_body.PHYSICS_HZ, root_body=cfg.root_link,
+        key_bodies=key, contact_bodies=contact, content_hash=desc.content_hash,
+    )
+
+
 _CACHE: dict[tuple[str, str], RobotDescription] = {}
 
 
