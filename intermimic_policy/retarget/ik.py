@@ -221,7 +221,12 @@ class FrameSolver:
                 near_obj = np.zeros(len(pts_all), bool)
                 if collision is not None:
                     local = (pts_all - collision.pos) @ collision.rot
-                    near_obj = hull_depth(collision.hulls, local, cfg.candidate_buffer)[0] > -cfg.candidate_buffer
+                    hb, m = collision.hulls, cfg.candidate_buffer  # near a part's box: cheap and enough
+                    near_obj = np.zeros(len(local), bool)
+                    box = np.flatnonzero(np.all((local > hb.lo - m) & (local < hb.hi + m), axis=1))
+                    if len(box):
+                        inside = (local[box, None] > hb.part_lo[None] - m) & (local[box, None] < hb.part_hi[None] + m)
+                        near_obj[box] = inside.all(axis=2).any(axis=1)
                     for h in holding:
                         near_obj &= ~self.hand_points[h]
                 watch = np.flatnonzero(near_floor | near_obj)
