@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "intermimic_policy.sim.env_cli",
     "intermimic_policy.ros.launch_cli",
     "intermimic_policy.stream.commands",
+    "intermimic_policy.retarget.commands",
 )
 
 

@@ -32,6 +32,8 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"errors", "contract", "observation"},
     "sim": {"errors", "geometry", "embodiment", "motion", "state", "observation", "contract"},
     "config_io": {"errors"},
+    "retarget": {"geometry", "embodiment", "motion", "sim"},
+    "stream": {"geometry", "motion", "ros"},
 }
 
 
@@ -74,8 +76,8 @@ def test_the_library_never_imports_training_not_even_by_name() -> None:
 def test_each_layer_imports_only_the_layers_below(package: str) -> None:
     offenders = []
     for path in _library_files():
-        if _package(path) != package:
-            continue
+        if _package(path) != package or path.name == "commands.py" or path.name.endswith("_cli.py"):
+            continue  # command modules are composition points (top layer), like cli.py
         for name in _imports(ast.parse(path.read_text(), str(path))):
             parts = name.split(".")
             if parts[0] != "intermimic_policy" or len(parts) < 2:

@@ -14,6 +14,15 @@ def _replay(args: argparse.Namespace) -> int:
 
     if args.example == (args.clip is not None):
         raise IntermimicError("replay needs exactly one of CLIP or --example")
+    from intermimic_policy.motion.robot_motion import is_robot_motion_file
+
+    if args.clip is not None and is_robot_motion_file(args.clip):  # a retargeted robot motion
+        from intermimic_policy.retarget.replay import replay_robot_motion
+
+        summary = replay_robot_motion(args.clip, args.out, args.width, args.height, args.stride, args.format,
+                                      progress=not args.quiet)
+        print(f"video: {summary['video'] or 'none: ' + summary.get('video_reason', '')}; plot: {summary['plot']}")
+        return 0
     if args.example:
         from intermimic_policy.motion.example import make_example_motion
 

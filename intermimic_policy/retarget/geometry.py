@@ -1,0 +1,120 @@
+"""Object geometry for retargeting: exact closest surface points and penetration depth.
+
+* Surface (contact targets, contact error): the object's visual mesh. Closest points are exact
+  point-triangle distances over candidate triangles picked by a KD-tree on triangle centres
+  (trimesh's own query needs ``rtree``, which we do not depend on).
+* Volume (penetration): the convex collision parts the simulator uses (``ObjectAsset.parts``), as
+  half-space sets, so "no penetration" means what MuJoCo will see. Depth of a point = max over parts
+  of its distance to the nearest face plane of a part that contains it (exact for convex parts).
+
+Everything here works in the object frame; callers transform with the object's pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+from scipy.spatial import ConvexHull, cKDTree
+
+from intermimic_policy.motion.objects import ObjectAsset
+
+
+@dataclass(frozen=True, eq=False)
+class HullSet:
+    normals: np.ndarray  # [P, F, 3] outward unit normals (padded with zeros)
+    offsets: np.ndarray  # [P, F] inside: n . x + offset <= 0 (padding: -inf, never the max)
+    lo: np.ndarray  # [3] bounding box of all parts
+    hi: np.ndarray
+    part_lo: np.ndarray  # [P, 3] bounding box of each part
+    part_hi: np.ndarray
+    face_counts: np.ndarray  # [P] planes per part (the rest is padding)
+
+    @property
+    def flat_normals(self) -> np.ndarray:
+        return self.normals.reshape(-1, 3)
+
+    @property
+    def flat_offsets(self) -> np.ndarray:
+        return self.offsets.reshape(-1)
+
+
+def hull_set(parts: tuple[tuple[np.ndarray, np.ndarray], ...]) -> HullSet:
+    eqs = [ConvexHull(v).equations for v, _ in parts]
+    f = max(len(e) for e in eqs)
+    normals = np.zeros((len(eqs), f, 3))
+    offsets = np.full((len(eqs), f), -np.inf)
+    for i, e in enumerate(eqs):
+        normals[i, : len(e)] = e[:, :3]
+        offsets[i, : len(e)] = e[:, 3]
+    allv = np.concatenate([v for v, _ in parts])
+    part_lo = np.stack([v.min(0) for v, _ in parts])
+    part_hi = np.stack([v.max(0) for v, _ in parts])
+    counts = np.array([len(e) for e in eqs])
+    return HullSet(normals, offsets, allv.min(0), allv.max(0), part_lo, part_hi, counts)
+
+
+def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(depth [N], outward normal of the nearest face [N, 3]) for points in the object frame.
+
+    depth > 0: inside a part by that much; depth in (-margin, 0]: outside but within ``margin`` of a
+    face plane of the part (a lower bound of the gap). Points not within ``margin`` of any part's
+    bounding box get depth -inf. Each part only sees the points inside its own box (+ margin).
+    """
+    n = len(points)
+    depth = np.full(n, -np.inf)
+    normal = np.zeros((n, 3))
+    near = np.flatnonzero(np.all((points > hulls.lo - margin) & (points < hulls.hi + margin), axis=1))
+    if not len(near):
+        return depth, normal
+    p = points[near]
+    best = np.full(len(near), -np.inf)
+    best_n = np.zeros((len(near), 3))
+    inside_box = np.all((p[:, None] > hulls.part_lo[None] - margin) & (p[:, None] < hulls.part_hi[None] + margin), axis=2)
+    for k in np.flatnonzero(inside_box.any(axis=0)):
+        idx = np.flatnonzero(inside_box[:, k])
+        f = hulls.face_counts[k]
+        s = p[idx] @ hulls.normals[k, :f].T + hulls.offsets[k, :f]  # [m, F] signed plane distances
+        face = np.argmax(s, axis=1)
+        d = -s[np.arange(len(idx)), face]  # > 0 inside the part
+        better = d > best[idx]
+        best[idx[better]] = d[better]
+        best_n[idx[better]] = hulls.normals[k, face[better]]
+    depth[near] = best
+    normal[near] = best_n
+    return depth, normal
+
+
+class Surface:
+    """Closest points on a triangle mesh (object frame)."""
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, candidates: int = 24) -> None:
+        self.mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+        self.triangles = np.asarray(self.mesh.triangles, dtype=np.float64)  # [F, 3, 3]
+        self.tree = cKDTree(self.triangles.mean(axis=1))
+        self.k = min(candidates, len(faces))
+        self.face_normals = np.asarray(self.mesh.face_normals, dtype=np.float64)
+
+    def closest(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(closest point [N, 3], distance [N], unit normal of the closest face [N, 3])."""
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        _, idx = self.tree.query(pts, k=self.k)
+        idx = idx.reshape(len(pts), -1)
+        tri = self.triangles[idx.reshape(-1)]  # [N*k, 3, 3]
+        cand = trimesh.triangles.closest_point(tri, np.repeat(pts, idx.shape[1], axis=0)).reshape(len(pts), -1, 3)
+        d = np.linalg.norm(cand - pts[:, None], axis=2)
+        best = np.argmin(d, axis=1)
+        rows = np.arange(len(pts))
+        return cand[rows, best], d[rows, best], self.face_normals[idx[rows, best]]
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectGeometry:
+    asset: ObjectAsset
+    surface: Surface
+    hulls: HullSet
+
+
+def object_geometry(asset: ObjectAsset) -> ObjectGeometry:
+    return ObjectGeometry(asset, Surface(asset.vertices, asset.faces), hull_set(asset.parts))
