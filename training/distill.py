@@ -139,6 +139,25 @@ def refined_motion(r: Rollout, teacher: str) -> HOIMotion:
         object_contact=np.ascontiguousarray(src.object_contact[:n]), name=src.name, source="distill", meta=meta)
 
 
+_EXAMPLE_CACHE: dict[int | None, HOIMotion] = {}
+
+
+def load_mocap(sources: Sequence[str], frames: int | None) -> list[HOIMotion]:
+    """``training.subsets.load_clips`` with the bundled example built once per process (its IK
+    takes seconds, and the distill, student and evaluate stages all read it)."""
+    from training.subsets import EXAMPLE_CLIP, load_clip
+
+    out = []
+    for s in sources:
+        if s == EXAMPLE_CLIP:
+            if frames not in _EXAMPLE_CACHE:
+                _EXAMPLE_CACHE[frames] = load_clip(s, frames).motion
+            out.append(_EXAMPLE_CACHE[frames])
+        else:
+            out.append(load_clip(s, frames).motion)
+    return out
+
+
 # -- refined vs MoCap -----------------------------------------------------------------------------
 def _hand_object_distance(m: HOIMotion, points: np.ndarray) -> np.ndarray:
     """Per frame: mean distance (m) of the hand bodies labelled in contact to the object's surface

@@ -164,7 +164,7 @@ def _distill_inputs(ctx: PipelineContext) -> Any:
 
 def run_distill(ctx: PipelineContext) -> dict[str, Any]:
     """Each teacher tracks its clips from frame 0 (mean action); the rollouts become refined clips."""
-    from training.distill import counts, distill_teacher, table_markdown
+    from training.distill import counts, distill_teacher, load_mocap, table_markdown
     from training.eval_policy import load_checkpoint_policy
 
     cfg = ctx.config
@@ -172,7 +172,7 @@ def run_distill(ctx: PipelineContext) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for teacher in _stage_outputs(ctx, "teachers", "distill").get("teachers") or []:
         name, sources = teacher["name"], list(teacher["clips"])
-        motions = [c.motion for c in load_clips(sources, cfg.clip_frames)]
+        motions = load_mocap(sources, cfg.clip_frames)
         policy = load_checkpoint_policy(teacher["checkpoint"], cfg.teacher.device)
         rows += distill_teacher(name, policy, motions, sources, folder / name, cfg.distill,
                                 backend=cfg.teacher.env.backend, seed=cfg.teacher.seed, progress=ctx.progress)
@@ -246,6 +246,7 @@ def _evaluate_inputs(ctx: PipelineContext) -> Any:
 def run_evaluate(ctx: PipelineContext) -> dict[str, Any]:
     from intermimic_policy.motion.io import load_motion
     from intermimic_policy.sim.evaluate import EvalSettings, PDReplayPolicy, evaluate
+    from training.distill import load_mocap
     from training.eval_policy import load_checkpoint_policy
 
     cfg = ctx.config
@@ -256,7 +257,7 @@ def run_evaluate(ctx: PipelineContext) -> dict[str, Any]:
     rows = rows[:limit] if limit is not None else rows
     settings = EvalSettings(backend=cfg.student.env.backend, device=cfg.student.device, seed=cfg.student.seed,
                             progress=ctx.progress, max_worlds=cfg.evaluate.max_worlds)
-    refs = {"mocap": [c.motion for c in load_clips([r["source"] for r in rows], cfg.clip_frames)],
+    refs = {"mocap": load_mocap([r["source"] for r in rows], cfg.clip_frames),
             "refined": [load_motion(r["npz"]) for r in rows]}
     student_policy = load_checkpoint_policy(student["checkpoint"], cfg.student.device)
     physics = {k: v for k, v in student_policy.config_overrides.items() if k != "obs_spec"}

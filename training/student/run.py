@@ -65,7 +65,7 @@ def train_student(job: StudentJob, *, until: int | None = None) -> dict[str, Any
     from intermimic_policy.motion.io import load_motion
     from training.student import dist as D
     from training.student.trainer import StudentTrainer
-    from training.subsets import load_clips
+    from training.distill import load_mocap
     from training.teacher import write_json
 
     done = load_result(job)
@@ -73,7 +73,7 @@ def train_student(job: StudentJob, *, until: int | None = None) -> dict[str, Any
         return done
     info = D.init_from_env(job.config.device)
     refined = [load_motion(p) for p in job.refined]
-    mocap = [c.motion for c in load_clips(job.mocap, job.clip_frames)]
+    mocap = load_mocap(job.mocap, job.clip_frames)
     t0 = time.perf_counter()
     trainer = StudentTrainer(job.config, refined, mocap, job.teachers, job.teacher_clips, job.out_dir, info=info,
                              progress=job.progress)
