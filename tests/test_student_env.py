@@ -11,7 +11,12 @@ import torch
 
 from intermimic_policy.motion.io import load_motion
 from intermimic_policy.observation.spec import student_spec, teacher_spec
-from intermimic_policy.observation.student_tokens import flatten_tokens, split_tokens, student_tokens, token_layout
+from intermimic_policy.observation.student_tokens import (
+    flatten_tokens,
+    split_tokens,
+    student_tokens,
+    token_layout,
+)
 from intermimic_policy.sim.env_config import HOIEnvConfig
 from training.student.env import StudentEnv
 from training.student.teachers import TeacherBankError

@@ -119,10 +119,11 @@ def _rollout_batch(env: HOIEnv, policy: Any, clips: list[HOIMotion], seed: int, 
     lib = env.motion_library
     rollouts = []
     for w, clip in enumerate(clips):
-        cols = list(zip(*rec[w]))
+        body_pos, body_rot, joint_rotvec, object_pos, object_rot = (np.stack(c).astype(np.float32)
+                                                                   for c in zip(*rec[w]))
         points = lib.points[int(lib.clip_object[w])].cpu().numpy()
-        rollouts.append(Rollout(clip, *(np.stack(c).astype(np.float32) for c in cols), terminated=terminated[w],
-                                points=points))
+        rollouts.append(Rollout(clip, body_pos, body_rot, joint_rotvec, object_pos, object_rot,
+                                terminated=terminated[w], points=points))
     return rollouts
 
 

@@ -63,9 +63,9 @@ def load_result(job: StudentJob) -> dict[str, Any] | None:
 def train_student(job: StudentJob, *, until: int | None = None) -> dict[str, Any]:
     """Train (or resume) the student of ``job``; returns (and on rank 0 writes) the result record."""
     from intermimic_policy.motion.io import load_motion
+    from training.distill import load_mocap
     from training.student import dist as D
     from training.student.trainer import StudentTrainer
-    from training.distill import load_mocap
     from training.teacher import write_json
 
     done = load_result(job)

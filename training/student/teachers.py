@@ -40,6 +40,9 @@ def teacher_of_clips(clip_names: Sequence[str], teacher_clips: Mapping[str, Sequ
 class TeacherBank(nn.Module):
     """``means(obs, teacher_ids)``: each row's action mean from its own teacher (no grad)."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, policies: Sequence[TeacherPolicy], names: Sequence[str] | None = None) -> None:
         super().__init__()
         if not policies:
