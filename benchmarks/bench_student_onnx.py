@@ -20,9 +20,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from intermimic_policy.contract import GOLDEN_KEY, GoldenPairs
-from intermimic_policy.runtime.loader import load_policy
-
 TARGET_P99_US = 1000.0
 
 
@@ -59,28 +56,37 @@ def main() -> int:
         export_random("student", path, seed=0)
     else:
         path = Path(args.onnx)
-    import onnx
-
-    meta = {m.key: m.value for m in onnx.load(str(path)).metadata_props}
-    golden = GoldenPairs.from_metadata(meta[GOLDEN_KEY])
-    inputs = [np.ascontiguousarray(golden.inputs[i:i + 1], dtype=np.float32) for i in range(len(golden.inputs))]
-    policy = load_policy(path, backend="onnxruntime", threads=1)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    try:  # the deployment path, where the package is importable (the bare session needs only ORT)
+        from intermimic_policy.contract import GOLDEN_KEY, GoldenPairs
+        from intermimic_policy.runtime.loader import load_policy
+
+        meta = session.get_modelmeta().custom_metadata_map
+        golden = GoldenPairs.from_metadata(meta[GOLDEN_KEY])
+        inputs = [np.ascontiguousarray(golden.inputs[i:i + 1], dtype=np.float32) for i in range(len(golden.inputs))]
+        policy = load_policy(path, backend="onnxruntime", threads=1)
+    except ImportError as exc:
+        print(f"(deployment path not timed: {exc})")
+        dim = session.get_inputs()[0].shape[1]
+        inputs = [np.random.default_rng(i).standard_normal((1, dim)).astype(np.float32) for i in range(3)]
+        policy = None
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB), input {inputs[0].shape}, 1 thread, "
           f"{args.calls} calls x {args.repeat}")
     worst = 0.0
     for r in range(args.repeat):
-        pol = _time(policy, inputs, args.calls, args.warmup)
         ses = _time(lambda x: session.run(None, {name: x}), inputs, args.calls, args.warmup)
-        worst = max(worst, float(np.percentile(pol, 99)))
-        print(f"run {r}: policy   {_stats(pol)}")
         print(f"run {r}: session  {_stats(ses)}")
+        timed = ses
+        if policy is not None:
+            timed = _time(policy, inputs, args.calls, args.warmup)
+            print(f"run {r}: policy   {_stats(timed)}")
+        worst = max(worst, float(np.percentile(timed, 99)))
     best = "meets" if worst <= TARGET_P99_US else "misses"
-    print(f"worst policy p99 {worst:.1f} us: {best} the {TARGET_P99_US:.0f} us target")
+    print(f"worst p99 {worst:.1f} us: {best} the {TARGET_P99_US:.0f} us target")
     return 0
 
 
