@@ -8,6 +8,10 @@ scheduler's; ``--repeat`` shows the spread.
 
     python benchmarks/bench_student_onnx.py OUT/export/student.onnx [--calls 3000] [--repeat 3]
     python benchmarks/bench_student_onnx.py --random   # an untrained student of the same graph
+    chrt -f 50 python benchmarks/bench_student_onnx.py ...  # as a control loop runs: real-time priority
+
+Measured (2-core VM shared by ~7 busy processes, trained one-clip student, 3 x 3000 calls):
+p50 0.32-0.49 ms; p99 1.6-6.4 ms at normal priority (preemption), 0.44-0.65 ms under ``chrt -f 50``.
 """
 
 from __future__ import annotations
