@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from intermimic_policy import config_io
 from intermimic_policy.config_io import ConfigError
+from training.student.config import DistillConfig, EvaluateConfig, StudentConfig
 
 T = TypeVar("T")
 
@@ -191,6 +192,9 @@ class PipelineConfig:
     teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     teachers: tuple[TeacherSpec, ...] = (TeacherSpec(name="all"),)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # stage distill (training.distill)
+    student: StudentConfig = field(default_factory=StudentConfig)  # stage student (training.student)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # stage evaluate
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.teachers]

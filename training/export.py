@@ -110,7 +110,8 @@ def config_digest(config: Mapping[str, Any]) -> str:
 
 
 def _kind_of(network: PolicyNetwork) -> str:
-    return "student" if isinstance(network, StudentTransformer) else "teacher"
+    kind = getattr(network, "policy_kind", None)  # e.g. the MLP student (training.student.networks)
+    return kind if kind else ("student" if isinstance(network, StudentTransformer) else "teacher")
 
 
 def golden_inputs(normalizer: RunningNormalizer, count: int, seed: int) -> torch.Tensor:

@@ -241,6 +241,11 @@ def build_network(arch: dict, spec: ObservationSpec) -> PolicyNetwork:
             return TeacherActorCritic(spec.dim, int(arch.get("action_dim", NUM_DOFS)),
                                       tuple(arch.get("hidden", (1024, 1024, 512))),
                                       float(arch.get("init_log_std", -2.9)))
+        if kind == "student_mlp":  # the MLP student (training.student.networks)
+            from training.student.networks import StudentMLP
+
+            return StudentMLP(spec.dim, int(arch.get("action_dim", NUM_DOFS)),
+                              tuple(arch.get("hidden", (1024, 1024, 512))), float(arch.get("init_log_std", -2.9)))
         if kind == "student_transformer":
             return StudentTransformer(spec, int(arch.get("d_model", 256)), int(arch.get("layers", 3)),
                                       int(arch.get("heads", 4)), int(arch.get("ff", 512)),
@@ -251,7 +256,7 @@ def build_network(arch: dict, spec: ObservationSpec) -> PolicyNetwork:
         if isinstance(exc, NetworkError):
             raise
         raise NetworkError(f"malformed network config {arch}: {exc}") from exc
-    raise NetworkError(f"unknown network type {kind!r} (expected 'teacher_mlp' or 'student_transformer')")
+    raise NetworkError(f"unknown network type {kind!r} (expected 'teacher_mlp', 'student_transformer' or 'student_mlp')")
 
 
 def default_arch(kind: str) -> dict[str, object]:

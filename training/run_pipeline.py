@@ -1,19 +1,30 @@
 """Run the training pipeline from one config: ``python training/run_pipeline.py --config FILE --out DIR``.
 
-Stages run in pipeline order (``PIPELINE_ORDER``); each is a function in a registry, so the later
-stages (reference distillation, student, evaluation, export) slot in with ``register_stage``.
-Implemented now: ``teachers`` (one PPO teacher per configured clip subset, as independent jobs:
-sequential, local processes or Ray; then each teacher and the PD-replay baseline are evaluated
-on the teacher's clips) and ``export`` (each teacher checkpoint to ONNX with its deployment
-contract and golden pairs, parity-checked against torch by ``training.export``).
+Stages run in pipeline order (``PIPELINE_ORDER``); each is a function in a registry
+(``register_stage``). ``--stages`` runs any prefix or any single stage over the outputs of the
+earlier ones (read from their markers):
+
+* ``teachers``: one PPO teacher per configured clip subset, as independent jobs (sequential,
+  local processes or Ray); each teacher and the PD-replay baseline evaluated on its clips;
+* ``distill``: each teacher tracks its clips from frame 0 with its mean action; the rollouts are
+  written as refined clips (``.npz`` and InterMimic ``OMOMO_retarget`` ``.pt``) with a per-clip
+  table and plots against the MoCap (``training.distill``);
+* ``student``: the Transformer or MLP student trained DAgger -> PPO on the refined clips against
+  the batched teachers, in-process or under ``torchrun`` (``training.student``);
+* ``evaluate``: the student, its teachers and PD replay side by side, on the MoCap and on the
+  refined references;
+* ``export``: each teacher checkpoint and the student to ONNX with its deployment contract and
+  golden pairs, parity-checked against torch by ``training.export``.
 
 Resumable: a stage that finished writes ``DIR/stages/<stage>.json`` (atomically, after its
 outputs) with the digest of the settings it depends on; a rerun skips it, and refuses to skip a
 stage finished with other settings. Inside the teachers stage a finished teacher is not
 retrained and an interrupted one resumes from its last checkpoint; inside the export stage a
-teacher whose ONNX file matches its checkpoint is not exported again. ``DIR/report.json`` gathers
-every finished stage's outputs (for teachers: checkpoint, metrics, and the PD-replay baseline;
-for export: the ONNX paths, model hashes and parity errors).
+policy whose ONNX file matches its checkpoint is not exported again, and a finished student run
+is not retrained. ``DIR/report.json`` gathers every finished stage's outputs (teachers:
+checkpoint, metrics and the PD-replay baseline; distill: ``refined`` clips and their table;
+student: the checkpoint and its schedule phases; evaluate: the side-by-side table; export: the
+ONNX paths, model hashes and parity errors).
 
 Without ``--clips`` and without ``clips`` in the config, the bundled example clip is used, so a
 fresh machine without any dataset can run ``config/pipeline/smoke.yaml``.
@@ -44,7 +55,7 @@ from training.jobs import run_jobs
 from training.subsets import EXAMPLE_CLIP, ClipSubset, load_clips, resolve_clip_sources, select
 from training.teacher import TeacherJob, run_teacher_job, write_json
 
-# The stage order of the full pipeline. Stages not registered yet are planned (spec 9, 8.2, 10).
+# The stage order of the full pipeline (spec 9, 8.2, 10).
 PIPELINE_ORDER: tuple[str, ...] = ("teachers", "distill", "student", "evaluate", "export")
 
 
@@ -141,6 +152,155 @@ register_stage(Stage("teachers", run_teachers, _teachers_inputs,
                      "train one PPO teacher per clip subset, evaluate it beside PD replay"))
 
 
+# -- distill (reference distillation, spec 9.1) -----------------------------------------------------
+def _marker_digest(ctx: PipelineContext, stage: str) -> str | None:
+    marker = _read_marker(marker_path(ctx.out, stage))
+    return marker.get("digest") if marker else None
+
+
+def _stage_outputs(ctx: PipelineContext, stage: str, needed_by: str) -> dict[str, Any]:
+    marker = _read_marker(marker_path(ctx.out, stage))
+    if marker is None:
+        raise PipelineError(f"stage {needed_by!r} needs the {stage} stage: no {marker_path(ctx.out, stage)}; "
+                            f"run the {stage} stage into this --out first")
+    return dict(marker.get("outputs") or {})
+
+
+def _distill_inputs(ctx: PipelineContext) -> Any:
+    return {"teachers": _marker_digest(ctx, "teachers"), "distill": ctx.config.distill,
+            "clip_frames": ctx.config.clip_frames}
+
+
+def run_distill(ctx: PipelineContext) -> dict[str, Any]:
+    """Each teacher tracks its clips from frame 0 (mean action); the rollouts become refined clips."""
+    from training.distill import counts, distill_teacher, load_mocap, table_markdown
+    from training.eval_policy import load_checkpoint_policy
+
+    cfg = ctx.config
+    folder = ctx.stage_dir("distill")
+    rows: list[dict[str, Any]] = []
+    for teacher in _stage_outputs(ctx, "teachers", "distill").get("teachers") or []:
+        name, sources = teacher["name"], list(teacher["clips"])
+        motions = load_mocap(sources, cfg.clip_frames)
+        policy = load_checkpoint_policy(teacher["checkpoint"], cfg.teacher.device)
+        rows += distill_teacher(name, policy, motions, sources, folder / name, cfg.distill,
+                                backend=cfg.teacher.env.backend, seed=cfg.teacher.seed, progress=ctx.progress)
+    table = folder / "table.md"
+    write_text(table, table_markdown(rows))
+    n = counts(rows)
+    print(f"distill: {len(rows)} clip(s): {n['complete']} complete, {n['prefix']} kept prefix(es), "
+          f"{n['dropped']} dropped (early_termination={cfg.distill.early_termination}); table {table}")
+    print(table.read_text(), end="")
+    return {"refined": rows, "distill_counts": n, "distill_table": str(table)}
+
+
+register_stage(Stage("distill", run_distill, _distill_inputs,
+                     "teachers track their clips from frame 0; the rollouts become refined clips"))
+
+
+# -- student (DAgger -> PPO, spec 9.2-9.4) ----------------------------------------------------------
+def _student_inputs(ctx: PipelineContext) -> Any:
+    return {"distill": _marker_digest(ctx, "distill"), "student": ctx.config.student,
+            "clip_frames": ctx.config.clip_frames}
+
+
+def student_job(ctx: PipelineContext) -> Any:
+    from training.student.run import StudentJob
+
+    teachers = _stage_outputs(ctx, "teachers", "student").get("teachers") or []
+    rows = [r for r in _stage_outputs(ctx, "distill", "student").get("refined") or [] if r.get("npz")]
+    if not rows:
+        raise PipelineError("stage 'student': distillation kept no clip (all dropped); see the distill table")
+    owned: dict[str, list[str]] = {}
+    for r in rows:
+        owned.setdefault(r["teacher"], []).append(r["clip"])
+    return StudentJob(ctx.config.student, [r["npz"] for r in rows], [r["source"] for r in rows],
+                      ctx.config.clip_frames, {t["name"]: t["checkpoint"] for t in teachers if t["name"] in owned},
+                      owned, str(ctx.stage_dir("student")), ctx.progress)
+
+
+def run_student(ctx: PipelineContext) -> dict[str, Any]:
+    """Train the student in this process, or under torchrun with ``student.nproc`` processes."""
+    import json
+    import subprocess
+
+    from training.student.run import RESULT_NAME, train_student
+
+    job = student_job(ctx)
+    nproc = ctx.config.student.nproc
+    if nproc == 1:
+        result = train_student(job)
+    else:
+        path = job.write(Path(job.out_dir) / "job.json")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "training.student.run", "--job", str(path)]
+        print("student: " + " ".join(cmd))
+        if subprocess.run(cmd, check=False).returncode != 0:
+            raise PipelineError(f"student training under torchrun failed ({' '.join(cmd)})")
+        result = json.loads((Path(job.out_dir) / RESULT_NAME).read_text())
+    print(f"student: {result['checkpoint']} ({result['iterations']} iterations, phase {result['phase']}, "
+          f"{result['samples_per_s']:.0f} samples/s)")
+    return {"student": result}
+
+
+register_stage(Stage("student", run_student, _student_inputs,
+                     "train the student from the refined clips and the teachers (DAgger -> PPO)"))
+
+
+# -- evaluate (student vs teachers vs PD replay, MoCap and refined references) -----------------------
+def _evaluate_inputs(ctx: PipelineContext) -> Any:
+    return {"student": _marker_digest(ctx, "student"), "evaluate": ctx.config.evaluate}
+
+
+def run_evaluate(ctx: PipelineContext) -> dict[str, Any]:
+    from intermimic_policy.motion.io import load_motion
+    from intermimic_policy.sim.evaluate import EvalSettings, PDReplayPolicy, evaluate
+    from training.distill import load_mocap
+    from training.eval_policy import load_checkpoint_policy
+
+    cfg = ctx.config
+    student = _stage_outputs(ctx, "student", "evaluate")["student"]
+    teachers = _stage_outputs(ctx, "teachers", "evaluate").get("teachers") or []
+    rows = [r for r in _stage_outputs(ctx, "distill", "evaluate").get("refined") or [] if r.get("npz")]
+    limit = cfg.evaluate.max_clips
+    rows = rows[:limit] if limit is not None else rows
+    settings = EvalSettings(backend=cfg.student.env.backend, device=cfg.student.device, seed=cfg.student.seed,
+                            progress=ctx.progress, max_worlds=cfg.evaluate.max_worlds)
+    refs = {"mocap": load_mocap([r["source"] for r in rows], cfg.clip_frames),
+            "refined": [load_motion(r["npz"]) for r in rows]}
+    student_policy = load_checkpoint_policy(student["checkpoint"], cfg.student.device)
+    physics = {k: v for k, v in student_policy.config_overrides.items() if k != "obs_spec"}
+    table: list[dict[str, Any]] = []
+
+    def add(name: str, policy: Any, reference: str, keep: list[bool]) -> None:
+        motions = [m for m, k in zip(refs[reference], keep) if k]
+        if not motions:
+            return
+        summary = evaluate(motions, policy, settings).summary()
+        table.append({"policy": name, "reference": reference, "clips": len(motions),
+                      **{k: summary.get(k) for k in ("success_rate", "mean_duration_s", "E_h_cm", "E_o_cm")}})
+
+    everyone = [True] * len(rows)
+    for reference in ("mocap", "refined"):
+        add("student", student_policy, reference, everyone)
+        for t in teachers:
+            add(f"teacher:{t['name']}", load_checkpoint_policy(t["checkpoint"], cfg.teacher.device), reference,
+                [r["teacher"] == t["name"] for r in rows])
+        add("pd_replay", PDReplayPolicy(config_overrides=physics), reference, everyone)
+    lines = ["| policy | reference | clips | success | duration s | E_h cm | E_o cm |", "|" + "---|" * 7]
+    for r in table:
+        lines.append(f"| {r['policy']} | {r['reference']} | {r['clips']} | {100 * r['success_rate']:.0f}% | "
+                     f"{r['mean_duration_s']:.2f} | {r['E_h_cm']:.2f} | {r['E_o_cm']:.2f} |")
+    path = ctx.stage_dir("evaluate") / "table.md"
+    write_text(path, "\n".join(lines) + "\n")
+    print(path.read_text(), end="")
+    return {"evaluation": table, "evaluation_table": str(path)}
+
+
+register_stage(Stage("evaluate", run_evaluate, _evaluate_inputs,
+                     "student, its teachers and PD replay side by side on MoCap and refined references"))
+
+
 # -- export ---------------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -163,7 +323,10 @@ def _finished_teachers(ctx: PipelineContext) -> list[dict[str, Any]]:
 
 def _export_inputs(ctx: PipelineContext) -> Any:
     marker = _read_marker(marker_path(ctx.out, "teachers"))
-    return {"teachers": marker.get("digest") if marker else None, "export": ExportConfig()}
+    inputs = {"teachers": marker.get("digest") if marker else None, "export": ExportConfig()}
+    if _read_marker(marker_path(ctx.out, "student")) is not None:
+        inputs["student"] = _marker_digest(ctx, "student")
+    return inputs
 
 
 def run_export(ctx: PipelineContext) -> dict[str, Any]:
@@ -174,10 +337,14 @@ def run_export(ctx: PipelineContext) -> dict[str, Any]:
     """
     folder = ctx.stage_dir("export")
     exports = []
-    for teacher in _finished_teachers(ctx):
-        name, ckpt = teacher["name"], Path(teacher["checkpoint"])
+    policies = [(t["name"], t["checkpoint"]) for t in _finished_teachers(ctx)]
+    student = _read_marker(marker_path(ctx.out, "student"))
+    if student is not None:  # the student too, once trained (kind: student, its token layout)
+        policies.append(("student", (student.get("outputs") or {})["student"]["checkpoint"]))
+    for name, path in policies:
+        ckpt = Path(path)
         if not ckpt.is_file():
-            raise PipelineError(f"teacher {name!r}: checkpoint {ckpt} is missing; rerun the teachers stage")
+            raise PipelineError(f"{name!r}: checkpoint {ckpt} is missing; rerun the stage that trained it")
         onnx_path, record_path = folder / f"{name}.onnx", folder / f"{name}.json"
         ckpt_sha = _sha256(ckpt)
         try:
@@ -202,10 +369,18 @@ def run_export(ctx: PipelineContext) -> dict[str, Any]:
 
 
 register_stage(Stage("export", run_export, _export_inputs,
-                     "export every teacher checkpoint to ONNX with its deployment contract"))
+                     "export every teacher checkpoint (and the student) to ONNX with its deployment contract"))
 
 
 # -- driver ---------------------------------------------------------------------------------------
+def write_text(path: Path, text: str) -> None:
+    from intermimic_policy.motion.atomic import atomic_output
+
+    with atomic_output(path) as handle:
+        handle.write(text.encode())
+
+
+
 def marker_path(out: Path, stage: str) -> Path:
     return out / "stages" / f"{stage}.json"
 
