@@ -72,6 +72,11 @@ _META_BYTES = 4 * 65536  # the meta JSON
 _MAX_ITEMSIZE = 8  # float64 is the widest dtype a clip array may use
 
 
+# Optional per-tick arrays a closed-loop recording carries beside the clip (``sim_bridge``): read
+# within a per-frame budget, ignored by the clip loader, kept for those who plot them.
+TRACE_FIELDS = ("E_h", "E_o", "reference_frame", "tick_time_s", "fresh_targets", "round_trip_ms")
+
+
 def _member_rules(max_frames: int) -> dict[str, MemberRule]:
     rules = {key: MemberRule(re.escape(key) + r"\.npy", _NPY_HEADER_BYTES + _STRING_BYTES, key)
              for key in ("format", "format_version", "fps", *STRING_FIELDS)}
@@ -79,6 +84,8 @@ def _member_rules(max_frames: int) -> dict[str, MemberRule]:
     for key, (tail, _) in SCHEMA.items():
         per_frame = int(np.prod(tail, dtype=np.int64)) * _MAX_ITEMSIZE
         rules[key] = MemberRule(re.escape(key) + r"\.npy", _NPY_HEADER_BYTES + max_frames * per_frame, key)
+    for key in TRACE_FIELDS:
+        rules[key] = MemberRule(re.escape(key) + r"\.npy", _NPY_HEADER_BYTES + (max_frames + 1) * _MAX_ITEMSIZE, key)
     return rules
 
 
