@@ -230,9 +230,13 @@ def resolve_config(options: LaunchOptions, log_dir: Path) -> tuple[dict[str, Any
     if options.policy:  # teacher or student: the node expects the kind the given file declares
         from intermimic_policy.runtime.base import read_policy_file
 
-        node = {**node_params.section(doc, "policy_node", str(source)),
-                "kind": read_policy_file(common["policy"]).contract.kind}
-        doc = {**doc, "policy_node": node}
+        try:
+            kind = read_policy_file(common["policy"]).contract.kind
+        except IntermimicError:
+            kind = None  # unreadable: the policy node refuses it at load, naming the problem
+        if kind is not None:
+            node = {**node_params.section(doc, "policy_node", str(source)), "kind": kind}
+            doc = {**doc, "policy_node": node}
     if options.example or (not options.clip and common.get("example")):
         # built once here and read by the streamer and the bridge (the example's IK takes seconds)
         from intermimic_policy.motion.example import make_example_motion
