@@ -240,28 +240,41 @@ class RobotInputs:
 class StampGuard:
     """Per-input stamp order (see ``policy_core``): ``check(name, stamp)`` says "ok", "duplicate"
     (the input's last stamp again), "out_of_order" (older than its last), "stale" (older than the
-    newest state stamp by more than ``stale_s``) or "jump" (back by more than ``jump_s``: the
-    clock restarted; every input's history is forgotten and the stamp accepted)."""
+    newest state stamp by more than ``stale_s``) or "jump": the clock restarted, either back by
+    more than ``jump_s`` at once or ``JUMP_CONFIRM`` messages in a row older than the history (an
+    isolated old message is out of order; a restarted clock keeps going from its new time). On a
+    jump every input's history is forgotten and the stamp accepted."""
+
+    JUMP_CONFIRM = 3
 
     def __init__(self, names: Sequence[str], stale_s: float, jump_s: float) -> None:
         self.last: dict[str, int | None] = {n: None for n in names}
+        self.behind: dict[str, int] = {n: 0 for n in names}
         self.newest: int | None = None
         self.stale_ns = int(stale_s * 1e9) if stale_s > 0 else None
         self.jump_ns = int(jump_s * 1e9)
 
+    def _jump(self, name: str, stamp_ns: int) -> str:
+        self.last = {n: None for n in self.last}
+        self.behind = {n: 0 for n in self.behind}
+        self.last[name] = self.newest = stamp_ns
+        return "jump"
+
     def check(self, name: str, stamp_ns: int) -> str:
         last, newest = self.last[name], self.newest
         if newest is not None and stamp_ns < newest - self.jump_ns:
-            self.last = {n: None for n in self.last}
-            self.last[name] = self.newest = stamp_ns
-            return "jump"
-        if last is not None:
-            if stamp_ns == last:
-                return "duplicate"
-            if stamp_ns < last:
-                return "out_of_order"
-        if newest is not None and self.stale_ns is not None and stamp_ns < newest - self.stale_ns:
-            return "stale"
+            return self._jump(name, stamp_ns)
+        verdict = "ok"
+        if last is not None and stamp_ns == last:
+            return "duplicate"
+        if last is not None and stamp_ns < last:
+            verdict = "out_of_order"
+        elif newest is not None and self.stale_ns is not None and stamp_ns < newest - self.stale_ns:
+            verdict = "stale"
+        if verdict != "ok":
+            self.behind[name] += 1
+            return self._jump(name, stamp_ns) if self.behind[name] >= self.JUMP_CONFIRM else verdict
+        self.behind[name] = 0
         self.last[name] = stamp_ns
         self.newest = stamp_ns if newest is None else max(newest, stamp_ns)
         return "ok"

@@ -23,8 +23,10 @@ never opened as a path), and windows and the frame store are capped by configura
 
 Time: each state input's stamps must move forward. A repeated stamp is a duplicate (ignored), an
 older one is out of order (rejected and counted), one older than the newest state stamp by more
-than the state timeout is stale (rejected), and a jump back by more than ``clock_jump_s`` is a
-restarted clock (reported; the node starts over with a soft start).
+than the state timeout is stale (rejected), and a jump back by more than ``clock_jump_s`` (or
+three messages in a row older than the history) is a restarted clock (reported; the node starts
+over with a soft start). In lockstep a duplicate still shows the source is alive (the simulator
+re-sends the tick it waits on); in real time it does not (frozen data goes stale).
 """
 
 from __future__ import annotations
@@ -320,7 +322,7 @@ class PolicyController:
         self.prepare()
         return True
 
-    def _stamp_ok(self, name: str, stamp_ns: int) -> bool:
+    def _stamp_ok(self, name: str, stamp_ns: int, now: float) -> bool:
         verdict = self.stamps.check(name, stamp_ns)
         k = self.counters
         if verdict == "ok":
@@ -333,6 +335,10 @@ class PolicyController:
             return True
         if verdict == "duplicate":
             k.duplicates += 1
+            if self.config.lockstep:
+                # a lockstep simulator re-sends the tick it waits on: the source is alive (in real
+                # time a repeated stamp is frozen data and does not count as hearing from it)
+                self.last_rx[name] = now
         elif verdict == "out_of_order":
             k.out_of_order += 1
             k.rejected[name] += 1
@@ -347,7 +353,7 @@ class PolicyController:
         except MessageRejected as exc:
             self._reject("joint_states", exc, now)
             return False
-        if not self._stamp_ok("joint_states", sample.stamp_ns):
+        if not self._stamp_ok("joint_states", sample.stamp_ns, now):
             return False
         self.joints = sample
         self._accept("joint_states", now)
@@ -359,7 +365,7 @@ class PolicyController:
         except MessageRejected as exc:
             self._reject("odom", exc, now)
             return False
-        if not self._stamp_ok("odom", sample.stamp_ns):
+        if not self._stamp_ok("odom", sample.stamp_ns, now):
             return False
         self.root = sample
         self._accept("odom", now)
@@ -371,7 +377,7 @@ class PolicyController:
         except MessageRejected as exc:
             self._reject("object_pose", exc, now)
             return False
-        if not self._stamp_ok("object_pose", sample.stamp_ns):
+        if not self._stamp_ok("object_pose", sample.stamp_ns, now):
             return False
         self.object_pose = sample
         self._object_velocity.update(sample)
@@ -384,7 +390,7 @@ class PolicyController:
         except MessageRejected as exc:
             self._reject("contacts", exc, now)
             return False
-        if not self._stamp_ok("contacts", sample.stamp_ns):
+        if not self._stamp_ok("contacts", sample.stamp_ns, now):
             return False
         self.contacts = sample
         self._accept("contacts", now)

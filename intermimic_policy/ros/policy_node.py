@@ -196,7 +196,8 @@ class PolicyNode(NodeLifetime):
             self.last_result = result
             return
         self._emit(result, started, self.pending_rx, s)
-        self.last_answered, self.pending_stamp = s, None
+        if result.message is not None:
+            self.last_answered, self.pending_stamp = s, None
 
     def _on_watchdog(self) -> None:
         now = self.clock()
