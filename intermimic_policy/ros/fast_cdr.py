@@ -246,7 +246,10 @@ class _Codec:
     def deserialize(self, data: bytes) -> Any:
         data = bytes(data)
         r = _Reader(data)
-        msg = self.read(r, self.names)
+        try:
+            msg = self.read(r, self.names)
+        except struct.error as exc:
+            raise ValueError(f"CDR sample truncated: {exc}") from exc
         if r.pos > len(data):
             raise ValueError("CDR sample truncated")
         return msg
