@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -48,7 +47,7 @@ from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, Diagnost
 from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.node_common import NodeLifetime, status_array
-from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, run_main
+from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, exit_process, run_main
 from intermimic_policy.ros.node_state import MessageRejected
 from intermimic_policy.ros.qos import QosProfile
 from intermimic_policy.ros.reference_buffer import parse_hoi_window
@@ -575,4 +574,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

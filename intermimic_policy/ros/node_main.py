@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
@@ -29,6 +30,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.at: float | None = None  # monotonic time of the signal
 
     def __bool__(self) -> bool:
         return self.signal is not None
@@ -40,6 +42,7 @@ class StopFlag:
         if self.signal is not None:  # a second signal: the clean stop is stuck, end it now
             raise KeyboardInterrupt
         self.signal = signum
+        self.at = time.monotonic()
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,5 +80,17 @@ def run_main(name: str, parser: argparse.ArgumentParser,
         for s, h in previous.items():
             signal.signal(s, h)
     if stop.signal is not None:
-        log.info("stopped by %s", signal.Signals(stop.signal).name)
+        log.info("stopped by %s in %.2f s", signal.Signals(stop.signal).name, time.monotonic() - (stop.at or 0.0))
     return EXIT_OK
+
+
+def exit_process(code: int) -> None:
+    """End a node process at once after its own cleanup (``run_main`` returned): flush the output
+    and skip the interpreter's teardown (unloading torch, MuJoCo and the DDS library takes a
+    second or more on a loaded machine, past the 1 s a stopped node may take)."""
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

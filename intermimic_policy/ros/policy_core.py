@@ -25,8 +25,8 @@ Time: each state input's stamps must move forward. A repeated stamp is a duplica
 older one is out of order (rejected and counted), one older than the newest state stamp by more
 than the state timeout is stale (rejected), and a jump back by more than ``clock_jump_s`` (or
 three messages in a row older than the history) is a restarted clock (reported; the node starts
-over with a soft start). In lockstep a duplicate still shows the source is alive (the simulator
-re-sends the tick it waits on); in real time it does not (frozen data goes stale).
+over with a soft start). A duplicate still shows the source is alive (a simulator re-sends the
+tick it waits on).
 """
 
 from __future__ import annotations
@@ -335,10 +335,9 @@ class PolicyController:
             return True
         if verdict == "duplicate":
             k.duplicates += 1
-            if self.config.lockstep:
-                # a lockstep simulator re-sends the tick it waits on: the source is alive (in real
-                # time a repeated stamp is frozen data and does not count as hearing from it)
-                self.last_rx[name] = now
+            # a simulator re-sends the tick it waits on (lockstep, or before the first targets):
+            # not new data, but the source is alive
+            self.last_rx[name] = now
         elif verdict == "out_of_order":
             k.out_of_order += 1
             k.rejected[name] += 1

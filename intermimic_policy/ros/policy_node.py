@@ -40,7 +40,7 @@ from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.node_common import NodeLifetime, status_array
 from intermimic_policy.ros.node_config import PolicyNodeConfig, load_node_config, resolved_topics
-from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, run_main
+from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, exit_process, run_main
 from intermimic_policy.ros.policy_core import (  # noqa: F401 - the node's public names
     INPUTS,
     MODES,
@@ -189,9 +189,9 @@ class PolicyNode(NodeLifetime):
         if self.config.lockstep:
             result = c.tick(started, s, matched=matched and not force)
         else:
-            if force and not matched:
-                self.stats.late_inputs += 1
             result = c.tick(started, s)
+            if force and not matched and result.message is not None:
+                self.stats.late_inputs += 1
         if result.message is None and not force:
             self.last_result = result
             return
@@ -289,6 +289,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
+    exit_process(main())

@@ -43,7 +43,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.node_common import NodeLifetime, status_array
-from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, run_main
+from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, exit_process, run_main
 from intermimic_policy.ros.node_state import MessageRejected, NonFiniteInput
 from intermimic_policy.ros.topics import Topics, validate_prefix
 from intermimic_policy.sim.metrics import step_errors
@@ -694,4 +693,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -37,6 +37,7 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
+from intermimic_policy.ros import fast_cdr
 from intermimic_policy.ros.msgs import (
     MessageError,
     is_message_type,
@@ -45,7 +46,6 @@ from intermimic_policy.ros.msgs import (
     type_hash,
     validate,
 )
-from intermimic_policy.ros import fast_cdr
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.qos import CLOCK_QOS, QosLike, resolve_qos, to_cyclone_qos
 from intermimic_policy.ros.transport.base import (
