@@ -222,7 +222,7 @@ def _write_fixed(w: _Writer, values: Any, dtype: str, count: int) -> None:
 
 def _new(cls: type, **values: Any) -> Any:
     """A message without running its default factories (they allocate the fixed arrays)."""
-    obj = object.__new__(cls)
+    obj: Any = object.__new__(cls)
     obj.__dict__.update(values)
     return obj
 
@@ -352,7 +352,7 @@ CODECS: dict[type, _Codec] = {
 
 def _make_methods(codec: _Codec) -> tuple[Any, Any]:
     cls = codec.cls
-    generic_serialize = cls.serialize
+    generic_serialize = cls.serialize  # type: ignore[attr-defined]
     generic_deserialize = cls.deserialize.__func__  # type: ignore[attr-defined]
 
     def serialize(self: Any, buffer: Any = None, endianness: Any = None, use_version_2: bool | None = None) -> bytes:
@@ -374,8 +374,8 @@ def install() -> None:
         if getattr(cls, "_fast_cdr", False):
             continue
         serialize, deserialize = _make_methods(codec)
-        cls.serialize = serialize  # type: ignore[method-assign]
-        cls.deserialize = deserialize  # type: ignore[method-assign, assignment]
+        cls.serialize = serialize  # type: ignore[attr-defined]
+        cls.deserialize = deserialize  # type: ignore[attr-defined]
         cls._fast_cdr = True  # type: ignore[attr-defined]
 
 

@@ -431,8 +431,10 @@ class PolicyController:
     # -- the tick ------------------------------------------------------------------------------
     def _message(self, stamp_ns: int, position: np.ndarray, velocity: np.ndarray, kp: np.ndarray,
                  kd: np.ndarray) -> PDTargets:
+        # numpy arrays, not lists: the fast codec writes each as one buffer (``ros.fast_cdr``)
         return PDTargets(header=Header(stamp=time_from_ns(stamp_ns), frame_id=""), joint_names=self.joint_names,
-                         position=position, velocity=velocity, kp=kp, kd=kd, effort=self._zeros)
+                         position=position, velocity=velocity, kp=kp, kd=kd,  # type: ignore[arg-type]
+                         effort=self._zeros)  # type: ignore[arg-type]
 
     def enter_safe_hold(self, reason: str) -> None:
         """Switch to safe hold (counted once per entry); the next policy tick soft-starts again."""
