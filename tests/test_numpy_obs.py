@@ -150,8 +150,6 @@ def test_fast_codecs_write_cyclones_bytes_and_read_them_back() -> None:
         got = type(msg).deserialize(data)
         for name in vars(expected):
             a, b = getattr(got, name), getattr(expected, name)
-            if name == "force":
-                b = np.array([[v.x, v.y, v.z] for v in b]).reshape(-1, 3)
             if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
             else:

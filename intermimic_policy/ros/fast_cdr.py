@@ -9,9 +9,7 @@ buffers in one call each, and the name block is encoded once and then compared/c
 Scope: ``JointState``, ``PDTargets``, ``ContactState`` and ``HOIFrame`` in XCDR1 little endian
 (what Cyclone and ROS 2 put on the wire by default). Any other encoding (big endian, XCDR2)
 falls back to the library's own code, so a peer with another encoding still works. Deserialised
-samples carry lists as the library's do (made by numpy in one call per field), except
-``ContactState.force`` (one [n, 3] array, not n ``Vector3`` objects) and ``HOIFrame``'s fixed
-arrays (read-only numpy views of the received bytes); tests check bytes and values against the library both ways.
+samples carry lists as the library's do (made by numpy in one ``tolist`` per field); tests check bytes and values against the library both ways.
 
 :func:`install` (called by the Cyclone transport) replaces ``serialize``/``deserialize`` of those
 classes; :func:`uninstall` restores them.
@@ -27,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from intermimic_policy.ros.msgs.builtin_interfaces import Time
-from intermimic_policy.ros.msgs.geometry_msgs import Point, Pose, Quaternion
+from intermimic_policy.ros.msgs.geometry_msgs import Point, Pose, Quaternion, Vector3
 from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, PDTargets
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
@@ -212,10 +210,10 @@ def _read_pose(r: _Reader) -> Pose:
     return Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
 
 
-def _write_fixed(w: _Writer, values: Any, dtype: str, count: int) -> None:
+def _write_fixed(w: _Writer, values: Any, dtype: str, count: int, where: str) -> None:
     a = np.asarray(values, dtype=dtype)
     if a.size != count:
-        raise ValueError(f"fixed array needs {count} values, got {a.size}")
+        raise ValueError(f"{where}: expected exactly {count} values, got {a.size}")
     w.align(np.dtype(dtype).itemsize)
     w.raw(a.tobytes())
 
@@ -303,7 +301,8 @@ def _contacts_read(r: _Reader, names: _NameBlocks) -> ContactState:
     body_names = names.decode(r)
     touch, obj = _read_bool_seq(r), _read_bool_seq(r)
     n = r.u32()
-    force = (r.array("<f8", 3 * n, 8) if n else np.zeros(0)).reshape(-1, 3)  # [n, 3], not n Vector3s
+    flat = r.array("<f8", 3 * n, 8).tolist() if n else []
+    force = [_new(Vector3, x=flat[i], y=flat[i + 1], z=flat[i + 2]) for i in range(0, 3 * n, 3)]
     return _new(ContactState, header=header, body_names=body_names, in_contact=touch, object_contact=obj,
                 force=force)
 
@@ -314,12 +313,12 @@ def _frame_write(w: _Writer, m: HOIFrame, names: _NameBlocks) -> None:
     w.align(8)
     w.raw(_F64.pack(float(m.fps)))
     _write_pose(w, m.root_pose)
-    _write_fixed(w, m.joint_rotvec, "<f4", 153)
-    _write_fixed(w, m.body_positions, "<f4", 156)
-    _write_fixed(w, m.body_rotations, "<f4", 208)
+    _write_fixed(w, m.joint_rotvec, "<f4", 153, "HOIFrame.joint_rotvec")
+    _write_fixed(w, m.body_positions, "<f4", 156, "HOIFrame.body_positions")
+    _write_fixed(w, m.body_rotations, "<f4", 208, "HOIFrame.body_rotations")
     _write_pose(w, m.object_pose)
     w.string(m.object_name)
-    _write_fixed(w, m.body_contact_labels, "i1", 52)
+    _write_fixed(w, m.body_contact_labels, "i1", 52, "HOIFrame.body_contact_labels")
     w.raw(b"\x01" if m.object_contact else b"\x00")
 
 
@@ -330,10 +329,10 @@ def _frame_read(r: _Reader, names: _NameBlocks) -> HOIFrame:
     (fps,) = _F64.unpack_from(r.data, r.pos)
     r.pos += 8
     root = _read_pose(r)
-    rotvec, bpos, brot = r.array("<f4", 153, 4), r.array("<f4", 156, 4), r.array("<f4", 208, 4)
+    rotvec, bpos, brot = (r.array("<f4", n, 4).tolist() for n in (153, 156, 208))
     obj = _read_pose(r)
     name = r.string()
-    labels = r.array("i1", 52, 1)
+    labels = r.array("i1", 52, 1).tolist()
     flag = r.array("u1", 1, 1)
     if flag[0] > 1:
         raise ValueError("CDR bool out of range")

@@ -192,7 +192,7 @@ def parse_contacts(msg: ContactState, order: NameOrder) -> ContactSample:
     touch = np.asarray(msg.in_contact, dtype=bool)
     obj = np.asarray(msg.object_contact, dtype=bool)
     raw = msg.force
-    if isinstance(raw, np.ndarray):  # the fast decoder's [n, 3]
+    if isinstance(raw, np.ndarray):  # [n, 3] from a local caller
         force = np.array(raw, dtype=np.float64).reshape(n, 3)
     else:
         force = np.array([[f.x, f.y, f.z] for f in raw], dtype=np.float64).reshape(n, 3)
