@@ -31,11 +31,23 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# what only the full install has (``pip install .[deploy]`` leaves them out): commands that need
+# them are not offered there, the others (``policy info``) are
+FULL_INSTALL_ONLY = frozenset({"torch", "mujoco", "trimesh", "scipy", "coacd", "matplotlib", "rsl_rl", "tqdm",
+                               "rich", "imageio", "smplx", "pinocchio"})
+
+
 def build_parser(command_modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intermimic", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in command_modules:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] in FULL_INSTALL_ONLY:
+                continue  # a deployment install: this command needs the full one
+            raise
+        module.register(sub)
     return parser
 
 

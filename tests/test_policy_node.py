@@ -27,6 +27,7 @@ from intermimic_policy.embodiment.smplx_body import DOF_NAMES, action_offset_sca
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.observation.builder import ObservationBuilder
+from intermimic_policy.observation.numpy_obs import Kinematics, ObjectCloud, WorldState, quat_to_matrix
 from intermimic_policy.ros import messages_convert as convert
 from intermimic_policy.ros.messages_convert import MotionFrames
 from intermimic_policy.ros.msgs import ns_from_time
@@ -37,11 +38,9 @@ from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.node_config import PolicyNodeConfig, TimeoutConfig, TopicConfig, load_node_config
 from intermimic_policy.ros.node_state import (
-    HumanoidKinematics,
     MessageRejected,
     RobotInputs,
     body_order,
-    build_sim_state,
     joint_order,
     parse_contacts,
     parse_joint_state,
@@ -55,6 +54,7 @@ from intermimic_policy.ros.reference_buffer import (
     parse_hoi_frame,
     parse_hoi_window,
 )
+from intermimic_policy.ros.torch_state import HumanoidKinematics, build_sim_state
 from intermimic_policy.ros.transport import Node, make_node
 from intermimic_policy.runtime.base import Policy
 from intermimic_policy.sim.objects import load_object
@@ -70,8 +70,8 @@ def next_domain() -> int:
 FPS = 30.0
 DT_NS = round(1e9 / FPS)
 NUM_POINTS = 1024
-REF_FIELDS = ("body_pos", "body_rot", "body_lin_vel", "body_ang_vel", "object_pos", "object_rot",
-              "object_lin_vel", "object_ang_vel", "body_contact", "object_contact", "ig")
+REF_FIELDS = ("body_pos", "body_lin_vel", "body_ang_vel", "object_pos", "object_lin_vel", "object_ang_vel",
+              "body_contact", "ig")
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -164,6 +164,14 @@ def teacher(teacher_onnx: Path) -> Policy:
     return load_checked_policy(node_config(teacher_onnx))
 
 
+def training_state(ctl: PolicyController) -> Any:
+    """The training-side ``SimState`` (torch, MuJoCo kinematics) of the controller's inputs."""
+    assert ctl.joints is not None and ctl.root is not None and ctl.object_pose is not None
+    inputs = RobotInputs(ctl.joints, ctl.root, ctl.object_pose, ctl._object_velocity.lin_vel,
+                         ctl._object_velocity.ang_vel, ctl.contacts)
+    return build_sim_state(inputs, HumanoidKinematics())
+
+
 # ---------------------------------------------------------------------------- state from messages
 def test_sim_state_from_messages_matches_fk_and_differentiated_fk(motion: HOIMotion) -> None:
     robot = RobotPose(motion, 5)
@@ -194,6 +202,14 @@ def test_sim_state_from_messages_matches_fk_and_differentiated_fk(motion: HOIMot
     np.testing.assert_allclose(sim.body_ang_vel[0].numpy(), ang_fd.numpy(), atol=2e-4)
     assert sim.body_contact[0].tolist() == robot.touch.tolist()
     assert bool(sim.object_contact[0]) == bool(robot.obj_touch.any())
+    # the node's numpy kinematics (no MuJoCo) gives MuJoCo's state
+    world = WorldState.empty()
+    Kinematics(default_skeleton().offsets).compute(world, root.pos, root.rot, root.lin_vel, root.ang_vel,
+                                                   joints.angles, joints.rates)
+    np.testing.assert_allclose(world.body_pos, sim.body_pos[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(world.body_mat, quat_to_matrix(sim.body_rot[0].numpy()), atol=1e-5)
+    np.testing.assert_allclose(world.body_lin_vel, sim.body_lin_vel[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(world.body_ang_vel, sim.body_ang_vel[0].numpy(), atol=1e-5)
 
 
 def test_joint_order_contacts_and_malformed_state_messages(motion: HOIMotion) -> None:
@@ -241,13 +257,17 @@ def test_reference_buffer_equals_motion_library_with_lookahead_and_clip_end(
     buf.add_window(frames, end)
     assert buf.cursor == 0
 
+    cloud = ObjectCloud(points.numpy())
+
     def check(t: int) -> None:
-        refs = buf.ref_frames(lambda _name: points)
+        refs = buf.ref_frames(cloud)
         for d, ref in zip(offsets, refs, strict=True):
             exp = library.frames(torch.tensor([0]), torch.tensor([t + d]))
             for f in REF_FIELDS:
-                np.testing.assert_allclose(getattr(ref, f).float().numpy(), getattr(exp, f).float().numpy(),
+                np.testing.assert_allclose(getattr(ref, f), getattr(exp, f)[0].float().numpy(),
                                            atol=1e-6, err_msg=f"frame {t}+{d} {f}")
+            np.testing.assert_allclose(ref.body_mat, quat_to_matrix(exp.body_rot[0].numpy()), atol=1e-6)
+            np.testing.assert_allclose(ref.object_mat, quat_to_matrix(exp.object_rot[0].numpy()), atol=1e-6)
 
     for t in range(0, last + 3):  # past the end the cursor and every offset clamp to the last frame
         assert buf.readiness().ok, buf.readiness().reason
@@ -311,11 +331,11 @@ def test_observation_is_the_training_builders_and_targets_the_envs_action_map(
             assert handler(msg, 0.01 * t)  # type: ignore[operator]
         result = ctl.tick(0.01 * t, (t + 1) * DT_NS)
         assert result.mode == "running" and result.message is not None
-        sim = ctl.sim_state()
+        sim = training_state(ctl)
         refs = [library.frames(torch.tensor([0]), torch.tensor([t + d])) for d in teacher.contract.ref_offsets]
         expected = builder.build(sim, refs, library.points_of(torch.tensor([0])))
         assert ctl.last_observation is not None
-        np.testing.assert_allclose(ctl.last_observation.numpy(), expected.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(ctl.last_observation, expected.numpy(), atol=1e-5, rtol=0)
         # HOIEnv.action_to_targets: clamp, offset + scale * a as rotation vectors, then hinge angles
         a = np.clip(teacher(expected.numpy()), -1.0, 1.0)
         rotvec = torch.from_numpy((offset + scale * a).astype(np.float32)).reshape(51, 3)
@@ -323,7 +343,7 @@ def test_observation_is_the_training_builders_and_targets_the_envs_action_map(
         np.testing.assert_allclose(result.message.position, hinge, atol=2e-5)
     # the object velocity came from differencing the last two poses over their stamps
     expected_vel = (RobotPose(motion, 3).obj_pos - RobotPose(motion, 2).obj_pos) * FPS
-    np.testing.assert_allclose(ctl.sim_state().object_lin_vel[0].numpy(), expected_vel, rtol=1e-4)
+    np.testing.assert_allclose(ctl.world_state().object_lin_vel, expected_vel, rtol=1e-4)
 
 
 def test_soft_start_blends_from_the_measured_pose_and_clamps_report(teacher: Policy, motion: HOIMotion) -> None:
@@ -344,7 +364,7 @@ def test_soft_start_blends_from_the_measured_pose_and_clamps_report(teacher: Pol
         positions.append(np.array(r.message.position))
         if t == 0:  # a third of the way from the measured pose to the policy (no slew limit yet)
             assert ctl.last_observation is not None
-            a = np.clip(teacher(ctl.last_observation.numpy()), -1.0, 1.0)
+            a = np.clip(teacher(ctl.last_observation), -1.0, 1.0)
             rotvec = torch.from_numpy((offset + scale * a).astype(np.float32)).reshape(51, 3).double()
             policy = joint_map.hinge_angles_from_rotvec(rotvec).numpy()
             blend = robot.angles + (policy - robot.angles) / 3.0
@@ -445,8 +465,8 @@ def test_lockstep_answers_every_state_tick_with_its_stamp(running: Any, teacher:
         assert msg.kp == list(c.kp) and msg.kd == list(c.kd)
         assert msg.velocity == [0.0] * 153 and msg.effort == [0.0] * 153
         refs = [library.frames(torch.tensor([0]), torch.tensor([t + d])) for d in c.ref_offsets]
-        expected = builder.build(node.controller.sim_state(), refs, library.points_of(torch.tensor([0])))
-        np.testing.assert_allclose(node.controller.last_observation.numpy(), expected.numpy(), atol=1e-5,  # type: ignore[union-attr]
+        expected = builder.build(training_state(node.controller), refs, library.points_of(torch.tensor([0])))
+        np.testing.assert_allclose(node.controller.last_observation, expected.numpy(), atol=1e-5,  # type: ignore[arg-type]
                                    err_msg=f"tick {t} cursor {node.controller.buffer.cursor}")
     # a NaN state tick is answered with a hold of the last targets (raised kd), stamped with the tick
     nan_state = RobotPose(motion, 6)

@@ -109,7 +109,7 @@ def test_policy_node_rebuilds_the_environment_observation_from_bridge_messages(
         assert controller.on_contacts(m.contacts, now) and controller.on_joint_state(m.joint_state, now)
         core.env.t[:] = core.frame_of_tick(core.tick)
         expected = core.env.compute_observation().numpy()[0]
-        got = controller.observation()[0].numpy()[0]
+        got = controller.observation()[0]
         for name, sl in slices.items():
             err = max(np.abs(got[t * block + sl.start:t * block + sl.stop]
                              - expected[t * block + sl.start:t * block + sl.stop]).max()

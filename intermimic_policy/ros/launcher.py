@@ -37,7 +37,9 @@ from tqdm import tqdm
 from intermimic_policy.atomic import atomic_output
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.ros import node_params
+from intermimic_policy.ros.messages_convert import load_clip
 from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray
+from intermimic_policy.ros.topics import Topics
 
 logger = logging.getLogger("intermimic.ros.launcher")
 
@@ -265,6 +267,7 @@ def resolve_config(options: LaunchOptions, log_dir: Path) -> tuple[dict[str, Any
     if options.record:
         bridge["record"] = _absolute(options.record)
     resolved = {**doc, node_params.COMMON_SECTION: common, "sim_bridge": bridge}
+    _with_clip_object(resolved, str(common["clip"]))
     path = log_dir / CONFIG_NAME
     with atomic_output(path) as handle:
         handle.write(yaml.safe_dump(resolved, sort_keys=False).encode())
@@ -273,11 +276,27 @@ def resolve_config(options: LaunchOptions, log_dir: Path) -> tuple[dict[str, Any
 
 def _status_topics(doc: Mapping[str, Any]) -> dict[str, str]:
     topics = dict(DEFAULT_STATUS_TOPICS)
-    common_topics = (doc.get(node_params.COMMON_SECTION) or {}).get("topics") or {}
+    common = doc.get(node_params.COMMON_SECTION) or {}
+    common_topics = common.get("topics") or {}
     for node, key in _TOPIC_KEYS.items():
-        own = ((doc.get(node) or {}).get("topics") or {})
-        topics[node] = own.get(key) or common_topics.get(key) or topics[node]
+        own = doc.get(node) or {}
+        name = (own.get("topics") or {}).get(key) or common_topics.get(key) or topics[node]
+        prefix = own.get("topic_prefix", common.get("topic_prefix")) or ""
+        topics[node] = getattr(Topics(**{key: name}).prefixed(prefix), key)
     return topics
+
+
+def _with_clip_object(doc: dict[str, Any], clip: str) -> None:
+    """Put the clip's object into the policy node's object table (loaded at its start-up) unless
+    the file configures the table itself."""
+    node = dict(doc.get("policy_node") or {})
+    if node.get("objects"):
+        return
+    from intermimic_policy.motion.object_names import PRIMITIVE_BOXES
+
+    name = load_clip(clip, False).object_name
+    node["objects"] = sorted({name, *PRIMITIVE_BOXES})
+    doc["policy_node"] = node
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -285,6 +304,11 @@ def _report(doc: Mapping[str, Any], options: LaunchOptions, bridge: dict[str, An
             procs: list[ManagedProcess], log_dir: Path, error: str | None, interrupted: bool) -> dict[str, Any]:
     common = doc[node_params.COMMON_SECTION]
     policy_status = monitor.values.get("policy_node", {})
+    # the control loop's timing as the policy node measured it (tick = state in -> targets out)
+    loop = {key: _number(policy_status.get(key)) for key in (
+        "tick_ms_p50", "tick_ms_p99", "tick_ms_max", "jitter_ms_p99", "deadline_ms", "deadline_misses",
+        "state_gaps", "late_inputs", "duplicates", "out_of_order", "stale_stamps", "clock_jumps",
+        "unknown_objects")}
     report: dict[str, Any] = {
         "ok": error is None and not interrupted, "error": error, "interrupted": interrupted,
         "ticks": bridge.get("ticks"), "missed_ticks": bridge.get("missed_ticks"),
@@ -293,6 +317,7 @@ def _report(doc: Mapping[str, Any], options: LaunchOptions, bridge: dict[str, An
         "round_trip_ms_p50": bridge.get("round_trip_ms_p50"), "round_trip_ms_p99": bridge.get("round_trip_ms_p99"),
         "E_h_cm": bridge.get("E_h_cm"), "E_o_cm": bridge.get("E_o_cm"),
         "safe_hold_events": _number(policy_status.get("safe_hold_events")),
+        "loop": loop, "target_timeouts": bridge.get("target_timeouts"),
         "policy_mode": policy_status.get("mode"),
         "duration": options.duration_s if options.duration_s is not None else bridge.get("sim_time_s"),
         "clip": common.get("clip"), "policy": common.get("policy"), "lockstep": bool(common.get("lockstep")),

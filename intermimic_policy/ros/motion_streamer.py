@@ -34,14 +34,11 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.ros import node_params
 from intermimic_policy.ros.messages_convert import WORLD_FRAME, MotionFrames, header, hoi_window, load_clip
@@ -50,9 +47,11 @@ from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, Diagnost
 from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.node_common import NodeLifetime, status_array
+from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, exit_process, run_main
 from intermimic_policy.ros.node_state import MessageRejected
 from intermimic_policy.ros.qos import QosProfile
 from intermimic_policy.ros.reference_buffer import parse_hoi_window
+from intermimic_policy.ros.topics import Topics, validate_prefix
 
 logger = logging.getLogger("intermimic.ros.motion_streamer")
 
@@ -66,13 +65,8 @@ RESYNC_FRAMES = 2
 
 
 # -- configuration ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StreamerTopics:
-    reference: str = "/intermimic/reference"
-    reference_window: str = "/intermimic/reference_window"
-    generator_window: str = "/intermimic/generator/window"
-    clock: str = "/clock"
-    streamer_status: str = "/intermimic/motion_streamer/status"
+# one topic table for every node (``ros.topics``); the old name stays for callers
+StreamerTopics = Topics
 
 
 @dataclass(frozen=True)
@@ -97,7 +91,13 @@ class MotionStreamerConfig:
     reference_depth: int = 100  # reliable keep-last depth of the reference topics
     status_hz: float = 2.0
     frame_id: str = WORLD_FRAME
-    topics: StreamerTopics = field(default_factory=StreamerTopics)
+    # generator: frames kept ahead of the stream (older ones are forgotten as it passes them;
+    # frames beyond this many ahead are dropped and counted) and frames in one window (a longer
+    # window is refused unparsed)
+    max_stored_frames: int = 1024
+    max_window_frames: int = 128
+    topic_prefix: str = ""  # prepended to every topic name (two runs on one host never cross)
+    topics: Topics = field(default_factory=Topics)
 
     def validate(self, source: str = "motion streamer config") -> MotionStreamerConfig:
         def bad(key: str, why: str) -> node_params.ParamError:
@@ -122,6 +122,13 @@ class MotionStreamerConfig:
                 raise bad(key, f"must be a positive number, got {value}")
         if self.reference_depth < 1:
             raise bad("reference_depth", f"must be >= 1, got {self.reference_depth}")
+        for key in ("max_stored_frames", "max_window_frames"):
+            value = getattr(self, key)
+            if not MIN_LOOKAHEAD <= value <= 100_000:
+                raise bad(key, f"must be within {MIN_LOOKAHEAD}..100000, got {value}")
+        why = validate_prefix(self.topic_prefix)
+        if why:
+            raise bad("topic_prefix", why)
         return self
 
 
@@ -158,8 +165,12 @@ class ClipSource:
 class GeneratorSource:
     """The newest plan of every frame a generator sent, by clip frame index."""
 
-    def __init__(self, frame_id: str = WORLD_FRAME) -> None:
+    def __init__(self, frame_id: str = WORLD_FRAME, max_stored_frames: int = 1024,
+                 max_window_frames: int = 128) -> None:
         self.store: dict[int, HOIFrame] = {}
+        self.max_stored_frames = max_stored_frames
+        self.max_window_frames = max_window_frames
+        self.dropped_frames = 0  # frames beyond the store's cap (not kept)
         self.fps: float | None = None
         self.frame_id = frame_id
         self.end_frame: int | None = None
@@ -167,10 +178,13 @@ class GeneratorSource:
 
     def add(self, msg: HOIWindow) -> tuple[int, list[int]]:
         """Store a validated window's frames; (its start frame, indices whose content changed)."""
-        samples, end = parse_hoi_window(msg, self.fps)
+        samples, end = parse_hoi_window(msg, self.fps, self.max_window_frames)
         changed = []
         for k, sample in enumerate(samples):
             frame = msg.frames[k]
+            if sample.frame_index not in self.store and len(self.store) >= self.max_stored_frames:
+                self.dropped_frames += 1  # the stream forgets frames it passed: this bounds the plan ahead
+                continue
             old = self.store.get(sample.frame_index)
             if old is not None and replace(old, header=frame.header) != frame:
                 changed.append(sample.frame_index)
@@ -346,13 +360,13 @@ class MotionStreamerNode(NodeLifetime):
                     "at its own frame rate (the policy checks it against its control rate); set rate_hz: 0")
             self.source = ClipSource(clip, config.frame_id)
         else:
-            self.source = GeneratorSource(config.frame_id)
+            self.source = GeneratorSource(config.frame_id, config.max_stored_frames, config.max_window_frames)
             if config.rate_hz:
                 self.source.fps = config.rate_hz
         self.stream = Stream(self.source, config.lookahead_frames, config.loop and config.source == "clip")
         self.node = make_node(config.node_name, backend=config.transport, domain_id=config.domain_id,
                               namespace=config.namespace)
-        t = config.topics
+        t = config.topics.prefixed(config.topic_prefix)
         qos = QosProfile(depth=config.reference_depth)
         try:
             self.pub_frames = self.node.create_publisher(t.reference, HOIFrame, qos)
@@ -503,6 +517,9 @@ class MotionStreamerNode(NodeLifetime):
             "fps": f"{s.fps():g}",
         }
         values.update({k: str(v) for k, v in vars(self.counters).items()})
+        if isinstance(self.source, GeneratorSource):
+            values["stored_frames"] = str(len(self.source.store))
+            values["dropped_frames"] = str(self.source.dropped_frames)
         for sub in self.subscriptions:
             values[f"malformed.{sub.topic}"] = str(sub.malformed)
         return values
@@ -519,7 +536,7 @@ class MotionStreamerNode(NodeLifetime):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="intermimic_motion_streamer",
                                 description="Stream an HOI reference clip (or relay a generator) over ROS 2.")
-    p.add_argument("--config", help="YAML with common and motion_streamer sections (e.g. config/sim_hoi.yaml)")
+    add_common_arguments(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--clip", default=None, help="clip file (any format load_motion reads)")
     src.add_argument("--example", action="store_true", default=None, help="stream the bundled example clip")
@@ -528,51 +545,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-offset", type=int, default=None, help="first clip frame to stream")
     p.add_argument("--lockstep", action=argparse.BooleanOptionalAction, default=None,
                    help="follow /clock (the simulation's time) instead of the wall clock")
-    p.add_argument("--domain-id", type=int, default=None)
-    p.add_argument("--transport", choices=("auto", "cyclone", "rclpy"), default=None)
     p.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds")
-    p.add_argument("--log-level", default="INFO")
     return p
 
 
+def _run(args: argparse.Namespace, params_file: str | None, stop: StopFlag) -> None:
+    overrides: dict[str, Any] = {"lockstep": args.lockstep, "loop": args.loop, "start_offset": args.start_offset,
+                                 "domain_id": args.domain_id, "transport": args.transport}
+    if args.clip:  # "" (an empty launch argument): the config's clip
+        overrides.update(source="clip", clip=args.clip, example=False)
+    elif args.example:
+        overrides.update(source="clip", clip="", example=True)
+    elif args.source is not None:
+        overrides.update(source=args.source)
+    config = load_streamer_config(args.config or params_file, **overrides)
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    with MotionStreamerNode(config) as streamer:
+        logger.info("streaming %s at %g fps, lookahead %d frames, lockstep=%s, transport %s",
+                    getattr(streamer.source, "name", config.source), streamer.stream.fps(),
+                    config.lookahead_frames, config.lockstep, streamer.node.backend)
+        streamer.run(stop=lambda: stop() or (deadline is not None and time.monotonic() > deadline))
+        streamer.publish_status()
+        streamer.pub_status.wait_for_all_acked(0.3)  # bounded: a signal must end the node within 1 s
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ours, params_file = node_params.split_ros_args(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(ours)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="[%(levelname)s] %(name)s: %(message)s")
-    stop = {"now": False}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop["now"] = True
-
-    try:
-        overrides: dict[str, Any] = {"lockstep": args.lockstep, "loop": args.loop, "start_offset": args.start_offset,
-                                     "domain_id": args.domain_id, "transport": args.transport}
-        if args.clip:  # "" (an empty launch argument): the config's clip
-            overrides.update(source="clip", clip=args.clip, example=False)
-        elif args.example:
-            overrides.update(source="clip", clip="", example=True)
-        elif args.source is not None:
-            overrides.update(source=args.source)
-        config = load_streamer_config(args.config or params_file, **overrides)
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        with MotionStreamerNode(config) as streamer:
-            logger.info("streaming %s at %g fps, lookahead %d frames, lockstep=%s, transport %s",
-                        getattr(streamer.source, "name", config.source), streamer.stream.fps(),
-                        config.lookahead_frames, config.lockstep, streamer.node.backend)
-            streamer.run(stop=lambda: stop["now"] or (deadline is not None and time.monotonic() > deadline))
-            streamer.publish_status()
-            streamer.pub_status.wait_for_all_acked(1.0)
-    except IntermimicError as exc:
-        print(f"motion_streamer: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"motion_streamer: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("motion_streamer", build_parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -31,10 +31,11 @@ from typing import Any
 
 from intermimic_policy.ros import node_params
 from intermimic_policy.ros.reference_timeline import TimelineConfig
+from intermimic_policy.ros.topics import Topics, validate_prefix
 
 SECTION = "policy_node"
 # keys of the ``common`` section this node reads (it ignores the others: clip, streamer options)
-COMMON_KEYS = ("domain_id", "lockstep", "policy", "transport", "topics")
+COMMON_KEYS = ("domain_id", "lockstep", "policy", "transport", "topics", "topic_prefix")
 KINDS = ("teacher", "student")
 
 
@@ -44,18 +45,8 @@ KINDS = ("teacher", "student")
 NodeConfigError = node_params.ParamError
 
 
-@dataclass(frozen=True)
-class TopicConfig:
-    """Topic names (ROS names; relative names resolve in the node's namespace)."""
-
-    reference: str = "/intermimic/reference"
-    reference_window: str = "/intermimic/reference_window"
-    object_pose: str = "/intermimic/object_pose"
-    joint_states: str = "/intermimic/joint_states"
-    odom: str = "/intermimic/odom"
-    contacts: str = "/intermimic/contacts"
-    pd_targets: str = "/intermimic/pd_targets"
-    status: str = "/intermimic/status"
+# one topic table for every node (``ros.topics``); the old name stays for callers
+TopicConfig = Topics
 
 
 @dataclass(frozen=True)
@@ -102,10 +93,20 @@ class PolicyNodeConfig:
     status_hz: float = 2.0  # diagnostics rate, 1..5 Hz
     upstream_action_map: bool = False  # policy trained with upstream's action-scale quirks
     model_hash: str = ""  # expected humanoid model hash; "" = the default skeleton's
-    num_object_points: int = 0  # 0: the training environment's default
+    num_object_points: int = 0  # 0: the contract's, else the training environment's default
+    # The object table, loaded at start-up: "name" (a primitive or a mesh in object_search_dirs,
+    # full install) or "name=points.npy" ([num_object_points, 3], object frame). A reference
+    # naming another object is rejected and the node holds; a name is never opened as a path.
+    # Empty: the primitive objects.
+    objects: tuple[str, ...] = ()
     object_search_dirs: tuple[str, ...] = ()
-    torch_threads: int = 1
-    topics: TopicConfig = field(default_factory=TopicConfig)
+    torch_threads: int = 1  # unused (the node has no torch); kept so older files still load
+    max_buffered_frames: int = 512  # reference frames kept ahead of the cursor (more are dropped)
+    max_window_frames: int = 128  # a longer HOIWindow is refused unparsed
+    clock_jump_s: float = 1.0  # a state stamp this far behind the newest is a restarted clock
+    tick_deadline_ms: float = 0.0  # a tick (state in -> targets out) longer than this is a deadline miss; 0: a quarter period
+    topic_prefix: str = ""  # prepended to every topic name (two runs on one host never cross)
+    topics: Topics = field(default_factory=Topics)
     qos: QosConfig = field(default_factory=QosConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     timeline: TimelineConfig = field(default_factory=TimelineConfig)  # generator windows (ros.reference_timeline)
@@ -138,6 +139,21 @@ class PolicyNodeConfig:
                 raise bad(f"timeouts.{f.name}", f"must be a finite number of seconds >= 0, got {value}")
         if not (math.isfinite(self.timeline.bridge_s) and self.timeline.bridge_s >= 0):
             raise bad("timeline.bridge_s", f"must be a finite number of seconds >= 0, got {self.timeline.bridge_s}")
+        for key in ("max_buffered_frames", "max_window_frames"):
+            value = getattr(self, key)
+            if not 17 <= value <= 100_000:
+                raise bad(key, f"must be within 17..100000 (the policy reads 17 frames ahead), got {value}")
+        if not (math.isfinite(self.clock_jump_s) and self.clock_jump_s > 0):
+            raise bad("clock_jump_s", f"must be a positive number of seconds, got {self.clock_jump_s}")
+        if not (math.isfinite(self.tick_deadline_ms) and self.tick_deadline_ms >= 0):
+            raise bad("tick_deadline_ms", f"must be a finite number >= 0, got {self.tick_deadline_ms}")
+        why = validate_prefix(self.topic_prefix)
+        if why:
+            raise bad("topic_prefix", why)
+        for entry in self.objects:
+            name, _, _ = entry.partition("=")
+            if not name.strip() or "/" in name or name.strip() != name:
+                raise bad("objects", f"entry {entry!r} must be NAME or NAME=POINTS.npy")
         if self.timeouts.reference_s == 0 or self.timeouts.state_s == 0:
             raise bad("timeouts", "reference_s and state_s cannot be 0: the policy cannot run without them")
         return self
@@ -159,3 +175,16 @@ def load_node_config(path: str | os.PathLike[str] | None, **overrides: Any) -> P
         config = config_from_dict(node_params.read_yaml(path), str(Path(path)))
     chosen = {k: v for k, v in overrides.items() if v is not None}
     return replace(config, **chosen).validate(str(path or "overrides")) if chosen else config.validate()
+
+
+def object_table(config: PolicyNodeConfig) -> tuple[str, ...]:
+    """The configured object table (empty: the primitive objects, which need no files)."""
+    if config.objects:
+        return config.objects
+    from intermimic_policy.motion.object_names import PRIMITIVE_BOXES
+
+    return tuple(PRIMITIVE_BOXES)
+
+
+def resolved_topics(config: PolicyNodeConfig) -> Topics:
+    return config.topics.prefixed(config.topic_prefix)

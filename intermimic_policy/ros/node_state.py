@@ -6,6 +6,10 @@ node must rebuild everything the training environment reads from a simulator: bo
 velocities by MuJoCo's kinematics of the same generated humanoid (the skeleton the policy's
 contract names), the object velocity by differencing its poses.
 
+Nothing here imports torch or MuJoCo (the deployment install has neither): kinematics and the
+observation are :mod:`intermimic_policy.observation.numpy_obs`'s; the training-side ``SimState``
+of the same messages is built by :mod:`.torch_state` (tests compare the two).
+
 Each ``parse_*`` validates one message and raises :class:`MessageRejected` naming the problem
 (wrong count, unknown or duplicate names, NaN, a zero quaternion...); the node counts and drops
 such messages and keeps running.
@@ -21,19 +25,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from intermimic_policy.embodiment import joint_map
-from intermimic_policy.embodiment.skeleton import Skeleton
 from intermimic_policy.embodiment.smplx_body import BODY_NAMES, DOF_NAMES, NUM_BODIES, NUM_DOFS
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.geometry import quaternion as quat
+from intermimic_policy.observation.numpy_obs import (
+    quat_conjugate,
+    quat_matrix_one,
+    quat_multiply,
+    quat_to_rotvec,
+)
 from intermimic_policy.ros.msgs import ns_from_time
 from intermimic_policy.ros.msgs.geometry_msgs import Pose, PoseStamped
 from intermimic_policy.ros.msgs.intermimic_msgs import ContactState
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
-from intermimic_policy.sim.state import SimState
 
 # |q| must be within this of 1 to count as a rotation (then it is renormalised)
 QUAT_NORM_TOL = 1e-2
@@ -167,7 +172,7 @@ def parse_odometry(msg: Odometry) -> RootSample:
     lin = _finite(np.array([t.linear.x, t.linear.y, t.linear.z], dtype=np.float64), "Odometry.twist.linear")
     ang = _finite(np.array([t.angular.x, t.angular.y, t.angular.z], dtype=np.float64), "Odometry.twist.angular")
     if msg.child_frame_id and msg.child_frame_id != msg.header.frame_id:
-        r = quat.to_matrix(torch.from_numpy(rot)).numpy()
+        r = quat_matrix_one(rot)
         lin, ang = r @ lin, r @ ang
     return RootSample(ns_from_time(msg.header.stamp), pos, rot, lin, ang)
 
@@ -186,8 +191,12 @@ def parse_contacts(msg: ContactState, order: NameOrder) -> ContactSample:
             raise MessageRejected(f"ContactState.{name} has {got} values, expected {n}")
     touch = np.asarray(msg.in_contact, dtype=bool)
     obj = np.asarray(msg.object_contact, dtype=bool)
-    force = _finite(np.array([[f.x, f.y, f.z] for f in msg.force], dtype=np.float64).reshape(n, 3),
-                    "ContactState.force")
+    raw = msg.force
+    if isinstance(raw, np.ndarray):  # [n, 3] from a local caller
+        force = np.array(raw, dtype=np.float64).reshape(n, 3)
+    else:
+        force = np.array([[f.x, f.y, f.z] for f in raw], dtype=np.float64).reshape(n, 3)
+    force = _finite(force, "ContactState.force")
     if perm is not None:
         touch, obj, force = touch[perm], obj[perm], force[perm]
     return ContactSample(ns_from_time(msg.header.stamp), touch, obj, force)
@@ -212,59 +221,8 @@ class ObjectVelocity:
             return
         dt = (sample.stamp_ns - prev.stamp_ns) * 1e-9
         self.lin_vel = (sample.pos - prev.pos) / dt
-        rel = quat.multiply(torch.from_numpy(sample.rot), quat.conjugate(torch.from_numpy(prev.rot)))
-        self.ang_vel = quat.to_rotvec(rel).numpy() / dt
-
-
-# -- kinematics ------------------------------------------------------------------------------------
-class HumanoidKinematics:
-    """Body poses and velocities of the generated humanoid by MuJoCo's kinematics (C, ~50 us).
-
-    The model is the one the simulator steps (``mjcf.humanoid_model`` of the skeleton), so body
-    frames are exactly those the training backends read. Velocities are ``mj_objectVelocity``'s:
-    world angular velocity and the linear velocity of each body origin, vectorised over bodies.
-    """
-
-    def __init__(self, skeleton: Skeleton | None = None) -> None:
-        import mujoco
-
-        from intermimic_policy.embodiment.mjcf import humanoid_model
-
-        self._mj = mujoco
-        self.model = humanoid_model(skeleton)
-        self.data = mujoco.MjData(self.model)
-        m = self.model
-        self.body_ids = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n) for n in BODY_NAMES])
-        joints = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) for n in DOF_NAMES]
-        if min(self.body_ids) < 0 or min(joints) < 0:  # pragma: no cover - generator and tables disagree
-            raise IntermimicError("humanoid model lacks bodies or joints of smplx_body")
-        self.qpos_adr = m.jnt_qposadr[joints]
-        self.dof_adr = m.jnt_dofadr[joints]
-        root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, BODY_NAMES[0])
-        self.root_qpos, self.root_dof = int(m.jnt_qposadr[root]), int(m.jnt_dofadr[root])
-        self.root_of_body = m.body_rootid[self.body_ids]
-
-    def compute(self, joints: JointSample, root: RootSample) -> tuple[np.ndarray, ...]:
-        """(body_pos [52,3], body_rot xyzw [52,4], lin_vel [52,3], ang_vel [52,3]), world frame."""
-        mj, m, d = self._mj, self.model, self.data
-        q, v = self.root_qpos, self.root_dof
-        d.qpos[q:q + 3] = root.pos
-        d.qpos[q + 3:q + 7] = root.rot[[3, 0, 1, 2]]
-        d.qpos[self.qpos_adr] = joints.angles
-        r = quat.to_matrix(torch.from_numpy(root.rot)).numpy()
-        d.qvel[v:v + 3] = root.lin_vel  # free joint: linear velocity in the world frame,
-        d.qvel[v + 3:v + 6] = r.T @ root.ang_vel  # angular velocity in the body frame
-        d.qvel[self.dof_adr] = joints.rates
-        mj.mj_kinematics(m, d)
-        mj.mj_comPos(m, d)
-        mj.mj_comVel(m, d)
-        ids = self.body_ids
-        pos = d.xpos[ids].copy()
-        rot = d.xquat[ids][:, [1, 2, 3, 0]].copy()
-        ang = d.cvel[ids, :3].copy()
-        # cvel is about the subtree centre of mass: move the linear part to each body origin
-        lin = d.cvel[ids, 3:] + np.cross(ang, pos - d.subtree_com[self.root_of_body])
-        return pos, rot, lin, ang
+        rel = quat_multiply(sample.rot, quat_conjugate(prev.rot))
+        self.ang_vel = quat_to_rotvec(rel) / dt
 
 
 @dataclass(frozen=True)
@@ -279,38 +237,44 @@ class RobotInputs:
     contacts: ContactSample | None  # None: contacts not provided (all false, zero force)
 
 
-def build_sim_state(inputs: RobotInputs, kinematics: HumanoidKinematics) -> SimState:
-    """One world's ``SimState`` (float32 tensors, batch 1) from the newest robot-state samples.
+class StampGuard:
+    """Per-input stamp order (see ``policy_core``): ``check(name, stamp)`` says "ok", "duplicate"
+    (the input's last stamp again), "out_of_order" (older than its last), "stale" (older than the
+    newest state stamp by more than ``stale_s``) or "jump": the clock restarted, either back by
+    more than ``jump_s`` at once or ``JUMP_CONFIRM`` messages in a row older than the history (an
+    isolated old message is out of order; a restarted clock keeps going from its new time). On a
+    jump every input's history is forgotten and the stamp accepted."""
 
-    Joint rotations and local joint angular velocities come from the hinge angles and rates by
-    ``joint_map`` (the conversion the simulator backends use).
-    """
-    angles = torch.from_numpy(inputs.joints.angles).unsqueeze(0)
-    rates = torch.from_numpy(inputs.joints.rates).unsqueeze(0)
-    rotvec = joint_map.rotvec_from_hinge_angles(angles)
-    omega = joint_map.angular_velocity_from_hinge_rates(angles, rates)
-    body_pos, body_rot, lin, ang = (a[None] for a in kinematics.compute(inputs.joints, inputs.root))
-    c = inputs.contacts
-    if c is None:
-        touch = torch.zeros(1, NUM_BODIES, dtype=torch.bool)
-        obj_touch = torch.zeros(1, NUM_BODIES, dtype=torch.bool)
-        force = torch.zeros(1, NUM_BODIES, 3)
-    else:
-        touch = torch.from_numpy(c.in_contact).unsqueeze(0)
-        obj_touch = torch.from_numpy(c.object_contact).unsqueeze(0)
-        force = torch.from_numpy(c.force).float().unsqueeze(0)
+    JUMP_CONFIRM = 3
 
-    def f32(a: np.ndarray | torch.Tensor) -> torch.Tensor:
-        t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
-        return t.to(torch.float32)
+    def __init__(self, names: Sequence[str], stale_s: float, jump_s: float) -> None:
+        self.last: dict[str, int | None] = {n: None for n in names}
+        self.behind: dict[str, int] = {n: 0 for n in names}
+        self.newest: int | None = None
+        self.stale_ns = int(stale_s * 1e9) if stale_s > 0 else None
+        self.jump_ns = int(jump_s * 1e9)
 
-    return SimState(
-        body_pos=f32(body_pos), body_rot=f32(body_rot), body_lin_vel=f32(lin), body_ang_vel=f32(ang),
-        joint_rotvec=f32(rotvec), joint_ang_vel=f32(omega),
-        body_contact=touch, body_object_contact=obj_touch, body_contact_force=force,
-        object_pos=f32(inputs.object_pose.pos).unsqueeze(0),
-        object_rot=f32(inputs.object_pose.rot).unsqueeze(0),
-        object_lin_vel=f32(inputs.object_lin_vel).unsqueeze(0),
-        object_ang_vel=f32(inputs.object_ang_vel).unsqueeze(0),
-        object_contact=obj_touch.any(dim=-1),
-    )
+    def _jump(self, name: str, stamp_ns: int) -> str:
+        self.last = {n: None for n in self.last}
+        self.behind = {n: 0 for n in self.behind}
+        self.last[name] = self.newest = stamp_ns
+        return "jump"
+
+    def check(self, name: str, stamp_ns: int) -> str:
+        last, newest = self.last[name], self.newest
+        if newest is not None and stamp_ns < newest - self.jump_ns:
+            return self._jump(name, stamp_ns)
+        verdict = "ok"
+        if last is not None and stamp_ns == last:
+            return "duplicate"
+        if last is not None and stamp_ns < last:
+            verdict = "out_of_order"
+        elif newest is not None and self.stale_ns is not None and stamp_ns < newest - self.stale_ns:
+            verdict = "stale"
+        if verdict != "ok":
+            self.behind[name] += 1
+            return self._jump(name, stamp_ns) if self.behind[name] >= self.JUMP_CONFIRM else verdict
+        self.behind[name] = 0
+        self.last[name] = stamp_ns
+        self.newest = stamp_ns if newest is None else max(newest, stamp_ns)
+        return "ok"

@@ -26,21 +26,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_DOFS
-from intermimic_policy.geometry import quaternion as quat
+from intermimic_policy.observation.numpy_obs import ObjectCloud, RefSample, reference_frame
 from intermimic_policy.ros.msgs import ns_from_time
 from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow
 from intermimic_policy.ros.node_state import QUAT_NORM_TOL, MessageRejected, NonFiniteInput, pose_arrays
-from intermimic_policy.sim.interaction_graph import nearest_point_vectors, object_points_world
-from intermimic_policy.sim.reference import RefFrame
 
 # a window whose start is this many frames away from the cursor re-synchronises the cursor
 RESYNC_FRAMES = 2
-# frames kept beyond the cursor at most (a generator may send long plans; older are dropped)
-MAX_BUFFERED_FRAMES = 4096
+# default caps (configurable: ``policy_node.max_buffered_frames`` / ``max_window_frames``): frames
+# kept beyond the cursor (a generator may send long plans; later ones are dropped) and frames in
+# one window (a longer window is refused before any frame of it is parsed)
+MAX_BUFFERED_FRAMES = 512
+MAX_WINDOW_FRAMES = 128
 _FPS_RTOL = 1e-6
 
 
@@ -109,14 +108,19 @@ def parse_hoi_frame(msg: HOIFrame, expected_fps: float | None = None, where: str
     )
 
 
-def parse_hoi_window(msg: HOIWindow, expected_fps: float | None = None) -> tuple[list[ReferenceSample], int | None]:
+def parse_hoi_window(msg: HOIWindow, expected_fps: float | None = None,
+                     max_frames: int = MAX_WINDOW_FRAMES) -> tuple[list[ReferenceSample], int | None]:
     """(distinct frames in order, clip end frame or None) of a window.
 
     ``frames[k]`` must be frame ``start_frame + k``; a frame that repeats the previous frame's
-    index marks the clip end (later frames are that repeat too and are dropped).
+    index marks the clip end (later frames are that repeat too and are dropped). A window of more
+    than ``max_frames`` frames is refused before any of them is parsed (bounded work per message).
     """
     if not msg.frames:
         raise MessageRejected("HOIWindow has no frames")
+    if len(msg.frames) > max_frames:
+        raise MessageRejected(f"HOIWindow has {len(msg.frames)} frames, more than the cap of {max_frames} "
+                              "(policy_node.max_window_frames)")
     out: list[ReferenceSample] = []
     end = None
     for k, frame in enumerate(msg.frames):
@@ -141,7 +145,8 @@ class Readiness:
 class ReferenceBuffer:
     """Frames by index plus the node's cursor (see the module docstring)."""
 
-    def __init__(self, offsets: Sequence[int], max_lag_frames: int = 0) -> None:
+    def __init__(self, offsets: Sequence[int], max_lag_frames: int = 0,
+                 max_buffered_frames: int = MAX_BUFFERED_FRAMES) -> None:
         if not offsets or min(offsets) < 0:
             raise ValueError(f"reference offsets must be >= 0, got {list(offsets)}")
         self.offsets = tuple(int(d) for d in offsets)
@@ -149,6 +154,8 @@ class ReferenceBuffer:
         # frames t + max_offset and its next neighbour (central difference)
         self.required_lookahead = self.max_offset + 1
         self.max_lag_frames = int(max_lag_frames)
+        self.max_buffered_frames = max(int(max_buffered_frames), self.required_lookahead + 2)
+        self.dropped_frames = 0  # frames past the buffer cap (counted, not stored)
         self.restarts = 0
         self.skipped_frames = 0
         self.reset()
@@ -156,7 +163,7 @@ class ReferenceBuffer:
     # -- filling ----------------------------------------------------------------------------------
     def reset(self) -> None:
         self._frames: dict[int, ReferenceSample] = {}
-        self._cache: dict[int, tuple[str, RefFrame]] = {}
+        self._cache: dict[int, tuple[str, RefSample]] = {}
         self.cursor: int | None = None
         self.first_index: int | None = None
         self.clip_end: int | None = None
@@ -175,7 +182,8 @@ class ReferenceBuffer:
         assert self.cursor is not None and self.first_index is not None
         if i < self.first_index:
             self.first_index = i
-        if i > self.cursor + MAX_BUFFERED_FRAMES:
+        if i > self.cursor + self.max_buffered_frames:
+            self.dropped_frames += 1
             return
         old = self._frames.get(i)
         if old is not None and not old.same_content(s):
@@ -268,42 +276,25 @@ class ReferenceBuffer:
     def _neighbours(self, f: int) -> list[ReferenceSample]:
         return [self._frames[i] for i in sorted(self._needed(f))]
 
-    def ref_frame(self, f: int, object_name: str, points: Tensor) -> RefFrame:
-        """The training-identical ``RefFrame`` (batch 1) of clip frame ``f``."""
+    def ref_frame(self, f: int, object_name: str, cloud: ObjectCloud) -> RefSample:
+        """The training-identical reference (``numpy_obs.RefSample``) of clip frame ``f``."""
         hit = self._cache.get(f)
         if hit is not None and hit[0] == object_name:
             return hit[1]
         seq = self._neighbours(f)
         k = [s.frame_index for s in seq].index(f)
-        fps = seq[k].fps
         cur = seq[k]
 
-        def stack(key: str) -> Tensor:
-            return torch.from_numpy(np.stack([getattr(s, key) for s in seq]).astype(np.float64))
+        def stack(key: str) -> np.ndarray:
+            return np.stack([getattr(s, key) for s in seq]).astype(np.float64)
 
-        body_pos = stack("body_pos").transpose(0, 1)  # [52, T, 3]: time on dim -2
-        body_rot = stack("body_rot").transpose(0, 1)
-        lin = quat.finite_difference_velocity(body_pos, fps)[:, k].float()
-        ang = quat.finite_difference_angular_velocity(body_rot, fps)[:, k].float()
-        obj_lin = quat.finite_difference_velocity(stack("object_pos"), fps)[k].float()
-        obj_ang = quat.finite_difference_angular_velocity(stack("object_rot"), fps)[k].float()
-        bp = torch.from_numpy(cur.body_pos).unsqueeze(0)
-        op = torch.from_numpy(cur.object_pos).unsqueeze(0)
-        orot = torch.from_numpy(cur.object_rot).unsqueeze(0)
-        ig = nearest_point_vectors(bp, object_points_world(points, op, orot))
-        ref = RefFrame(
-            body_pos=bp, body_rot=torch.from_numpy(cur.body_rot).unsqueeze(0),
-            body_lin_vel=lin.unsqueeze(0), body_ang_vel=ang.unsqueeze(0),
-            object_pos=op, object_rot=orot, object_lin_vel=obj_lin.unsqueeze(0),
-            object_ang_vel=obj_ang.unsqueeze(0),
-            body_contact=torch.from_numpy(cur.body_contact).unsqueeze(0),
-            object_contact=torch.tensor([cur.object_contact]), ig=ig,
-        )
+        ref = reference_frame(stack("body_pos"), stack("body_rot"), stack("object_pos"), stack("object_rot"),
+                              cur.body_contact, k, cur.fps, cloud.points)
         self._cache[f] = (object_name, ref)
         return ref
 
-    def prepare(self, points_of: Callable[[str], Tensor]) -> int:
-        """Compute ahead the ``RefFrame``s the tick at the cursor reads, those whose neighbours
+    def prepare(self, cloud_of: Callable[[str], ObjectCloud | None]) -> int:
+        """Compute ahead the references the tick at the cursor reads, those whose neighbours
         have arrived; returns how many were computed. Called after a frame arrives and after a
         tick is published, so the tick itself mostly finds them cached."""
         if self.cursor is None:
@@ -314,13 +305,14 @@ class ReferenceBuffer:
             if f in self._cache or not all(i in self._frames for i in self._needed(f)):
                 continue
             name = self._frames[f].object_name
-            self.ref_frame(f, name, points_of(name))
+            cloud = cloud_of(name)
+            if cloud is None:
+                continue
+            self.ref_frame(f, name, cloud)
             done += 1
         return done
 
-    def ref_frames(self, points_of: Callable[[str], Tensor]) -> list[RefFrame]:
-        """One ``RefFrame`` per offset at the cursor; ``points_of(object_name)`` gives the
-        object-frame surface points [P, 3] of the current clip's object."""
+    def ref_frames(self, cloud: ObjectCloud) -> list[RefSample]:
+        """One reference per offset at the cursor, for the current clip's object ``cloud``."""
         name = self.current().object_name
-        points = points_of(name)
-        return [self.ref_frame(self.frame_for(d), name, points) for d in self.offsets]
+        return [self.ref_frame(self.frame_for(d), name, cloud) for d in self.offsets]

@@ -29,10 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
 from intermimic_policy.embodiment.smplx_body import CONTROL_HZ
-from intermimic_policy.geometry import quaternion as quat
+from intermimic_policy.observation.numpy_obs import quat_from_rotvec, quat_to_rotvec
 from intermimic_policy.ros.msgs.intermimic_msgs import HOIWindow
 from intermimic_policy.ros.reference_buffer import ReferenceBuffer, ReferenceSample, parse_hoi_window
 
@@ -98,16 +97,19 @@ class TimelineStatus:
 
 # -- blending of samples ---------------------------------------------------------------------------
 def _slerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
-    qa = torch.from_numpy(np.asarray(a, dtype=np.float64))
-    qb = torch.from_numpy(np.asarray(b, dtype=np.float64))
-    dot = (qa * qb).sum(-1, keepdim=True)
-    qb = torch.where(dot < 0, -qb, qb)
-    theta = torch.acos(dot.abs().clamp(max=1.0))
-    s = torch.sin(theta)
+    """Slerp on the shorter arc, numpy only (the policy node runs without torch)."""
+    qa = np.asarray(a, dtype=np.float64)
+    qb = np.asarray(b, dtype=np.float64)
+    dot = (qa * qb).sum(-1, keepdims=True)
+    qb = np.where(dot < 0, -qb, qb)
+    theta = np.arccos(np.minimum(np.abs(dot), 1.0))
+    s = np.sin(theta)
     near = s < 1e-6
-    ka = torch.where(near, torch.full_like(s, 1.0 - w), torch.sin((1.0 - w) * theta) / s.clamp_min(1e-12))
-    kb = torch.where(near, torch.full_like(s, w), torch.sin(w * theta) / s.clamp_min(1e-12))
-    return quat.normalize(ka * qa + kb * qb).numpy().astype(np.float32)
+    safe = np.maximum(s, 1e-12)
+    ka = np.where(near, 1.0 - w, np.sin((1.0 - w) * theta) / safe)
+    kb = np.where(near, w, np.sin(w * theta) / safe)
+    q = ka * qa + kb * qb
+    return (q / np.linalg.norm(q, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def blend(a: ReferenceSample, b: ReferenceSample, w: float, index: int, fps: float) -> ReferenceSample:
@@ -117,9 +119,9 @@ def blend(a: ReferenceSample, b: ReferenceSample, w: float, index: int, fps: flo
     if w >= 1.0 - _EPS:
         return replace(b, frame_index=index, fps=fps)
     lerp = lambda x, y: ((1.0 - w) * x.astype(np.float64) + w * y.astype(np.float64)).astype(np.float32)  # noqa: E731
-    ja = quat.from_rotvec(torch.from_numpy(a.joint_rotvec.astype(np.float64))).numpy()
-    jb = quat.from_rotvec(torch.from_numpy(b.joint_rotvec.astype(np.float64))).numpy()
-    joints = quat.to_rotvec(torch.from_numpy(_slerp(ja, jb, w).astype(np.float64))).numpy().astype(np.float32)
+    ja = quat_from_rotvec(a.joint_rotvec.astype(np.float64))
+    jb = quat_from_rotvec(b.joint_rotvec.astype(np.float64))
+    joints = quat_to_rotvec(_slerp(ja, jb, w).astype(np.float64)).astype(np.float32)
     near = a if w < 0.5 else b
     return ReferenceSample(
         frame_index=index, fps=fps, stamp_ns=near.stamp_ns, body_pos=lerp(a.body_pos, b.body_pos),

@@ -43,8 +43,6 @@ import argparse
 import json
 import logging
 import math
-import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +55,6 @@ import torch
 from intermimic_policy.atomic import atomic_output
 from intermimic_policy.embodiment import joint_map
 from intermimic_policy.embodiment.smplx_body import dof_arrays
-from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion
 from intermimic_policy.motion.npz_format import FORMAT_TAG, FORMAT_VERSION
 from intermimic_policy.motion.validate import validate_motion
@@ -79,7 +76,9 @@ from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.node_common import NodeLifetime, status_array
+from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, exit_process, run_main
 from intermimic_policy.ros.node_state import MessageRejected, NonFiniteInput
+from intermimic_policy.ros.topics import Topics, validate_prefix
 from intermimic_policy.sim.metrics import step_errors
 from intermimic_policy.sim.state import SimState
 
@@ -91,15 +90,8 @@ LATENCY_WINDOW = 4096
 
 
 # -- configuration ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BridgeTopics:
-    pd_targets: str = "/intermimic/pd_targets"
-    joint_states: str = "/intermimic/joint_states"
-    odom: str = "/intermimic/odom"
-    object_pose: str = "/intermimic/object_pose"
-    contacts: str = "/intermimic/contacts"
-    clock: str = "/clock"
-    bridge_status: str = "/intermimic/sim_bridge/status"
+# one topic table for every node (``ros.topics``); the old name stays for callers
+BridgeTopics = Topics
 
 
 @dataclass(frozen=True)
@@ -135,7 +127,11 @@ class SimBridgeConfig:
     status_hz: float = 2.0
     world_frame: str = WORLD_FRAME
     base_frame: str = BASE_FRAME
-    topics: BridgeTopics = field(default_factory=BridgeTopics)
+    # real time: targets older than this make the bridge hold the measured pose (a robot's
+    # command watchdog); 0 disables. Lockstep never steps without targets, so it never applies.
+    targets_timeout_s: float = 0.25
+    topic_prefix: str = ""  # prepended to every topic name (two runs on one host never cross)
+    topics: Topics = field(default_factory=Topics)
 
     def validate(self, source: str = "sim bridge config") -> SimBridgeConfig:
         def bad(key: str, why: str) -> node_params.ParamError:
@@ -149,7 +145,10 @@ class SimBridgeConfig:
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise bad(key, f"must be a positive number, got {value}")
-        for key in ("control_hz", "lockstep_timeout_s", "duration_s", "clock_start_s"):
+        why = validate_prefix(self.topic_prefix)
+        if why:
+            raise bad("topic_prefix", why)
+        for key in ("control_hz", "lockstep_timeout_s", "duration_s", "clock_start_s", "targets_timeout_s"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise bad(key, f"must be a finite number >= 0, got {value}")
@@ -361,6 +360,8 @@ class BridgeCounters:
     gain_overrides_ignored: int = 0
     feedforward_ignored: int = 0
     state_publishes: int = 0
+    target_timeouts: int = 0  # real time: entries into the damped hold (the targets went stale)
+    hold_ticks: int = 0  # ticks stepped holding the pose measured when the targets went stale
 
 
 class SimBridgeNode(NodeLifetime):
@@ -379,7 +380,7 @@ class SimBridgeNode(NodeLifetime):
         self._warned: set[str] = set()
         self.node = make_node(config.node_name, backend=config.transport, domain_id=config.domain_id,
                               namespace=config.namespace)
-        t = config.topics
+        t = config.topics.prefixed(config.topic_prefix)
         try:
             self.pub_clock = self.node.create_publisher(t.clock, Clock, "reliable")
             self.pub_joints = self.node.create_publisher(t.joint_states, JointState, "reliable")
@@ -396,6 +397,8 @@ class SimBridgeNode(NodeLifetime):
         self.latest: TargetSample | None = None  # newest valid targets
         self.ready: TargetSample | None = None  # lockstep: targets for the current tick
         self._fresh = False  # real time: targets arrived since the previous tick
+        self._targets_at: float | None = None  # real time: when the newest targets arrived
+        self.holding: np.ndarray | None = None  # real time: the pose held since the targets went stale
         self.started = False  # real time: the first targets arrived
         self._next_tick = 0.0
         self._published_at: float | None = None  # first publish of the current tick's state
@@ -443,6 +446,10 @@ class SimBridgeNode(NodeLifetime):
             self.ready = sample
         self.latest = sample
         self._fresh = True
+        self._targets_at = self.clock()
+        if self.holding is not None:
+            logger.info("targets are back after a hold of %d ticks", self.counters.hold_ticks)
+            self.holding = None
 
     # -- outputs ------------------------------------------------------------------------------
     def publish_clock(self) -> None:
@@ -518,7 +525,7 @@ class SimBridgeNode(NodeLifetime):
                     self._next_tick += 1.0 / self.core.control_hz
                     if self._next_tick < now - 1.0 / self.core.control_hz:  # far behind: do not burst
                         self._next_tick = now
-                    self._advance(self.latest, self._fresh)
+                    self._advance_real_time(now)
                     return not (self.done and c.exit_when_done)
                 wait = self._next_tick - now
             else:
@@ -526,6 +533,22 @@ class SimBridgeNode(NodeLifetime):
                 wait = self._last_publish + c.republish_s - now
         self.node.spin_once(max(0.0, min(timeout_s, wait)))
         return True
+
+    def _advance_real_time(self, now: float) -> None:
+        """One wall-clock tick: the newest targets, or, once they are older than
+        ``targets_timeout_s``, the pose measured at that moment (a robot's command watchdog: the
+        position actuators' damping brings the body to rest there instead of chasing old targets)."""
+        timeout = self.config.targets_timeout_s
+        if self.holding is None and timeout > 0 and self._targets_at is not None and \
+                now - self._targets_at > timeout and not self._fresh:
+            self.holding = self.core.angles.copy()
+            self.counters.target_timeouts += 1
+            logger.warning("no PD targets for %.2f s: holding the measured pose", now - self._targets_at)
+        if self.holding is not None:
+            self.counters.hold_ticks += 1
+            self._advance(TargetSample(self.core.stamp_ns(), self.holding, None, None, None, None), False)
+        else:
+            self._advance(self.latest, self._fresh)
 
     def _resend(self, now: float, backoff: bool) -> None:
         """While not stepping: the state at once when a subscriber appeared, else every
@@ -557,6 +580,8 @@ class SimBridgeNode(NodeLifetime):
         elif self.config.lockstep:
             waiting = self.ready is None and self.clock() - self._tick_started > 1.0
             mode = "waiting_for_targets" if waiting or self.counters.ticks == 0 else "running"
+        elif self.holding is not None:
+            mode = "holding_stale_targets"
         else:
             mode = "running" if self.started else "holding_initial_pose"
         e_h = core.recording.e_h[-1] * 100 if len(core.recording) else float("nan")
@@ -595,6 +620,7 @@ class SimBridgeNode(NodeLifetime):
             "unmatched_targets": self.counters.unmatched_targets,
             "gain_overrides_ignored": self.counters.gain_overrides_ignored,
             "feedforward_ignored": self.counters.feedforward_ignored,
+            "target_timeouts": self.counters.target_timeouts, "hold_ticks": self.counters.hold_ticks,
             "physics_failures": core.physics_failures,
             "clip": core.motion.name, "clip_frames": core.motion.num_frames,
             "object": core.motion.object_name, "start_offset": self.config.start_offset,
@@ -617,7 +643,7 @@ class SimBridgeNode(NodeLifetime):
             with atomic_output(self.config.summary) as handle:
                 handle.write(json.dumps(result, indent=2, allow_nan=True).encode())
         self.publish_status()
-        self.pub_status.wait_for_all_acked(1.0)
+        self.pub_status.wait_for_all_acked(0.3)  # bounded: a signal must end the node within 1 s
         return result
 
     def destroy(self) -> None:
@@ -629,7 +655,7 @@ class SimBridgeNode(NodeLifetime):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="intermimic_sim_bridge",
                                 description="Simulate the HOI environment driven by PD targets over ROS 2.")
-    p.add_argument("--config", help="YAML with common and sim_bridge sections (e.g. config/sim_hoi.yaml)")
+    add_common_arguments(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--clip", default=None, help="clip file to reset to and measure against")
     src.add_argument("--example", action="store_true", default=None, help="use the bundled example clip")
@@ -638,51 +664,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="sim seconds to run, then exit")
     p.add_argument("--record", default=None, help="write errors and trajectory to this .npz on exit")
     p.add_argument("--summary", default=None, help="write the run summary to this .json on exit")
-    p.add_argument("--domain-id", type=int, default=None)
-    p.add_argument("--transport", choices=("auto", "cyclone", "rclpy"), default=None)
-    p.add_argument("--log-level", default="INFO")
     return p
 
 
+def _run(args: argparse.Namespace, params_file: str | None, stop: StopFlag) -> None:
+    overrides: dict[str, Any] = {"lockstep": args.lockstep, "duration_s": args.duration,
+                                 "record": args.record, "summary": args.summary,
+                                 "domain_id": args.domain_id, "transport": args.transport}
+    if args.clip:  # "" (an empty launch argument): the config's clip
+        overrides.update(clip=args.clip, example=False)
+    elif args.example:
+        overrides.update(clip="", example=True)
+    config = load_bridge_config(args.config or params_file, **overrides)
+    torch.set_num_threads(1)  # one world: extra intra-op threads only contend with the simulator
+    with SimBridgeNode(config) as bridge:
+        logger.info("simulating %s (%d frames, object %s) from frame %d at %g Hz control / %g Hz physics; "
+                    "lockstep=%s, transport %s", bridge.core.motion.name, bridge.core.motion.num_frames,
+                    bridge.core.motion.object_name, config.start_offset, bridge.core.control_hz,
+                    config.physics_hz, config.lockstep, bridge.node.backend)
+        bridge.run(stop=stop)
+        result = bridge.summary() if bridge.finished else bridge.finish()
+        logger.info("%d ticks (%d missed, %d holding), E_h %.2f cm, E_o %.2f cm", result["ticks"],
+                    result["missed_ticks"], result["hold_ticks"], result["E_h_cm"], result["E_o_cm"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ours, params_file = node_params.split_ros_args(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(ours)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="[%(levelname)s] %(name)s: %(message)s")
-    stop = {"now": False}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop["now"] = True
-
-    try:
-        overrides: dict[str, Any] = {"lockstep": args.lockstep, "duration_s": args.duration,
-                                     "record": args.record, "summary": args.summary,
-                                     "domain_id": args.domain_id, "transport": args.transport}
-        if args.clip:  # "" (an empty launch argument): the config's clip
-            overrides.update(clip=args.clip, example=False)
-        elif args.example:
-            overrides.update(clip="", example=True)
-        config = load_bridge_config(args.config or params_file, **overrides)
-        torch.set_num_threads(1)  # one world: extra intra-op threads only contend with the simulator
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        with SimBridgeNode(config) as bridge:
-            logger.info("simulating %s (%d frames, object %s) from frame %d at %g Hz control / %g Hz physics; "
-                        "lockstep=%s, transport %s", bridge.core.motion.name, bridge.core.motion.num_frames,
-                        bridge.core.motion.object_name, config.start_offset, bridge.core.control_hz,
-                        config.physics_hz, config.lockstep, bridge.node.backend)
-            bridge.run(stop=lambda: stop["now"])
-            result = bridge.summary() if bridge.finished else bridge.finish()
-            logger.info("%d ticks (%d missed), E_h %.2f cm, E_o %.2f cm", result["ticks"], result["missed_ticks"],
-                        result["E_h_cm"], result["E_o_cm"])
-    except IntermimicError as exc:
-        print(f"sim_bridge: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"sim_bridge: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("sim_bridge", build_parser(), _run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -37,6 +37,7 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
+from intermimic_policy.ros import fast_cdr
 from intermimic_policy.ros.msgs import (
     MessageError,
     is_message_type,
@@ -61,6 +62,8 @@ from intermimic_policy.ros.transport.base import (
     validate_node_name,
 )
 from intermimic_policy.ros.transport.cyclone_config import NetworkConfig, default_network_config
+
+fast_cdr.install()  # the per-tick messages (de)serialise as numpy buffers
 
 _ANY_STATE = SampleState.Any | ViewState.Any | InstanceState.Any
 # Samples taken per subscription per spin_once: bounds the time one busy topic can hold the
@@ -155,6 +158,9 @@ class CyclonePublisher(Publisher):
         self.topic = topic
         self.msg_type = msg_type
         self._writer: DataWriter | None = writer
+        # the fast codecs check shapes and types while encoding (a bad field fails the write,
+        # and ``validate`` then names it); the generic walk costs more than the encoding
+        self._fast = bool(getattr(msg_type, "_fast_cdr", False))
 
     def publish(self, msg: Any) -> None:
         if self._writer is None:
@@ -162,7 +168,8 @@ class CyclonePublisher(Publisher):
         if not isinstance(msg, self.msg_type):
             raise MessageError(f"{self.topic} takes {ros_type_name(self.msg_type)}, "
                                f"got {type(msg).__name__}")
-        validate(msg, elements=False)
+        if not self._fast:
+            validate(msg, elements=False)
         try:
             self._writer.write(msg)
         except DDSException as exc:
