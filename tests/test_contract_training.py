@@ -95,3 +95,17 @@ def test_deployment_checks_against_the_runtime_configuration(trained: tuple[Path
     with pytest.raises(ContractMismatch, match="physics_hz: policy has 240, expected 120"):
         load_policy(onnx_path, expected=DeploymentExpectation(physics_hz=120.0))
     assert check_deployment(read_policy_file(onnx_path).contract, DeploymentExpectation()) == []
+
+
+def test_policy_node_runs_the_subject_policy_with_its_kinematics(trained: tuple[Path, Path]) -> None:
+    """The node's core rebuilds the trained skeleton and point count from the contract."""
+    from intermimic_policy.ros.node_config import PolicyNodeConfig
+    from intermimic_policy.ros.policy_core import PolicyController, load_checked_policy
+
+    _, onnx_path = trained
+    contract = read_policy_file(onnx_path).contract
+    config = PolicyNodeConfig(policy=str(onnx_path)).validate()
+    controller = PolicyController(config, load_checked_policy(config))
+    assert controller.num_points == POINTS
+    np.testing.assert_allclose(controller.kinematics.offsets, contract.skeleton_model().offsets, atol=1e-9)
+    assert not np.allclose(contract.skeleton_model().offsets, default_skeleton().offsets, atol=1e-4)

@@ -571,3 +571,14 @@ def test_a_policy_that_does_not_fit_the_config_is_refused(teacher_onnx: Path, tm
                  "--domain-id", str(next_domain())]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not fit the expected contract" in err and "kind" in err
+
+
+def test_node_expectations_come_from_its_own_config_not_the_policy(teacher_onnx: Path) -> None:
+    """A node configured for 50 Hz refuses a 30 Hz policy, naming both rates."""
+    from intermimic_policy.contract import ContractMismatch
+    from intermimic_policy.ros.policy_core import expected_for, load_checked_policy
+
+    config = node_config(teacher_onnx)
+    assert expected_for(config).control_hz == config.control_hz == 30.0
+    with pytest.raises(ContractMismatch, match="control_hz"):
+        load_checked_policy(replace(config, control_hz=50.0, physics_hz=250.0))

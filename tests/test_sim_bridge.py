@@ -334,3 +334,15 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path, capsys: pytest.Capt
 def test_start_offset_past_the_clip_is_refused(motion: HOIMotion) -> None:
     with pytest.raises(ParamError, match="start_offset 40 is past the clip's last frame 39"):
         BridgeCore(motion, replace(SimBridgeConfig(clip="x"), start_offset=40))
+
+
+def test_a_bridge_at_another_physics_rate_refuses_the_policy(motion: HOIMotion, tmp_path: Path) -> None:
+    """The bridge checks the policy's declared rates against its OWN configuration."""
+    from training.export import export_random
+
+    policy = tmp_path / "teacher.onnx"
+    export_random("teacher", policy, seed=1)  # trained (declared) at 30 Hz control, 240 Hz physics
+    with pytest.raises(ParamError, match=r"physics_hz: the policy declares 240 Hz, this bridge runs 120 Hz"):
+        BridgeCore(motion, SimBridgeConfig(clip="in-memory", physics_hz=120.0, policy=str(policy)))
+    ok = BridgeCore(motion, SimBridgeConfig(clip="in-memory", physics_hz=240.0, policy=str(policy)))
+    ok.close()

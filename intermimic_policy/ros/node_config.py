@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from intermimic_policy.embodiment.smplx_body import CONTROL_HZ, PHYSICS_HZ
 from intermimic_policy.ros import node_params
 from intermimic_policy.ros.reference_timeline import TimelineConfig
 from intermimic_policy.ros.topics import Topics, validate_prefix
@@ -91,6 +92,10 @@ class PolicyNodeConfig:
     max_slew_rad: float = 0.35  # largest change of a target per tick (rad); 0 disables
     hold_kd_scale: float = 2.0  # damping multiplier while holding
     status_hz: float = 2.0  # diagnostics rate, 1..5 Hz
+    # The rates this deployment runs at: the node's OWN expectation (never read from the policy
+    # file it checks); a policy trained at other rates is refused, naming both.
+    control_hz: float = CONTROL_HZ
+    physics_hz: float = PHYSICS_HZ
     upstream_action_map: bool = False  # policy trained with upstream's action-scale quirks
     model_hash: str = ""  # expected humanoid model hash; "" = the default skeleton's
     num_object_points: int = 0  # 0: the contract's, else the training environment's default

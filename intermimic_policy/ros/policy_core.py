@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from intermimic_policy.contract import PolicyContract, default_model_hash, expected_contract
-from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
+from intermimic_policy.contract import DeploymentExpectation, PolicyContract
+from intermimic_policy.embodiment.skeleton import Skeleton
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.numpy_obs import (
     Kinematics,
@@ -83,7 +83,7 @@ from intermimic_policy.ros.safety import (
     nonfinite_fields,
     soft_start_blend,
 )
-from intermimic_policy.runtime.base import Policy, read_policy_file
+from intermimic_policy.runtime.base import Policy
 from intermimic_policy.runtime.loader import load_policy
 
 logger = logging.getLogger("intermimic.ros.policy_node")
@@ -105,33 +105,23 @@ class Deployment:
 
 
 def deployment_of(contract: PolicyContract, config: PolicyNodeConfig) -> Deployment:
-    """The node's view of ``contract``. Newer contracts carry the skeleton and the point count;
-    older ones fall back to the default skeleton and ``config.num_object_points`` (or the
-    training environment's default, which needs the full install)."""
-    skeleton = getattr(contract, "skeleton", None)
-    if not isinstance(skeleton, Skeleton):
-        skeleton = default_skeleton()
-    points = int(getattr(contract, "num_object_points", 0) or 0) or config.num_object_points
-    if not points:
-        try:
-            from intermimic_policy.sim.env_config import HOIEnvConfig
-        except ImportError as exc:
-            raise IntermimicError("policy node: the policy's contract does not say how many object points "
-                                  "it was trained with; set policy_node.num_object_points") from exc
-        points = int(HOIEnvConfig.__dataclass_fields__["num_object_points"].default)  # type: ignore[arg-type]
-    return Deployment(skeleton=skeleton, num_points=points)
+    """What the policy's observation depends on, rebuilt from its contract (the skeleton table and
+    the object point count it was trained with; the contract checks the table against its hash)."""
+    return Deployment(skeleton=contract.skeleton_model(), num_points=int(contract.object_points))
 
 
-def expected_for(config: PolicyNodeConfig, policy_contract: PolicyContract) -> PolicyContract:
-    """The contract this configuration accepts (joints, gains, action map and observation layout
-    from ``smplx_body`` and the spec of ``config.kind``; the model hash names the skeleton)."""
-    return expected_contract(
-        config.kind,
-        spec=teacher_spec() if config.kind == "teacher" else student_spec(),
-        model_hash=config.model_hash or default_model_hash(),
-        control_hz=policy_contract.control_hz,
-        physics_hz=policy_contract.physics_hz,
+def expected_for(config: PolicyNodeConfig) -> DeploymentExpectation:
+    """What this node's OWN configuration accepts: kind, rates, action map, skeleton hash and point
+    count come from the config (never from the file under test); joints, gains and the
+    observation layout from the embodiment table and the spec of ``config.kind``."""
+    return DeploymentExpectation(
+        kind=config.kind,
+        control_hz=config.control_hz,
+        physics_hz=config.physics_hz,
         upstream_action_map=config.upstream_action_map,
+        obs_spec=teacher_spec() if config.kind == "teacher" else student_spec(),
+        model_hash=config.model_hash,
+        object_points=config.num_object_points,
     )
 
 
@@ -140,8 +130,7 @@ def load_checked_policy(config: PolicyNodeConfig) -> Policy:
     if not config.policy:
         raise IntermimicError("policy node: no policy given (set policy_node.policy / common.policy "
                               "in the config, or pass --policy FILE.onnx)")
-    declared = read_policy_file(config.policy).contract
-    return load_policy(config.policy, backend=config.backend, expected=expected_for(config, declared),
+    return load_policy(config.policy, backend=config.backend, expected=expected_for(config),
                        threads=config.threads)
 
 

@@ -111,6 +111,9 @@ class SimBridgeConfig:
     threads: int = 1  # simulator threads (one world)
     physics_hz: float = 240.0  # PD and physics rate, as in training
     control_hz: float = 0.0  # 0: the clip's frame rate (the policy runs at the data rate)
+    # the policy the launch runs (``common.policy``): its contract must declare this bridge's rates,
+    # else the bridge refuses to start (a policy trained at 120 Hz physics does not run at 240)
+    policy: str = ""
     object_density: float | None = None  # None: the object asset's (as the training default)
     # Sim time of tick 0. Not 0: a zero stamp means "unstamped" to ROS tools and to the policy
     # node's stamp matching, and every state message must carry its tick's stamp.
@@ -186,6 +189,21 @@ class Recording:
         return len(self.time_s)
 
 
+def check_policy_rates(config: SimBridgeConfig, control_hz: float) -> None:
+    """Refuse a policy whose contract declares other rates than this bridge runs (its own config)."""
+    if not config.policy or not Path(config.policy).is_file():
+        return  # no policy to check here (the policy node refuses a missing file, naming it)
+    from intermimic_policy.runtime.base import read_policy_file
+
+    contract = read_policy_file(config.policy).contract
+    wrong = [f"{name}: the policy declares {declared:g} Hz, this bridge runs {own:g} Hz"
+             for name, declared, own in (("physics_hz", contract.physics_hz, config.physics_hz),
+                                         ("control_hz", contract.control_hz, control_hz))
+             if abs(float(declared) - float(own)) > 1e-9 * max(1.0, abs(float(own)))]
+    if wrong:
+        raise node_params.ParamError(f"{SECTION}: policy {config.policy} does not fit this bridge: " + "; ".join(wrong))
+
+
 class BridgeCore:
     """The simulation side of the bridge, with no transport: reset, step with targets, measure."""
 
@@ -199,6 +217,7 @@ class BridgeCore:
             raise node_params.ParamError(f"{SECTION}.start_offset {config.start_offset} is past the clip's "
                                          f"last frame {motion.num_frames - 1}")
         self.control_hz = config.control_hz or float(motion.fps)
+        check_policy_rates(config, self.control_hz)
         env_config = eval_config(num_worlds=1, backend=config.backend, threads=config.threads,
                                  physics_hz=config.physics_hz, control_hz=self.control_hz,
                                  object_density=config.object_density)
