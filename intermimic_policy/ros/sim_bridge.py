@@ -55,6 +55,7 @@ import torch
 from intermimic_policy.atomic import atomic_output
 from intermimic_policy.embodiment import joint_map
 from intermimic_policy.embodiment.smplx_body import dof_arrays
+from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion
 from intermimic_policy.motion.npz_format import FORMAT_TAG, FORMAT_VERSION
 from intermimic_policy.motion.validate import validate_motion
@@ -217,6 +218,8 @@ class BridgeCore:
             raise node_params.ParamError(f"{SECTION}.start_offset {config.start_offset} is past the clip's "
                                          f"last frame {motion.num_frames - 1}")
         self.control_hz = config.control_hz or float(motion.fps)
+        # the simulated trajectory is kept when it is asked for, or the run is bounded (duration_s)
+        self.keep_states = bool(config.record) or config.duration_s > 0
         check_policy_rates(config, self.control_hz)
         env_config = eval_config(num_worlds=1, backend=config.backend, threads=config.threads,
                                  physics_hz=config.physics_hz, control_hz=self.control_hz,
@@ -284,6 +287,8 @@ class BridgeCore:
         r.e_o.append(e_o)
         r.fresh.append(fresh)
         r.round_trip_ms.append(round_trip_ms)
+        if not self.keep_states:
+            return  # an open-ended run without --record: no per-tick copies of the state (soak: no growth)
         s = self.sim
         r.states.append({
             "body_pos": s.body_pos[0].numpy().copy(), "body_rot": s.body_rot[0].numpy().copy(),
@@ -327,6 +332,8 @@ class BridgeCore:
     def recorded_motion(self) -> HOIMotion:
         """The simulated trajectory as a clip (contact labels: +1 in contact, -1 not)."""
         r = self.recording
+        if not r.states:
+            raise IntermimicError("sim_bridge: no trajectory was kept (set record, or a duration_s)")
         st = {k: np.stack([s[k] for s in r.states]) for k in r.states[0]}
         contact = np.where(st["contact"], 1, -1).astype(np.int8)
         motion = HOIMotion(
