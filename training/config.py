@@ -65,6 +65,9 @@ class PPOConfig:
         return max(1, (num_envs * self.num_steps_per_env) // self.minibatch_size)
 
 
+EXPERTS: tuple[str, ...] = ("pd-replay", "balance")
+
+
 @dataclass
 class BCWarmStartConfig:
     """Behaviour cloning of the PD-replay expert before PPO, DAgger-style (off when ``iterations`` is 0).
@@ -84,6 +87,11 @@ class BCWarmStartConfig:
     minibatch_size: int = 512
     noise_std: float | None = None  # exploration noise on executed actions; None = the policy's fixed sigma
     fit_critic: bool = True  # also fit the critic to the rollouts' lambda-returns (PPO starts with a useful V)
+    # The expert whose actions are cloned: "pd-replay" (targets = the reference joints at t+1) or
+    # "balance" (PD replay plus centre-of-mass, pelvis and grip feedback: training.expert, which
+    # completes the example clip where PD replay falls at 1.8 s). Its gains: BalanceGains fields.
+    expert: str = "pd-replay"
+    expert_gains: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
@@ -93,6 +101,12 @@ class BCWarmStartConfig:
             raise ConfigError(f"bc_warmstart.expert_mix must be in [0, 1], got {self.expert_mix}")
         if self.noise_std is not None and not self.noise_std >= 0.0:
             raise ConfigError(f"bc_warmstart.noise_std must be >= 0, got {self.noise_std}")
+        if self.expert not in EXPERTS:
+            raise ConfigError(f"bc_warmstart.expert must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
+        known = {"ankle_p", "ankle_d", "hip_p", "hip_d", "grip_p", "grip_d"}
+        unknown = sorted(set(self.expert_gains) - known)
+        if unknown:
+            raise ConfigError(f"bc_warmstart.expert_gains: unknown gain(s) {unknown}; known: {sorted(known)}")
 
     @property
     def enabled(self) -> bool:

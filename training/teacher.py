@@ -55,6 +55,7 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import TeacherTrainConfig, digest, to_dict
+from training.expert import make_expert
 from training.logging_utils import TrainingLogger, save_learning_curves
 from training.ppo import PPORunner, TeacherPolicy
 from training.vec_env import HOIVecEnv
@@ -155,6 +156,7 @@ class TeacherTrainer:
         seed_everything(cfg.seed)
         self.env = HOIEnv(env_config(cfg), self.motions)
         self.vec_env = HOIVecEnv(self.env)
+        self.vec_env.set_expert(make_expert(cfg.bc_warmstart.expert, cfg.bc_warmstart.expert_gains))
         policy = TeacherPolicy.build(self.env.num_obs, self.env.num_actions, cfg.ppo)
         self.runner = PPORunner(self.vec_env, policy, cfg.ppo, cfg.device)
         self.logger: TrainingLogger | None = None
