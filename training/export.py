@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import io
 import json
@@ -212,8 +213,10 @@ def export_policy(
     model_hash: str,
     config_digest: str = "",
     config: ExportConfig | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> ExportResult:
-    """Export ``normalizer`` + ``network``'s actor mean to ``out`` with contract and golden pairs."""
+    """Export ``normalizer`` + ``network``'s actor mean to ``out`` with contract and golden pairs
+    (``provenance``: plain JSON data recorded in the contract, e.g. how the policy was trained)."""
     cfg = config or ExportConfig()
     kind = _kind_of(network)
     if network.obs_dim != spec.dim or normalizer.dim != spec.dim:
@@ -224,6 +227,8 @@ def export_policy(
     contract = expected_contract(kind, spec=spec, model_hash=model_hash, control_hz=cfg.control_hz,
                                  physics_hz=cfg.physics_hz, upstream_action_map=cfg.upstream_action_map,
                                  config_digest=config_digest, normalization=norm)
+    if provenance:
+        contract = dataclasses.replace(contract, provenance=dict(provenance))
     if network.action_dim != contract.output_dim:
         raise ExportError(f"network outputs {network.action_dim} actions, the contract has "
                           f"{contract.output_dim} joints")
@@ -284,11 +289,12 @@ def network_from_checkpoint(path: str | os.PathLike[str]) -> tuple[PolicyNetwork
 
 
 def export_checkpoint(
-    path: str | os.PathLike[str], out: str | os.PathLike[str], *, config: ExportConfig | None = None
+    path: str | os.PathLike[str], out: str | os.PathLike[str], *, config: ExportConfig | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     network, normalizer, ckpt = network_from_checkpoint(path)
     return export_policy(network, normalizer, out, spec=ckpt.obs_spec, model_hash=ckpt.model_hash,
-                         config_digest=config_digest(ckpt.config), config=config)
+                         config_digest=config_digest(ckpt.config), config=config, provenance=provenance)
 
 
 def random_policy(kind: str, seed: int = 0,

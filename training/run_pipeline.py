@@ -121,6 +121,7 @@ def run_teachers(ctx: PipelineContext) -> dict[str, Any]:
             "name": r["name"], "checkpoint": r["checkpoint"], "clips": r["clips"], "iterations": r["iterations"],
             "samples": r["samples"], "samples_per_s": r["samples_per_s"], "learning_curve": r["learning_curve"],
             "metrics": r["metrics"], "pd_replay": r["baseline"],
+            "bc_samples": ((r.get("extra") or {}).get("bc_warmstart") or {}).get("samples", 0),
         })
         print(f"teacher {r['name']}: {r['checkpoint']}")
         print(_metric_row("teacher", r["metrics"]))
@@ -166,6 +167,31 @@ def _export_inputs(ctx: PipelineContext) -> Any:
     return {"teachers": marker.get("digest") if marker else None, "export": ExportConfig()}
 
 
+def code_revision() -> str:
+    """The git commit of this code (with "+dirty" when the work tree has changes), or "unknown"."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def provenance(ctx: PipelineContext, teacher: dict[str, Any]) -> dict[str, Any]:
+    """How an exported teacher was made: recorded in its contract (``provenance``)."""
+    marker = _read_marker(marker_path(ctx.out, "teachers")) or {}
+    return {"pipeline_config": str(ctx.config_path) if ctx.config_path else None,
+            "pipeline_config_digest": digest(to_dict(ctx.config)), "teacher": teacher.get("name"),
+            "clips": teacher.get("clips"), "samples": teacher.get("samples"),
+            "bc_samples": teacher.get("bc_samples"), "iterations": teacher.get("iterations"),
+            "teachers_wall_s": marker.get("wall_s"), "code_revision": code_revision()}
+
+
 def run_export(ctx: PipelineContext) -> dict[str, Any]:
     """Each teacher checkpoint -> ``export/<name>.onnx`` (contract, golden pairs, parity-checked).
 
@@ -188,7 +214,8 @@ def run_export(ctx: PipelineContext) -> dict[str, Any]:
                 and record.get("onnx_sha256") == _sha256(onnx_path)):
             print(f"export {name}: {onnx_path} is up to date, skipping")
         else:
-            result = export_checkpoint(ckpt, onnx_path, config=export_settings(ckpt))
+            result = export_checkpoint(ckpt, onnx_path, config=export_settings(ckpt),
+                                       provenance=provenance(ctx, teacher))
             record = {"name": name, "checkpoint": str(ckpt), "onnx": str(result.path), "kind": result.contract.kind,
                       "model_hash": result.contract.model_hash, "contract_digest": result.contract.digest(),
                       "exporter": result.exporter, "opset": result.opset, "max_error": result.max_error,
@@ -293,12 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def show_progress(no_progress: bool) -> bool:
+    """Progress bars only on a terminal and without --no-progress; otherwise every bar of this
+    process is off (``TQDM_DISABLE``, which tqdm reads for bars made anywhere), so logs
+    redirected to a file get lines, not thousands of carriage-return updates."""
+    on = not no_progress and sys.stderr.isatty()
+    if not on:
+        os.environ["TQDM_DISABLE"] = "1"
+    return on
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress = show_progress(args.no_progress)
     try:
         config = load_pipeline_config(args.config)
         run_pipeline(config, args.out, stages=args.stages, clips=args.clips, config_path=args.config,
-                     progress=not args.no_progress)
+                     progress=progress)
     except (IntermimicError, ConfigError) as exc:
         print(f"run_pipeline: error: {exc}", file=sys.stderr)
         return 2
