@@ -50,6 +50,10 @@ class PPOConfig:
     normalize_advantage: bool = True  # over the whole batch
     hidden_dims: tuple[int, ...] = (1024, 1024, 512)
     init_log_std: float = -2.9  # fixed sigma = exp(-2.9) = 0.055
+    # "none": absolute PD targets (upstream); "reference": the action is a residual added to the
+    # reference pose's action, computed from the observation inside the policy graph
+    # (training.reference_prior), so the deployment contract is unchanged
+    action_prior: str = "none"
 
     def __post_init__(self) -> None:
         _positive(self, "num_steps_per_env", "num_learning_epochs", "minibatch_size", "learning_rate")
@@ -59,6 +63,8 @@ class PPOConfig:
             raise ConfigError("ppo: clip_param and soft_bound must be positive")
         if not self.hidden_dims or any(h <= 0 for h in self.hidden_dims):
             raise ConfigError(f"ppo: hidden_dims must be positive sizes, got {self.hidden_dims}")
+        if self.action_prior not in ("none", "reference"):
+            raise ConfigError(f"ppo: action_prior must be 'none' or 'reference', got {self.action_prior!r}")
 
     def num_mini_batches(self, num_envs: int) -> int:
         """Minibatches per epoch: ``batch // minibatch_size`` (at least one)."""

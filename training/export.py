@@ -96,13 +96,15 @@ class ExportResult:
 class PolicyGraph(nn.Module):
     """What is exported: raw observation -> normaliser -> actor mean."""
 
-    def __init__(self, network: PolicyNetwork, normalizer: RunningNormalizer) -> None:
+    def __init__(self, network: PolicyNetwork, normalizer: RunningNormalizer, prior: nn.Module | None = None) -> None:
         super().__init__()
         self.network = network
         self.normalizer = normalizer
+        self.prior = prior  # training.reference_prior (actions relative to the reference pose)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.network.actor_mean(self.normalizer(obs))
+        mean = self.network.actor_mean(self.normalizer(obs))
+        return mean if self.prior is None else mean + self.prior(obs)
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -214,6 +216,7 @@ def export_policy(
     config_digest: str = "",
     config: ExportConfig | None = None,
     provenance: Mapping[str, Any] | None = None,
+    prior: nn.Module | None = None,
 ) -> ExportResult:
     """Export ``normalizer`` + ``network``'s actor mean to ``out`` with contract and golden pairs
     (``provenance``: plain JSON data recorded in the contract, e.g. how the policy was trained)."""
@@ -233,7 +236,8 @@ def export_policy(
         raise ExportError(f"network outputs {network.action_dim} actions, the contract has "
                           f"{contract.output_dim} joints")
     # copies: the caller's modules keep their device, mode and float64 statistics
-    graph = PolicyGraph(copy.deepcopy(network).cpu().float(), copy.deepcopy(normalizer).cpu()).eval()
+    graph = PolicyGraph(copy.deepcopy(network).cpu().float(), copy.deepcopy(normalizer).cpu(),
+                        None if prior is None else copy.deepcopy(prior).cpu()).eval()
 
     gold_in = golden_inputs(graph.normalizer, cfg.golden_count, cfg.golden_seed)
     with torch.no_grad():
@@ -292,9 +296,15 @@ def export_checkpoint(
     path: str | os.PathLike[str], out: str | os.PathLike[str], *, config: ExportConfig | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> ExportResult:
+    from training.reference_prior import build_prior
+
     network, normalizer, ckpt = network_from_checkpoint(path)
+    env_cfg = ckpt.config.get("env_config") or {}
+    prior = build_prior(str(ckpt.extra.get("action_prior", "none")), ckpt.obs_spec,
+                        bool(env_cfg.get("upstream_action_scale", False)))
     return export_policy(network, normalizer, out, spec=ckpt.obs_spec, model_hash=ckpt.model_hash,
-                         config_digest=config_digest(ckpt.config), config=config, provenance=provenance)
+                         config_digest=config_digest(ckpt.config), config=config, provenance=provenance,
+                         prior=prior)
 
 
 def random_policy(kind: str, seed: int = 0,

@@ -157,7 +157,8 @@ class TeacherTrainer:
         self.env = HOIEnv(env_config(cfg), self.motions)
         self.vec_env = HOIVecEnv(self.env)
         self.vec_env.set_expert(make_expert(cfg.bc_warmstart.expert, cfg.bc_warmstart.expert_gains))
-        policy = TeacherPolicy.build(self.env.num_obs, self.env.num_actions, cfg.ppo)
+        policy = TeacherPolicy.build(self.env.num_obs, self.env.num_actions, cfg.ppo, self.env.obs_spec,
+                                     self.env.config.upstream_action_scale)
         self.runner = PPORunner(self.vec_env, policy, cfg.ppo, cfg.device)
         self.logger: TrainingLogger | None = None
         self._history: dict[str, Any] = {}
@@ -174,7 +175,8 @@ class TeacherTrainer:
 
     def save(self, path: Path, *, with_optimizer: bool = True) -> Path:
         net = self.policy.net
-        extra: dict[str, Any] = {"network": net.arch(), "resume_key": self.key}
+        extra: dict[str, Any] = {"network": net.arch(), "resume_key": self.key,
+                                 "action_prior": self.cfg.ppo.action_prior}
         if with_optimizer:
             extra["history"] = self.logger.state() if self.logger else {}
             extra["psi"] = self.env.psi.state_dict()
