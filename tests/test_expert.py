@@ -39,3 +39,18 @@ def test_expert_choice_and_gains_are_validated() -> None:
         BCWarmStartConfig(iterations=1, expert="balance", expert_gains={"knee_p": 1.0})
     back = BalanceGains.from_vector(BalanceGains(**TUNED).vector())
     assert list(back.__dict__.values()) == pytest.approx(list(TUNED.values()))
+
+
+def test_example_recipe_uses_the_expert_and_the_reference_prior() -> None:
+    from pathlib import Path
+
+    from training.config import load_pipeline_config
+
+    repo = Path(__file__).resolve().parent.parent
+    for name in ("example.yaml", "smoke.yaml"):
+        cfg = load_pipeline_config(repo / "config" / "pipeline" / name)
+        assert cfg.clips == () and cfg.clip_frames is None  # the whole bundled clip, as the closed loop runs it
+        bc = cfg.teacher.bc_warmstart
+        assert bc.enabled and bc.expert == "balance" and set(bc.expert_gains) == set(TUNED)
+    example = load_pipeline_config(repo / "config" / "pipeline" / "example.yaml").teacher
+    assert example.ppo.action_prior == "reference" and example.ppo.hidden_dims == (512, 256)
