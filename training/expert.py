@@ -132,7 +132,7 @@ class TuneResult:
         return {"gains": asdict(self.gains), "score": self.score, "history": self.history, "wall_s": self.wall_s}
 
 
-def rollout_scores(env: HOIEnv, gains: Tensor, clip: int = 0) -> tuple[Tensor, Tensor]:
+def rollout_scores(env: HOIEnv, gains: Tensor, clip: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Run every world from frame 0 of ``clip`` with its own gains [N, 4] until it ends;
     (frames reached [N], mean E_h per world [N], mean E_o per world [N]). ``env`` must not auto-reset."""
     n = env.num_worlds

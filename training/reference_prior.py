@@ -60,6 +60,12 @@ def _log(r: Tensor) -> Tensor:
 class ReferencePrior(nn.Module):
     """obs [B, D] (raw) -> prior actions [B, 153]: PD replay's body-joint actions, fingers 0."""
 
+    parent_idx: Tensor
+    child_idx: Tensor
+    cols: Tensor
+    offset: Tensor
+    scale: Tensor
+
     def __init__(self, spec: ObservationSpec, action_offset: Tensor, action_scale: Tensor) -> None:
         super().__init__()
         rows = [r for r in spec.layout() if r["term"] == TERM and r["ref_offset"] == 1]
