@@ -54,3 +54,11 @@ def test_example_recipe_uses_the_expert_and_the_reference_prior() -> None:
         assert bc.enabled and bc.expert == "balance" and set(bc.expert_gains) == set(TUNED)
     example = load_pipeline_config(repo / "config" / "pipeline" / "example.yaml").teacher
     assert example.ppo.action_prior == "reference" and example.ppo.hidden_dims == (512, 256)
+
+
+def test_zero_ppo_iterations_only_with_a_warm_start() -> None:
+    from training.config import TeacherTrainConfig
+
+    assert TeacherTrainConfig(iterations=0, bc_warmstart=BCWarmStartConfig(iterations=2)).iterations == 0
+    with pytest.raises(ConfigError, match="iterations must be positive"):
+        TeacherTrainConfig(iterations=0)

@@ -162,7 +162,11 @@ class TeacherTrainConfig:
     bc_warmstart: BCWarmStartConfig = field(default_factory=BCWarmStartConfig)
 
     def __post_init__(self) -> None:
-        _positive(self, "iterations", "save_interval", "keep_checkpoints")
+        _positive(self, "save_interval", "keep_checkpoints")
+        # 0 PPO iterations: the warm start alone (a cloned expert, no fine-tuning)
+        if self.iterations < 0 or (self.iterations == 0 and not self.bc_warmstart.enabled):
+            raise ConfigError(f"TeacherTrainConfig.iterations must be positive (or 0 with bc_warmstart), "
+                              f"got {self.iterations!r}")
 
     @property
     def samples_per_iteration(self) -> int:

@@ -263,7 +263,7 @@ class TeacherTrainer:
         train_time = env_time = 0.0
         bar: tqdm | None = None
         try:
-            if start == 0 and cfg.bc_warmstart.enabled and until > 0:
+            if start == 0 and cfg.bc_warmstart.enabled and (until > 0 or cfg.iterations == 0):
                 self.warm_start()
             bar = tqdm(total=until, initial=start, desc=f"teacher {self.name}", unit="it",
                        disable=not self.progress, dynamic_ncols=True)
