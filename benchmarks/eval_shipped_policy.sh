@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 run() {
   local name=$1; shift
   $PY -m intermimic_policy.cli eval --example --policy "$POLICY" --no-progress --json "$OUT/$name.json" "$@" \
-    | tail -n 1 | sed "s/^/$name: /"
+    | grep "^policy" | sed "s/^/$name: /"
 }
 run nominal
 run heavier_object --perturb object_mass=1.2

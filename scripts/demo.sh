@@ -28,7 +28,7 @@ echo "demo: 1/4 reference clip, replayed kinematically"
 $IM replay --example --out "$OUT/replay" --quiet
 
 echo "demo: 2/4 the training pipeline on a short budget (config/pipeline/smoke.yaml; the shipped"
-echo "      policy came from config/pipeline/example.yaml, about an hour of 2 CPU cores)"
+echo "      policy came from config/pipeline/example.yaml: ~8 min on 2 busy CPU cores)"
 $PY training/run_pipeline.py --config config/pipeline/smoke.yaml --out "$OUT/pipeline" --no-progress
 
 if [ -f "$SHIPPED" ]; then
