@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,10 @@ def build_parser(command_modules: Sequence[str] = COMMAND_MODULES) -> argparse.A
 def _run(argv: Sequence[str] | None, command_modules: Sequence[str]) -> int:
     parser = build_parser(command_modules)
     args = parser.parse_args(argv)
+    if getattr(args, "no_progress", False) or getattr(args, "quiet", False) or not sys.stderr.isatty():
+        # every progress bar of this process off (tqdm reads TQDM_DISABLE for each new bar):
+        # --no-progress means all of them, and a redirected log gets lines, not bar updates
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         return int(args.func(args) or 0)
     except IntermimicError as exc:

@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -140,6 +140,9 @@ class PolicyContract:
     output_name: str = "actions"
     contract_version: int = CONTRACT_VERSION
     created_by: str = field(default_factory=created_by)
+    # Where the policy came from (plain JSON data, not compared by check_compatible): e.g. the
+    # pipeline config digest, training samples, wall time and code revision of a shipped policy.
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -239,6 +242,7 @@ class PolicyContract:
             "input": {"name": self.input_name, "dim": self.input_dim, "dtype": "float32"},
             "output": {"name": self.output_name, "dim": self.output_dim, "dtype": "float32"},
             "created_by": self.created_by,
+            "provenance": dict(self.provenance),
         }
 
     @classmethod
@@ -283,6 +287,7 @@ class PolicyContract:
                 output_name=str(out.get("name", "actions")),  # type: ignore[attr-defined]
                 contract_version=version,
                 created_by=str(d.get("created_by", "unknown")),
+                provenance=dict(d.get("provenance") or {}),  # type: ignore[call-overload]
             )
         except ContractError as exc:
             if str(exc).startswith(f"{source}:"):

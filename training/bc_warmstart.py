@@ -199,7 +199,10 @@ def _fit(policy: TeacherPolicy, optimizer: torch.optim.Optimizer, rounds: list[_
             if fit_critic:
                 target[sel] = rnd.returns.flatten()[loc]  # type: ignore[union-attr]
         x = policy.normalizer(obs)
-        actor = (policy.net.actor_mean(x) - expert).square().mean()
+        mean = policy.net.actor_mean(x)
+        if policy.prior is not None:  # actions relative to the reference pose: the net fits the residual
+            mean = mean + policy.prior(obs)
+        actor = (mean - expert).square().mean()
         loss = actor
         if fit_critic:
             critic = (policy.net.value(x) - target).square().mean()

@@ -44,6 +44,10 @@ class PPOConfig:
     normalize_advantage: bool = True  # over the whole batch
     hidden_dims: tuple[int, ...] = (1024, 1024, 512)
     init_log_std: float = -2.9  # fixed sigma = exp(-2.9) = 0.055
+    # "none": absolute PD targets (upstream); "reference": the action is a residual added to the
+    # reference pose's action, computed from the observation inside the policy graph
+    # (training.reference_prior), so the deployment contract is unchanged
+    action_prior: str = "none"
 
     def __post_init__(self) -> None:
         _positive(self, "num_steps_per_env", "num_learning_epochs", "minibatch_size", "learning_rate")
@@ -53,10 +57,15 @@ class PPOConfig:
             raise ConfigError("ppo: clip_param and soft_bound must be positive")
         if not self.hidden_dims or any(h <= 0 for h in self.hidden_dims):
             raise ConfigError(f"ppo: hidden_dims must be positive sizes, got {self.hidden_dims}")
+        if self.action_prior not in ("none", "reference"):
+            raise ConfigError(f"ppo: action_prior must be 'none' or 'reference', got {self.action_prior!r}")
 
     def num_mini_batches(self, num_envs: int) -> int:
         """Minibatches per epoch: ``batch // minibatch_size`` (at least one)."""
         return max(1, (num_envs * self.num_steps_per_env) // self.minibatch_size)
+
+
+EXPERTS: tuple[str, ...] = ("pd-replay", "balance")
 
 
 @dataclass
@@ -78,6 +87,11 @@ class BCWarmStartConfig:
     minibatch_size: int = 512
     noise_std: float | None = None  # exploration noise on executed actions; None = the policy's fixed sigma
     fit_critic: bool = True  # also fit the critic to the rollouts' lambda-returns (PPO starts with a useful V)
+    # The expert whose actions are cloned: "pd-replay" (targets = the reference joints at t+1) or
+    # "balance" (PD replay plus centre-of-mass, pelvis and grip feedback: training.expert, which
+    # completes the example clip where PD replay falls at 1.8 s). Its gains: BalanceGains fields.
+    expert: str = "pd-replay"
+    expert_gains: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
@@ -87,6 +101,12 @@ class BCWarmStartConfig:
             raise ConfigError(f"bc_warmstart.expert_mix must be in [0, 1], got {self.expert_mix}")
         if self.noise_std is not None and not self.noise_std >= 0.0:
             raise ConfigError(f"bc_warmstart.noise_std must be >= 0, got {self.noise_std}")
+        if self.expert not in EXPERTS:
+            raise ConfigError(f"bc_warmstart.expert must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
+        known = {"ankle_p", "ankle_d", "hip_p", "hip_d", "grip_p", "grip_d"}
+        unknown = sorted(set(self.expert_gains) - known)
+        if unknown:
+            raise ConfigError(f"bc_warmstart.expert_gains: unknown gain(s) {unknown}; known: {sorted(known)}")
 
     @property
     def enabled(self) -> bool:
@@ -136,7 +156,11 @@ class TeacherTrainConfig:
     bc_warmstart: BCWarmStartConfig = field(default_factory=BCWarmStartConfig)
 
     def __post_init__(self) -> None:
-        _positive(self, "iterations", "save_interval", "keep_checkpoints")
+        _positive(self, "save_interval", "keep_checkpoints")
+        # 0 PPO iterations: the warm start alone (a cloned expert, no fine-tuning)
+        if self.iterations < 0 or (self.iterations == 0 and not self.bc_warmstart.enabled):
+            raise ConfigError(f"TeacherTrainConfig.iterations must be positive (or 0 with bc_warmstart), "
+                              f"got {self.iterations!r}")
 
     @property
     def samples_per_iteration(self) -> int:

@@ -24,6 +24,7 @@ from training.cli import checkpoint_loader
 from training.networks import NetworkError, build_network, default_arch
 from training.normalizer import RunningNormalizer
 from training.ppo.policy import TeacherPolicy
+from training.reference_prior import PriorError, build_prior
 
 # HOIEnvConfig fields a policy was trained with that change what it sees or what its actions do.
 TRAINED_ENV_FIELDS = ("upstream_action_map", "physics_hz", "control_hz", "object_density",
@@ -55,9 +56,12 @@ def policy_from_checkpoint(ckpt: Checkpoint, device: str = "cpu") -> TeacherPoli
         net.load_state_dict(ckpt.model_state)
         normalizer = RunningNormalizer(ckpt.obs_spec.dim)
         normalizer.load_state_dict(ckpt.normalizer_state)
-    except (NetworkError, RuntimeError, KeyError) as exc:
+        env_cfg = ckpt.config.get("env_config") or {}
+        prior = build_prior(str(ckpt.extra.get("action_prior", "none")), ckpt.obs_spec,
+                            bool(env_cfg.get("upstream_action_map", env_cfg.get("upstream_action_scale", False))))
+    except (NetworkError, RuntimeError, KeyError, PriorError) as exc:
         raise CheckpointError(f"{ckpt.path}: weights do not fit the network it names: {exc}") from exc
-    return TeacherPolicy(net, normalizer).to(device).eval()
+    return TeacherPolicy(net, normalizer, prior).to(device).eval()
 
 
 def load_checkpoint_policy(path: str | os.PathLike[str], device: str = "cpu") -> CheckpointPolicy:

@@ -94,13 +94,15 @@ class ExportResult:
 class PolicyGraph(nn.Module):
     """What is exported: raw observation -> normaliser -> actor mean."""
 
-    def __init__(self, network: PolicyNetwork, normalizer: RunningNormalizer) -> None:
+    def __init__(self, network: PolicyNetwork, normalizer: RunningNormalizer, prior: nn.Module | None = None) -> None:
         super().__init__()
         self.network = network
         self.normalizer = normalizer
+        self.prior = prior  # training.reference_prior (actions relative to the reference pose)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.network.actor_mean(self.normalizer(obs))
+        mean = self.network.actor_mean(self.normalizer(obs))
+        return mean if self.prior is None else mean + self.prior(obs)
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -213,11 +215,14 @@ def export_policy(
     model_hash: str | None = None,
     config_digest: str = "",
     config: ExportConfig | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    prior: nn.Module | None = None,
 ) -> ExportResult:
     """Export ``normalizer`` + ``network``'s actor mean to ``out`` with ``contract`` and golden pairs.
 
     ``contract`` is the training environment's (``HOIEnv.policy_contract``, kept in checkpoints);
     without one, ``spec``/``model_hash`` give the default environment's (tests, benchmarks).
+    ``provenance``: plain JSON data recorded in the contract (how the policy was trained).
     """
     cfg = config or ExportConfig()
     kind = _kind_of(network)
@@ -236,11 +241,14 @@ def export_policy(
     norm = NormalizationStats(tuple(normalizer.mean.tolist()), tuple(normalizer.var.tolist()),
                               normalizer.eps, normalizer.clip, float(normalizer.count))
     contract = replace(contract, config_digest=config_digest or contract.config_digest, normalization=norm)
+    if provenance:
+        contract = replace(contract, provenance=dict(provenance))
     if network.action_dim != contract.output_dim:
         raise ExportError(f"network outputs {network.action_dim} actions, the contract has "
                           f"{contract.output_dim} joints")
     # copies: the caller's modules keep their device, mode and float64 statistics
-    graph = PolicyGraph(copy.deepcopy(network).cpu().float(), copy.deepcopy(normalizer).cpu()).eval()
+    graph = PolicyGraph(copy.deepcopy(network).cpu().float(), copy.deepcopy(normalizer).cpu(),
+                        None if prior is None else copy.deepcopy(prior).cpu()).eval()
 
     gold_in = golden_inputs(graph.normalizer, cfg.golden_count, cfg.golden_seed)
     with torch.no_grad():
@@ -312,12 +320,19 @@ def checkpoint_contract(ckpt: Checkpoint) -> PolicyContract:
 
 
 def export_checkpoint(
-    path: str | os.PathLike[str], out: str | os.PathLike[str], *, config: ExportConfig | None = None
+    path: str | os.PathLike[str], out: str | os.PathLike[str], *, config: ExportConfig | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export a checkpoint with the contract it stores (rates, action map, skeleton, points)."""
+    from training.reference_prior import build_prior
+
     network, normalizer, ckpt = network_from_checkpoint(path)
+    env_cfg = ckpt.config.get("env_config") or {}
+    upstream = bool(env_cfg.get("upstream_action_map", env_cfg.get("upstream_action_scale", False)))
+    prior = build_prior(str(ckpt.extra.get("action_prior", "none")), ckpt.obs_spec, upstream)
     return export_policy(network, normalizer, out, contract=checkpoint_contract(ckpt),
-                         config_digest=config_digest(ckpt.config), config=config)
+                         config_digest=config_digest(ckpt.config), config=config, provenance=provenance,
+                         prior=prior)
 
 
 def random_policy(kind: str, seed: int = 0,

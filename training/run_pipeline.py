@@ -141,6 +141,7 @@ def run_teachers(ctx: PipelineContext) -> dict[str, Any]:
             "name": r["name"], "checkpoint": r["checkpoint"], "clips": r["clips"], "iterations": r["iterations"],
             "samples": r["samples"], "samples_per_s": r["samples_per_s"], "learning_curve": r["learning_curve"],
             "metrics": r["metrics"], "pd_replay": r["baseline"],
+            "bc_samples": ((r.get("extra") or {}).get("bc_warmstart") or {}).get("samples", 0),
         })
         print(f"teacher {r['name']}: {r['checkpoint']}")
         print(_metric_row("teacher", r["metrics"]))
@@ -329,6 +330,31 @@ def _export_inputs(ctx: PipelineContext) -> Any:
     return inputs
 
 
+def code_revision() -> str:
+    """The git commit of this code (with "+dirty" when the work tree has changes), or "unknown"."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def provenance(ctx: PipelineContext, teacher: dict[str, Any]) -> dict[str, Any]:
+    """How an exported teacher was made: recorded in its contract (``provenance``)."""
+    marker = _read_marker(marker_path(ctx.out, "teachers")) or {}
+    return {"pipeline_config": str(ctx.config_path) if ctx.config_path else None,
+            "pipeline_config_digest": digest(to_dict(ctx.config)), "teacher": teacher.get("name"),
+            "clips": teacher.get("clips"), "samples": teacher.get("samples"),
+            "bc_samples": teacher.get("bc_samples"), "iterations": teacher.get("iterations"),
+            "teachers_wall_s": marker.get("wall_s"), "code_revision": code_revision()}
+
+
 def run_export(ctx: PipelineContext) -> dict[str, Any]:
     """Each teacher checkpoint -> ``export/<name>.onnx`` (contract, golden pairs, parity-checked).
 
@@ -337,11 +363,11 @@ def run_export(ctx: PipelineContext) -> dict[str, Any]:
     """
     folder = ctx.stage_dir("export")
     exports = []
-    policies = [(t["name"], t["checkpoint"]) for t in _finished_teachers(ctx)]
+    policies = [(t["name"], t["checkpoint"], t) for t in _finished_teachers(ctx)]
     student = _read_marker(marker_path(ctx.out, "student"))
     if student is not None:  # the student too, once trained (kind: student, its token layout)
-        policies.append(("student", (student.get("outputs") or {})["student"]["checkpoint"]))
-    for name, path in policies:
+        policies.append(("student", (student.get("outputs") or {})["student"]["checkpoint"], {"name": "student"}))
+    for name, path, made in policies:
         ckpt = Path(path)
         if not ckpt.is_file():
             raise PipelineError(f"{name!r}: checkpoint {ckpt} is missing; rerun the stage that trained it")
@@ -355,7 +381,8 @@ def run_export(ctx: PipelineContext) -> dict[str, Any]:
                 and record.get("onnx_sha256") == _sha256(onnx_path)):
             print(f"export {name}: {onnx_path} is up to date, skipping")
         else:
-            result = export_checkpoint(ckpt, onnx_path)  # the contract stored in the checkpoint
+            # the contract stored in the checkpoint, plus how the policy was made
+            result = export_checkpoint(ckpt, onnx_path, provenance=provenance(ctx, made))
             record = {"name": name, "checkpoint": str(ckpt), "onnx": str(result.path), "kind": result.contract.kind,
                       "model_hash": result.contract.model_hash, "contract_digest": result.contract.digest(),
                       "exporter": result.exporter, "opset": result.opset, "max_error": result.max_error,
@@ -468,12 +495,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def show_progress(no_progress: bool) -> bool:
+    """Progress bars only on a terminal and without --no-progress; otherwise every bar of this
+    process is off (``TQDM_DISABLE``, which tqdm reads for bars made anywhere), so logs
+    redirected to a file get lines, not thousands of carriage-return updates."""
+    on = not no_progress and sys.stderr.isatty()
+    if not on:
+        os.environ["TQDM_DISABLE"] = "1"
+    return on
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress = show_progress(args.no_progress)
     try:
         config = load_pipeline_config(args.config)
         run_pipeline(config, args.out, stages=args.stages, clips=args.clips, config_path=args.config,
-                     progress=not args.no_progress)
+                     progress=progress)
     except (IntermimicError, ConfigError) as exc:
         print(f"run_pipeline: error: {exc}", file=sys.stderr)
         return 2

@@ -55,6 +55,7 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import TeacherTrainConfig, digest, to_dict
+from training.expert import make_expert
 from training.logging_utils import TrainingLogger, save_learning_curves
 from training.ppo import PPORunner, TeacherPolicy
 from training.vec_env import HOIVecEnv
@@ -154,7 +155,9 @@ class TeacherTrainer:
         seed_everything(cfg.seed)
         self.env = HOIEnv(env_config(cfg), self.motions)
         self.vec_env = HOIVecEnv(self.env)
-        policy = TeacherPolicy.build(self.env.num_obs, self.env.num_actions, cfg.ppo)
+        self.vec_env.set_expert(make_expert(cfg.bc_warmstart.expert, cfg.bc_warmstart.expert_gains))
+        policy = TeacherPolicy.build(self.env.num_obs, self.env.num_actions, cfg.ppo, self.env.obs_spec,
+                                     self.env.config.upstream_action_map)
         self.runner = PPORunner(self.vec_env, policy, cfg.ppo, cfg.device)
         self.logger: TrainingLogger | None = None
         self._history: dict[str, Any] = {}
@@ -171,7 +174,8 @@ class TeacherTrainer:
 
     def save(self, path: Path, *, with_optimizer: bool = True) -> Path:
         net = self.policy.net
-        extra: dict[str, Any] = {"network": net.arch(), "resume_key": self.key}
+        extra: dict[str, Any] = {"network": net.arch(), "resume_key": self.key,
+                                 "action_prior": self.cfg.ppo.action_prior}
         if with_optimizer:
             extra["history"] = self.logger.state() if self.logger else {}
             extra["psi"] = self.env.psi.state_dict()
@@ -259,7 +263,7 @@ class TeacherTrainer:
         train_time = env_time = 0.0
         bar: tqdm | None = None
         try:
-            if start == 0 and cfg.bc_warmstart.enabled and until > 0:
+            if start == 0 and cfg.bc_warmstart.enabled and (until > 0 or cfg.iterations == 0):
                 self.warm_start()
             bar = tqdm(total=until, initial=start, desc=f"teacher {self.name}", unit="it",
                        disable=not self.progress, dynamic_ncols=True)

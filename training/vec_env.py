@@ -18,6 +18,7 @@ teacher makes each checkpoint boundary such a reset, so a resumed run replays th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ class HOIVecEnv(VecEnv):
         cap = env.config.episode_cap
         self.max_episode_length = int(cap) if cap is not None else int(lib.num_frames.max())
         self._num_frames = lib.num_frames.to(env.device)
+        self._expert: Callable[[HOIEnv], torch.Tensor] | None = None
 
     @property
     def episode_length_buf(self) -> torch.Tensor:  # type: ignore[override]
@@ -75,8 +77,15 @@ class HOIVecEnv(VecEnv):
         return self._td(self.env.reset())
 
     def expert_actions(self) -> torch.Tensor:
-        """The PD-replay expert's actions now (PD targets = the reference joints at t+1): BC's labels."""
+        """The expert's actions now: BC's labels. PD replay (PD targets = the reference joints at
+        t+1) unless :meth:`set_expert` gave another (e.g. ``training.expert``'s balance expert)."""
+        if self._expert is not None:
+            return self._expert(self.env)
         return self.env.pd_replay_actions()
+
+    def set_expert(self, expert: Callable[[HOIEnv], torch.Tensor] | None) -> None:
+        """Use ``expert(env) -> actions [N, 153]`` as the warm start's expert (None: PD replay)."""
+        self._expert = expert
 
     def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)

@@ -45,7 +45,6 @@ from intermimic_policy.motion.object_names import PRIMITIVE_BOXES
 BOX_NAME = "box"
 TOUCH_M = 0.01
 FAR_M = 0.1
-GRIP_GAP_M = 0.0  # palms aim this far outside the faces, so nothing interpenetrates
 # IK weights: rotation of trunk/head/ankles costs more than of hips and knees (squat, not stoop);
 # the centre of mass is kept over the feet; hand orientation is a soft preference.
 _TRUNK_WEIGHT = 5.0
@@ -60,7 +59,9 @@ _HAND_CLEARANCE = 0.0
 _SMOOTH_WEIGHT = 1.0
 _GRIP_WEIGHT = 300.0
 _KEY_SPACING = 5  # frames between solved key poses
+_KNUCKLE_UNCURL = 0.35  # rad: the knuckles open too, so the palm (not the fingertips) meets the face
 _BODY_CLEARANCE = 0.015
+_FOREARM_CLEARANCE = 0.005
 
 _L_WRIST, _R_WRIST = sb.body_index("L_Wrist"), sb.body_index("R_Wrist")
 _ANKLES = (sb.body_index("L_Ankle"), sb.body_index("R_Ankle"))
@@ -75,18 +76,51 @@ _BODY_JOINTS = tuple(j for j in range(sb.NUM_JOINTS) if j not in _FINGER_JOINTS)
 
 @dataclass(frozen=True)
 class ExampleConfig:
-    """Where the box starts and ends, and when each phase ends (fractions of the clip)."""
+    """Where the box starts, how high it is lifted, and when each phase ends (fractions of the clip).
 
-    box_start: tuple[float, float, float] = (0.50, 0.0, 0.15)  # on the floor, 0.5 m in front
-    box_end: tuple[float, float, float] = (0.42, 0.0, 0.98)  # held at waist height (approximately:
-    # once gripped the box follows the hands)
-    grip_height: float = 0.04  # palm centre above the box centre
+    Phases: stand, reach (approach, then pre-grasp beside the side faces), grasp (palms pressed
+    ``squeeze`` into the faces), lift, hold, put down, release, stand.
+    """
+
+    box_start: tuple[float, float, float] = (0.40, 0.0, 0.30)  # resting on the floor, in front
+    lift: float = 0.25  # m the box centre rises
+    grip_height: float = 0.22  # palm centre above the box centre: well above it, so the box hangs
+    # from the hands (a grip at or below the centre tips the box over as soon as it leaves the floor)
     pregrasp_gap: float = 0.06
-    squat_pelvis: float = 0.60  # soft pelvis-height target while gripping low (balance wins)
-    t_stand: float = 0.10
-    t_reach: float = 0.38
-    t_grasp: float = 0.46
-    t_lifted: float = 0.82
+    # Palms aim this far INSIDE the side faces while gripping: the simulated hands stop at the
+    # surface, so the PD error of shoulders and elbows squeezes the box (~30 N per hand), and
+    # friction holds it. The reference's hands overlap the faces by this much (E_h pays ~0.1 cm).
+    squeeze: float = 0.02
+    squat_pelvis: float = 0.80  # soft pelvis-height target while gripping low (balance wins)
+    t_stand: float = 0.08
+    t_reach: float = 0.28
+    t_grasp: float = 0.36
+    t_lifted: float = 0.52
+    t_lower: float = 0.62
+    t_down: float = 0.78
+    t_release: float = 0.86
+    t_back: float = 0.95
+    seed: int = 0  # 0: exactly these numbers; else box place and lift varied (see example_config)
+
+    @property
+    def box_end(self) -> tuple[float, float, float]:
+        x, y, z = self.box_start
+        return (x, y, z + self.lift)
+
+
+def example_config(seed: int = 0, **changes: Any) -> ExampleConfig:
+    """The example's settings; ``seed`` != 0 varies the box's place (+-4 cm forward, +-3 cm
+    sideways), the lift (20-35 cm) and the phase timing (+-3% of the clip), reproducibly."""
+    if seed == 0:
+        return replace(ExampleConfig(), **changes)
+    rng = np.random.default_rng(seed)
+    base = ExampleConfig()
+    x, y, z = base.box_start
+    shift = float(rng.uniform(-0.03, 0.03))
+    times = {k: getattr(base, k) + shift for k in ("t_reach", "t_grasp", "t_lifted", "t_lower", "t_down")}
+    varied = replace(base, box_start=(x + float(rng.uniform(-0.04, 0.04)), y + float(rng.uniform(-0.03, 0.03)), z),
+                     lift=float(rng.uniform(0.20, 0.35)), seed=int(seed), **times)
+    return replace(varied, **changes)
 
 
 # -- small geometry helpers (torch, float64) -------------------------------------------------
@@ -133,6 +167,7 @@ def _finger_pose(flat: float) -> torch.Tensor:
     rv = torch.zeros(sb.NUM_JOINTS, 3, dtype=torch.float64)
     for side, sign in (("L_", 1.0), ("R_", -1.0)):
         for finger in ("Index", "Middle", "Ring", "Pinky"):
+            rv[sb.JOINT_NAMES.index(f"{side}{finger}1"), 0] = sign * _KNUCKLE_UNCURL * flat
             rv[sb.JOINT_NAMES.index(f"{side}{finger}2"), 0] = sign * 0.9 * flat
             rv[sb.JOINT_NAMES.index(f"{side}{finger}3"), 0] = sign * 0.09 * flat
         rv[sb.JOINT_NAMES.index(f"{side}Thumb1"), 0] = sign * 0.7 * flat
@@ -200,7 +235,7 @@ def _solve_keys(
 
     # collision samples: capsule ends and midpoint, sphere centres, hand box corners; the body
     # keeps 1 cm from the box, the hands may touch it but not enter it
-    sample_body, sample_pt, sample_r, sample_clear = [], [], [], []
+    sample_body, sample_pt, sample_r, sample_clear, sample_hand = [], [], [], [], []
     for b, g in enumerate(skeleton.geoms):
         if b in _FEET:
             continue
@@ -212,18 +247,24 @@ def _solve_keys(
             corners = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij")).reshape(3, -1).T
             pts = np.concatenate([pts, pts + corners * np.asarray(g.size)])
             radius = 0.0
-        for p in pts:
+        for i, p in enumerate(pts):
+            wrist_end = b in _FOREARMS and i == len(pts) - 1
             sample_body.append(b)
             sample_pt.append(p)
             sample_r.append(radius)
             # the thick forearm end lies beside the palm: it may touch the box like the hand
-            near_hand = b in sb.HAND_BODIES or (b in _FOREARMS and p is pts[-1])
-            sample_clear.append(_HAND_CLEARANCE if near_hand else _BODY_CLEARANCE)
+            hand = b in sb.HAND_BODIES
+            sample_clear.append(_HAND_CLEARANCE if hand else _FOREARM_CLEARANCE if wrist_end else _BODY_CLEARANCE)
+            # palm and fingers press in together (several contacts per hand hold the box from
+            # pivoting between the hands); the forearm stays just off the face (it would wedge)
+            sample_hand.append(hand)
     s_body, s_pt = torch.tensor(sample_body), _t(np.array(sample_pt))
     s_radius = _t(sample_r)
-    s_r = s_radius + _t(sample_clear)
-    left_samples = torch.tensor([b in sb.LEFT_HAND_BODIES for b in sample_body])
-    right_samples = torch.tensor([b in sb.RIGHT_HAND_BODIES for b in sample_body])
+    # a gripping palm (negative gap) may press into the face by the designed squeeze
+    press = gaps.clamp_max(0.0)[:, None] * torch.tensor(sample_hand, dtype=torch.float64)[None, :]
+    s_r = s_radius + _t(sample_clear) + press  # [K, S]
+    left_samples = torch.tensor([b == _L_WRIST for b in sample_body])
+    right_samples = torch.tensor([b == _R_WRIST for b in sample_body])
     grip_w = _t([key.grip for key in keys])
     fingers = torch.stack([_finger_pose(key.flat_hand) for key in keys])
 
@@ -261,7 +302,9 @@ def _solve_keys(
         wr = pos[:, _R_WRIST] + quat.rotate(rot[:, _R_WRIST], palm_r.expand(k, 3))
         e = e + 100.0 * (((wl - target_l) ** 2).sum() + ((wr - target_r) ** 2).sum())
         ml, mr = quat.to_matrix(rot[:, _L_WRIST]), quat.to_matrix(rot[:, _R_WRIST])
-        e = e + _HAND_ROT_WEIGHT * (((ml - tl) ** 2).sum() + ((mr - tr) ** 2).sum())
+        # while gripping the hands must not turn (the box would turn with them): 10x weight
+        rot_w = (_HAND_ROT_WEIGHT * (1.0 + 9.0 * grip_w))[:, None, None]
+        e = e + (rot_w * ((ml - tl) ** 2 + (mr - tr) ** 2)).sum()
         # keep the body out of the box (1 cm clearance)
         world = pos[:, s_body] + quat.rotate(rot[:, s_body], s_pt.expand(k, -1, 3))
         sd = _box_signed_distance(world, box[:, None, :], half)
@@ -269,7 +312,8 @@ def _solve_keys(
         # gripping: each hand's closest point is on the box surface
         surface = sd - s_radius
         for side in (left_samples, right_samples):
-            e = e + _GRIP_WEIGHT * (grip_w * surface[:, side].min(dim=-1).values ** 2).sum()
+            depth = surface[:, side].min(dim=-1).values - gaps.clamp_max(0.0)
+            e = e + _GRIP_WEIGHT * (grip_w * depth**2).sum()
         # small rotations preferred; knees flex about y only and not backwards
         e = e + 0.01 * (reg_weight * body_rv**2).sum() + 0.01 * _ROOT_WEIGHT * (root_rv**2).sum()
         e = e + (pelvis_weight * (root_pos[:, 2] - pelvis_target) ** 2).sum()
@@ -302,44 +346,62 @@ def _solve_keys(
 # -- the clip --------------------------------------------------------------------------------
 
 
+def _lift_weight(cfg: ExampleConfig, frac: np.ndarray) -> np.ndarray:
+    """0 on the floor, 1 at the top: smoothstep up (grasp -> lifted), hold, smoothstep down."""
+    def smooth(a: float, b: float) -> np.ndarray:
+        s = np.clip((frac - a) / (b - a), 0.0, 1.0)
+        return s * s * (3.0 - 2.0 * s)
+
+    return smooth(cfg.t_grasp, cfg.t_lifted) - smooth(cfg.t_lower, cfg.t_down)
+
+
 def _box_path(cfg: ExampleConfig, frames: np.ndarray, last: float) -> np.ndarray:
-    """Box centre per frame [T, 3]: resting until the grasp, then a smoothstep to the end pose."""
-    s = np.clip((frames / last - cfg.t_grasp) / (cfg.t_lifted - cfg.t_grasp), 0.0, 1.0)[:, None]
-    w = s * s * (3.0 - 2.0 * s)
+    """Box centre per frame [T, 3]: resting, lifted straight up, held, put back down, resting."""
+    w = _lift_weight(cfg, frames / last)[:, None]
     start, end = np.asarray(cfg.box_start), np.asarray(cfg.box_end)
     return start + w * (end - start)
 
 
+def _phase_times(cfg: ExampleConfig) -> tuple[float, ...]:
+    return (0.0, cfg.t_stand, 0.5 * (cfg.t_stand + cfg.t_reach), cfg.t_reach, cfg.t_grasp, cfg.t_lifted,
+            cfg.t_lower, cfg.t_down, cfg.t_release, cfg.t_back, 1.0)
+
+
 def _phase_frames(cfg: ExampleConfig, last: float) -> np.ndarray:
-    """Frames of the phase boundaries: start, stand, approach, pre-grasp, grasp, lifted, end."""
-    t = (0.0, cfg.t_stand, 0.5 * (cfg.t_stand + cfg.t_reach), cfg.t_reach, cfg.t_grasp, cfg.t_lifted, 1.0)
-    return np.asarray(t) * last
+    """Frames of the phase boundaries: start, stand, approach, pre-grasp, grasp, lifted, lower,
+    down, released, back, end."""
+    return np.asarray(_phase_times(cfg)) * last
 
 
 def _dense_frames(cfg: ExampleConfig, last: float) -> np.ndarray:
     """Key frames: the phase boundaries plus one every few frames while the targets move."""
     phases = _phase_frames(cfg, last)
-    moving = np.arange(phases[1], phases[5], _KEY_SPACING)
+    moving = np.arange(phases[1], phases[-2], _KEY_SPACING)
     return np.unique(np.concatenate([phases, moving]))
 
 
 def _key_schedule(cfg: ExampleConfig, last: float, stand_height: float, frames: np.ndarray) -> list[_Key]:
     """Key poses at ``frames``, their targets interpolated between the phase boundaries:
-    stand, approach (hands above and outside the box), pre-grasp, grasp, lift, hold."""
-    grip = cfg.grip_height
-    t_approach = 0.5 * (cfg.t_stand + cfg.t_reach)
-    # phase boundary (fraction of the clip): gap, dz, fingers_down, flat hand, relaxed, pelvis weight
+    stand, approach (hands above and outside the box), pre-grasp, grasp, lift, hold, put down,
+    release, stand."""
+    grip, pre, sq = cfg.grip_height, cfg.pregrasp_gap, -cfg.squeeze
+    t = _phase_times(cfg)
+    # phase boundary: gap, dz, fingers_down, flat hand, relaxed, pelvis weight
     table = np.array([
-        (0.0, 0.30, grip, 0.0, 0.0, 1.0, 0.0),
-        (cfg.t_stand, 0.30, grip, 0.0, 0.0, 1.0, 0.0),
-        (t_approach, 0.12, grip + 0.2, 0.5, 0.5, 0.0, 0.0),
-        (cfg.t_reach, cfg.pregrasp_gap, grip, 0.5, 1.0, 0.0, 1.0),
-        (cfg.t_grasp, GRIP_GAP_M, grip, 0.5, 1.0, 0.0, 1.0),
-        (cfg.t_lifted, GRIP_GAP_M, grip, 0.0, 1.0, 0.0, 0.0),
-        (1.0, GRIP_GAP_M, grip, 0.0, 1.0, 0.0, 0.0),
+        (t[0], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
+        (t[1], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
+        (t[2], 0.12, grip + 0.15, 0.5, 0.5, 0.0, 0.0),
+        (t[3], pre, grip, 0.5, 1.0, 0.0, 1.0),
+        (t[4], sq, grip, 0.5, 1.0, 0.0, 1.0),
+        (t[5], sq, grip, 0.5, 1.0, 0.0, 0.0),
+        (t[6], sq, grip, 0.5, 1.0, 0.0, 0.0),
+        (t[7], sq, grip, 0.5, 1.0, 0.0, 1.0),
+        (t[8], pre, grip, 0.5, 1.0, 0.0, 1.0),
+        (t[9], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
+        (t[10], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
     ])
     boxes = _box_path(cfg, frames, last)
-    lift = np.clip((frames / last - cfg.t_grasp) / (cfg.t_lifted - cfg.t_grasp), 0.0, 1.0)
+    lift = _lift_weight(cfg, frames / last)
     col = [np.interp(frames / last, table[:, 0], table[:, i]) for i in range(1, 7)]
     keys = []
     for i, f in enumerate(frames):
@@ -348,7 +410,7 @@ def _key_schedule(cfg: ExampleConfig, last: float, stand_height: float, frames: 
             hand_gap=float(col[0][i]), hand_dz=float(col[1][i]), fingers_down=float(col[2][i]),
             flat_hand=float(col[3][i]), relaxed=float(col[4][i]), pelvis_weight=float(col[5][i]),
             pelvis_height=float(cfg.squat_pelvis + lift[i] * (stand_height - cfg.squat_pelvis)),
-            grip=float(f >= cfg.t_grasp * last),
+            grip=float(cfg.t_grasp * last <= f <= cfg.t_down * last),
         ))
     return keys
 
@@ -389,8 +451,10 @@ def _contact_labels(
     return labels
 
 
-def make_example_motion(num_frames: int = 150, fps: float = 30.0, config: ExampleConfig | None = None) -> HOIMotion:
-    """The reach-and-lift clip (deterministic: the same call gives bit-identical arrays).
+def make_example_motion(num_frames: int = 150, fps: float = 30.0, config: ExampleConfig | None = None,
+                        seed: int | None = None) -> HOIMotion:
+    """The reach, lift, hold and put-down clip (deterministic: the same call gives bit-identical
+    arrays). ``seed`` (when ``config`` is not given) picks a variation (:func:`example_config`).
 
     The first call with given arguments solves the key poses (3-5 s of CPU); later calls in the
     same process return fresh copies of the cached clip.
@@ -399,7 +463,9 @@ def make_example_motion(num_frames: int = 150, fps: float = 30.0, config: Exampl
         raise MotionError(f"example motion: num_frames must be an integer >= 30, got {num_frames!r}")
     if not (np.isfinite(fps) and fps > 0):
         raise MotionError(f"example motion: fps must be positive, got {fps}")
-    motion = build_example_motion(num_frames, float(fps), config or ExampleConfig())
+    if config is None:
+        config = example_config(int(seed or 0))
+    motion = build_example_motion(num_frames, float(fps), config)
     arrays: dict[str, Any] = {f.name: np.array(getattr(motion, f.name)) for f in fields(motion)
               if isinstance(getattr(motion, f.name), np.ndarray)}
     return replace(motion, meta=dict(motion.meta), **arrays)
@@ -437,7 +503,7 @@ def build_example_motion(num_frames: int, fps: float, cfg: ExampleConfig) -> HOI
     body_pos = body_pos - torch.nn.functional.pad(lowest[:, None, None], (2, 0))
 
     # the box: resting until the grasp, then on the designed path the key poses' hands hold
-    held = frames >= cfg.t_grasp * last
+    held = (frames >= cfg.t_grasp * last) & (frames < cfg.t_release * last)
     object_pos = _t(_box_path(cfg, frames, last))
     object_rot = _t([0.0, 0.0, 0.0, 1.0]).expand(num_frames, 4).clone()
 
@@ -455,7 +521,8 @@ def build_example_motion(num_frames: int, fps: float, cfg: ExampleConfig) -> HOI
         object_name=BOX_NAME,
         body_contact=labels,
         object_contact=(labels == 1).any(axis=1),
-        name="example_box_lift",
+        name="example_box_lift" if cfg.seed == 0 else f"example_box_lift_s{cfg.seed}",
         source="intermimic.example",
-        meta={"generator": "intermimic_policy.motion.example", "skeleton": skeleton.content_hash()},
+        meta={"generator": "intermimic_policy.motion.example", "skeleton": skeleton.content_hash(),
+              "seed": str(cfg.seed), "lift_m": f"{cfg.lift:.3f}"},
     )

@@ -32,7 +32,7 @@ from scipy.spatial.transform import Rotation
 
 from intermimic_policy.atomic import atomic_output
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.motion.object_names import PRIMITIVE_BOXES
+from intermimic_policy.motion.object_names import PRIMITIVE_BOXES, PRIMITIVE_DENSITY
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def load_object(
     name_or_path: str | os.PathLike[str],
     *,
     search_dirs: list[str | os.PathLike[str]] | None = None,
-    density: float = 1000.0,
+    density: float | None = None,
     num_points: int = 1024,
     cache_dir: str | os.PathLike[str] | None = None,
     decomposition: DecompositionParams | None = None,
@@ -125,6 +125,8 @@ def load_object(
     ``$INTERMIMIC_DATA/assets/objects``; a name ``n`` matches ``n.urdf``, ``objects/n/n.obj``,
     ``n/n.obj`` or ``n.obj`` there. Primitive names (``PRIMITIVE_BOXES``) need no file.
     """
+    if density is None:  # a primitive's own density, else upstream's 1000 kg/m^3
+        density = PRIMITIVE_DENSITY.get(os.fspath(name_or_path), 1000.0)
     if not (np.isfinite(density) and density > 0):
         raise ObjectError(f"object {name_or_path!s}: density must be positive, got {density}")
     if num_points < 1:

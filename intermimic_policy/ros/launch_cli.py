@@ -31,7 +31,7 @@ def _launch(args: argparse.Namespace) -> int:
         config=args.config, clip=args.clip, example=args.example, policy=args.policy, duration_s=args.duration,
         lockstep=args.lockstep, report=args.report, record=args.record, domain_id=args.domain_id,
         transport=args.transport, start_offset=args.start_offset, log_dir=args.log_dir, timeout_s=args.timeout,
-        progress=not args.quiet,
+        progress=not args.quiet, perturb=tuple(args.perturb),
     )
     if args.via == "ros2":
         if shutil.which("ros2") is None:
@@ -50,6 +50,9 @@ def _launch(args: argparse.Namespace) -> int:
               f"policy latency p50 {_fmt(report['latency_ms_p50'])} ms / p99 {_fmt(report['latency_ms_p99'])} ms, "
               f"round trip p50 {_fmt(report['round_trip_ms_p50'])} ms, "
               f"safe-hold events {report['safe_hold_events']}; logs in {report['log_dir']}")
+        print(f"success: {str(report.get('success')).lower()} (sim {_fmt(report.get('duration_s'))} s of a "
+              f"{_fmt(report.get('clip_duration_s'))} s clip, object lift {_fmt(report.get('object_lift_cm'))} cm, "
+              f"reference {_fmt(report.get('reference_lift_cm'))} cm)")
         if args.report:
             print(f"report: {args.report}")
     return 130 if report["interrupted"] else 0
@@ -81,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="wall-time limit in seconds (default: 120 + 30 x duration)")
     p.add_argument("--via", choices=("processes", "ros2"), default="processes",
                    help="processes (default, no ROS 2 needed) or ros2 (exec ros2 launch)")
+    p.add_argument("--perturb", action="append", default=[], metavar="KEY=VALUE",
+                   help="robustness setting for the simulation, repeatable: object_mass, object_friction, "
+                        "floor_friction (scales), action_delay (ticks)")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_launch)

@@ -101,6 +101,7 @@ class LaunchOptions:
     start_offset: int | None = None
     log_dir: str | None = None
     timeout_s: float | None = None  # wall limit; None: 120 s + 30 x duration (no limit without one)
+    perturb: tuple[str, ...] = ()  # KEY=VALUE robustness settings for the bridge (sim.perturb)
     stop_timeout_s: float = 5.0
     progress: bool = True
 
@@ -262,6 +263,11 @@ def resolve_config(options: LaunchOptions, log_dir: Path) -> tuple[dict[str, Any
     bridge = dict(node_params.section(doc, "sim_bridge", str(source)))
     if options.duration_s is not None:
         bridge["duration_s"] = float(options.duration_s)
+    if options.perturb:
+        from intermimic_policy.sim.perturb import parse_perturb
+
+        parse_perturb(options.perturb)  # a bad KEY=VALUE fails here with its own message
+        bridge["perturb"] = ",".join(options.perturb)
     bridge["summary"] = str(log_dir / "bridge_summary.json")
     bridge["exit_when_done"] = False  # the bridge holds its last state until the final statuses are read
     if options.record:
@@ -328,7 +334,49 @@ def _report(doc: Mapping[str, Any], options: LaunchOptions, bridge: dict[str, An
         "processes": {p.name: {"pid": p.popen.pid, "exit_code": p.returncode, "log": str(p.log_path)} for p in procs},
         "log_dir": str(log_dir),
     }
+    report.update(_outcome(report, bridge, common))
     return report
+
+
+# issue 11's bar for a closed loop that did the interaction
+SUCCESS_MAX_ERROR_CM = 6.0
+SUCCESS_LIFT_TOLERANCE_CM = 5.0
+FALL_HEIGHT_M = 0.3
+
+
+def _outcome(report: Mapping[str, Any], bridge: Mapping[str, Any], common: Mapping[str, Any]) -> dict[str, Any]:
+    """``success`` (whole clip, no fall, the object lifted as the reference lifts it, E_h and E_o
+    at most 6 cm, every tick answered, no safe hold) and the figures it is judged on."""
+    frames, hz = bridge.get("clip_frames"), bridge.get("control_hz")
+    start = int(bridge.get("start_offset") or 0)
+    clip_s = (int(frames) - 1 - start) / float(hz) if frames and hz else None
+    ref_lift = None
+    clip = common.get("clip")
+    if clip and Path(str(clip)).is_file():
+        try:
+            from intermimic_policy.motion.io import load_motion
+
+            z = load_motion(str(clip)).object_pos[start:, 2]
+            ref_lift = float((z.max() - z[0]) * 100.0)
+        except Exception:  # noqa: BLE001 - a report never fails on a clip it cannot read back
+            ref_lift = None
+    lift = bridge.get("object_lift_cm")
+    duration = bridge.get("sim_time_s")
+
+    def at_most(x: Any, limit: float) -> bool:
+        return isinstance(x, (int, float)) and x == x and x <= limit
+
+    success = bool(
+        report.get("ok") and clip_s is not None and isinstance(duration, (int, float)) and duration >= clip_s - 1e-6
+        and at_most(report.get("E_h_cm"), SUCCESS_MAX_ERROR_CM) and at_most(report.get("E_o_cm"), SUCCESS_MAX_ERROR_CM)
+        and isinstance(lift, (int, float)) and ref_lift is not None
+        and abs(lift - ref_lift) <= SUCCESS_LIFT_TOLERANCE_CM
+        and (bridge.get("root_height_min_m") or 0.0) > FALL_HEIGHT_M
+        and report.get("missed_ticks") == 0 and not report.get("safe_hold_events")
+        and not bridge.get("physics_failures"))
+    return {"success": success, "clip_duration_s": clip_s, "duration_s": duration,
+            "object_lift_cm": lift, "reference_lift_cm": ref_lift,
+            "fell": None if bridge.get("root_height_min_m") is None else bridge["root_height_min_m"] <= FALL_HEIGHT_M}
 
 
 def _interrupt_on_sigterm() -> Any:

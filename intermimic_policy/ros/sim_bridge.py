@@ -116,6 +116,10 @@ class SimBridgeConfig:
     # else the bridge refuses to start (a policy trained at 120 Hz physics does not run at 240)
     policy: str = ""
     object_density: float | None = None  # None: the object asset's (as the training default)
+    # robustness settings (sim.perturb), "KEY=VALUE,KEY=VALUE": object_mass, object_friction,
+    # floor_friction scales and action_delay (ticks the targets wait); obs noise and pushes are
+    # `intermimic eval --perturb` settings
+    perturb: str = ""
     # Sim time of tick 0. Not 0: a zero stamp means "unstamped" to ROS tools and to the policy
     # node's stamp matching, and every state message must carry its tick's stamp.
     clock_start_s: float = 1.0
@@ -158,6 +162,13 @@ class SimBridgeConfig:
                 raise bad(key, f"must be a finite number >= 0, got {value}")
         if self.threads < 1:
             raise bad("threads", f"must be >= 1, got {self.threads}")
+        try:
+            pert = self.perturbation()
+        except IntermimicError as exc:
+            raise bad("perturb", f"is not usable: {exc}") from exc
+        if pert.obs_noise or pert.push:
+            raise bad("perturb", "supports object_mass, object_friction, floor_friction and action_delay; "
+                                 "obs_noise and push are evaluated by `intermimic eval --perturb`")
         for key in ("record", "summary"):
             path = getattr(self, key)
             if path and not Path(path).parent.is_dir() and str(Path(path).parent) != "":
@@ -165,8 +176,23 @@ class SimBridgeConfig:
         return self
 
 
+    def perturbation(self) -> Any:
+        from intermimic_policy.sim.perturb import parse_perturb
+
+        return parse_perturb([p for p in self.perturb.split(",") if p.strip()])
+
+
 def load_bridge_config(path: str | None, **overrides: Any) -> SimBridgeConfig:
     return node_params.load_params(path, SECTION, SimBridgeConfig, **overrides)
+
+
+def _lift_and_height(states: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """How high the object got above where it started (cm) and the lowest root height (m)."""
+    if not states:
+        return {"object_lift_cm": float("nan"), "root_height_min_m": float("nan")}
+    z = np.array([s["object_pos"][2] for s in states])
+    root = np.array([s["body_pos"][0, 2] for s in states])
+    return {"object_lift_cm": float((z.max() - z[0]) * 100.0), "root_height_min_m": float(root.min())}
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -223,8 +249,10 @@ class BridgeCore:
         check_policy_rates(config, self.control_hz)
         env_config = eval_config(num_worlds=1, backend=config.backend, threads=config.threads,
                                  physics_hz=config.physics_hz, control_hz=self.control_hz,
-                                 object_density=config.object_density)
+                                 object_density=config.object_density,
+                                 perturb=config.perturbation())
         self.env = HOIEnv(env_config, [motion])
+        self._delay_line: list[np.ndarray] = []  # targets waiting out perturb action_delay
         self.backend = self.env.groups[0].backend
         self._clip = torch.zeros(1, dtype=torch.long)
         self.points = self.env.motion_library.points_of(self._clip)
@@ -258,6 +286,7 @@ class BridgeCore:
             self.recording = Recording()
             self._record(fresh=False, round_trip_ms=float("nan"))
         self.targets = self.angles.copy()  # hold the initial pose until targets arrive
+        self._delay_line = []
 
     def _refresh(self) -> None:
         self.sim: SimState = self.env.sim_state()
@@ -306,7 +335,13 @@ class BridgeCore:
         """One control tick holding ``targets`` (hinge angles [153]; None: the previous ones)."""
         if targets is not None:
             self.targets = np.asarray(targets, dtype=np.float64)
-        self.backend.step(torch.from_numpy(self.targets).unsqueeze(0))
+        applied = self.targets
+        delay = self.env.config.perturb.action_delay
+        if delay:
+            self._delay_line.append(self.targets)
+            applied = self._delay_line[0]  # the targets of `delay` ticks ago (the first ones until then)
+            del self._delay_line[:-delay]
+        self.backend.step(torch.from_numpy(applied).unsqueeze(0))
         self.tick += 1
         if bool(self.backend.failed()[0]):
             self.physics_failures += 1
@@ -656,6 +691,7 @@ class SimBridgeNode(NodeLifetime):
             "startup_s": (self._first_step_at or end) - self.wall_started,
             "real_time_factor": sim_s / wall if wall > 0 else float("nan"),
             "E_h_cm_per_tick": [round(e * 100, 6) for e in core.recording.e_h[1:]],
+            **_lift_and_height(core.recording.states),
         }
 
     def finish(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ error and the early termination's deviation ratio, and E_h/E_o reused by the dev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -155,14 +156,16 @@ class HOIEnv:
         self.motion_library = MotionLibrary(clips, points, self.device, num_points=cfg.num_object_points)
         lib = self.motion_library
         self.skeleton = self._skeleton(skeleton, clips)
-        scene_cfg = SceneConfig(object_density=cfg.object_density)
+        pert = cfg.perturb
+        scene_cfg = SceneConfig(object_density=cfg.object_density,
+                                floor_friction=SceneConfig.floor_friction * pert.floor_friction)
         n = cfg.num_worlds
         # world blocks stepped one after the other (two when pipelined); a backend never spans two
         cuts = [0, n // 2, n] if cfg.pipeline and n >= 2 else [0, n]
         self.groups: list[WorldGroup] = []
         start = 0
         for name, size in zip(names, _split(n, len(names))):
-            scene = build_scene(self.skeleton, assets[name], scene_cfg)
+            scene = build_scene(self.skeleton, assets[name], _perturbed_scene(scene_cfg, assets[name], pert))
             clip_ids = torch.nonzero(lib.clip_object == lib.object_list.index(name)).flatten()
             bounds = sorted({start, start + size, *(c for c in cuts if start < c < start + size)})
             for a, b in zip(bounds[:-1], bounds[1:]):
@@ -197,6 +200,13 @@ class HOIEnv:
         self._world_points = lib.points[self.world_object]
         self._key_bodies = torch.tensor(smplx_body.KEY_BODIES, dtype=torch.long, device=self.device)
         self._ref_offsets = (0, *cfg.obs_spec.ref_offsets)  # reward/terminations at t, observation at t + d
+        # perturbations (sim.perturb): per-world delay, noise and push sizes, redrawn at resets
+        # when randomised; the delay line holds the last PD targets of every world
+        self._delay = torch.full((n,), pert.action_delay, dtype=torch.long, device=self.device)
+        self._noise = torch.full((n,), pert.obs_noise, device=self.device)
+        self._push = torch.full((n,), pert.push, device=self.device)
+        self._push_every = max(1, int(round(pert.push_interval_s * cfg.control_hz)))
+        self._delay_line: Tensor | None = None
 
     def _skeleton(self, given: Skeleton | None, clips: Sequence[HOIMotion]) -> Skeleton | None:
         """The humanoid: ``given`` when the caller has one (e.g. a subject skeleton fitted to more
@@ -310,7 +320,7 @@ class HOIEnv:
             frames = self.motion_library.clamp_frames(
                 clips, torch.as_tensor(start_frames, device=self.device).long().reshape(-1))
         self._reset_worlds(ids, clips, frames)
-        return self.obs.clone()
+        return self._noisy(self.obs.clone())
 
     def _check_clips(self, ids: Tensor, clips: Tensor) -> None:
         lib = self.motion_library
@@ -386,6 +396,7 @@ class HOIEnv:
             self._prev.joint_ang_vel[ids] = fresh.joint_ang_vel
             self._prev.object_lin_vel[ids] = fresh.object_lin_vel
             self._prev.object_ang_vel[ids] = fresh.object_ang_vel
+        self._draw_perturbation(ids)
         self.psi.begin_episode(ids, clips, frames)
         self.psi.record(ids, clips, frames, InitialState.from_sim(sim.index(ids)).flatten())
         self.metrics.begin(ids, clips, frames)
@@ -438,7 +449,8 @@ class HOIEnv:
             raise EnvError("actions contain NaN or inf")
         if self._prev is None:
             raise EnvError("call reset() before step()")
-        targets = self._action_to_targets(actions)
+        targets = self._delayed(self._action_to_targets(actions))
+        self._apply_pushes()
         t, steps = self.t + 1, self.steps + 1
         runner = self._physics
         runner.start(targets)
@@ -494,7 +506,55 @@ class HOIEnv:
                 clips = self._sample_clips(done_ids)
                 self._reset_worlds(done_ids, clips, self._sample_frames(clips))
         self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
-        return self.obs.clone(), reward, terminated, truncated, info
+        return self._noisy(self.obs.clone()), reward, terminated, truncated, info
+
+    # -- perturbations (sim.perturb) -------------------------------------------------------------
+    def _draw_perturbation(self, ids: Tensor) -> None:
+        pert = self.config.perturb
+        if not pert.randomize:
+            return
+        u = self._rand(3 * ids.numel()).reshape(3, -1)
+        self._delay[ids] = (u[0] * (pert.action_delay + 1)).long().clamp_max(pert.action_delay)
+        self._noise[ids] = u[1] * pert.obs_noise
+        self._push[ids] = u[2] * pert.push
+
+    def _noisy(self, obs: Tensor) -> Tensor:
+        if self.config.perturb.obs_noise <= 0.0:
+            return obs
+        noise = torch.randn(obs.shape, generator=self._gen).to(self.device)
+        return obs + self._noise[:, None] * noise
+
+    def _delayed(self, targets: Tensor) -> Tensor:
+        """The PD targets of ``delay`` control steps ago (a world's first steps after a reset
+        hold its first targets)."""
+        depth = self.config.perturb.action_delay
+        if depth <= 0:
+            return targets
+        if self._delay_line is None:
+            self._delay_line = targets[None].repeat(depth + 1, 1, 1)
+        line = torch.roll(self._delay_line, 1, dims=0)
+        line[0] = targets
+        fresh = self.steps == 0
+        line[:, fresh] = targets[fresh]
+        self._delay_line = line
+        return line[self._delay.clamp(0, depth), torch.arange(targets.shape[0], device=self.device)]
+
+    def _apply_pushes(self) -> None:
+        """Every ``push_interval_s``, kick the root of live worlds horizontally by ``push`` m/s."""
+        if self.config.perturb.push <= 0.0:
+            return
+        due = self.active & (self.steps > 0) & (self.steps % self._push_every == 0) & (self._push > 0)
+        ids = torch.nonzero(due).flatten()
+        if ids.numel() == 0:
+            return
+        angle = self._rand(ids.numel()) * (2.0 * np.pi)
+        kick = torch.stack([torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)], -1) * self._push[ids, None]
+        state = InitialState.from_sim(self.sim_state().index(ids))
+        state.root_lin_vel = state.root_lin_vel + kick.to(state.root_lin_vel)
+        for g in self.groups:
+            mine = (ids >= g.start) & (ids < g.stop)
+            if bool(mine.any()):
+                g.backend.reset(ids[mine] - g.start, state.index(mine))
 
     def _reference_side(self, worlds: slice, t: Tensor) -> ReferenceSide:
         return reference_side(self.motion_library, self.clip[worlds], t[worlds], self.obs_spec.ref_offsets,
@@ -518,6 +578,15 @@ class HOIEnv:
         self._physics.close()
         for g in self.groups:
             g.backend.close()
+
+
+def _perturbed_scene(cfg: SceneConfig, asset: ObjectAsset, pert: Any) -> SceneConfig:
+    """The scene settings with the object's mass and friction scaled (sim.perturb)."""
+    if pert.object_mass == 1.0 and pert.object_friction == 1.0:
+        return cfg
+    density = (cfg.object_density if cfg.object_density is not None else asset.density) * pert.object_mass
+    friction = (cfg.object_friction if cfg.object_friction is not None else asset.friction) * pert.object_friction
+    return dataclasses.replace(cfg, object_density=density, object_friction=friction)
 
 
 def motion_state_at(motion: HOIMotion, frame: int) -> InitialState:

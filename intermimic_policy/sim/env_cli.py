@@ -21,12 +21,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a policy on HOI clips (success, duration, E_h, E_o)",
         description="Run a policy closed-loop on HOI clips from frame 0 to the clip end or a failure; "
                     "print success, duration, E_h and E_o per clip and overall.")
-    p.add_argument("clips", nargs="+", help="clip files (.pt/.npz) or folders of clips")
+    p.add_argument("clips", nargs="*", help="clip files (.pt/.npz) or folders of clips")
+    p.add_argument("--example", action="store_true", help="evaluate on the bundled example clip (no file needed)")
+    p.add_argument("--example-seed", type=int, default=0, metavar="N",
+                   help="with --example: the clip variation (0: the bundled clip)")
     p.add_argument("--policy", default="pd-replay",
-                   help="policy to evaluate: 'pd-replay' (no-learning baseline) or what a registered loader accepts")
+                   help="policy to evaluate: 'pd-replay' (no-learning baseline), an exported policy (.onnx), "
+                        "a training checkpoint (.pt), or what another registered loader accepts")
+    p.add_argument("--perturb", action="append", default=[], metavar="KEY=VALUE",
+                   help="robustness setting, repeatable: object_mass, object_friction, floor_friction (scales), "
+                        "action_delay (control steps), obs_noise (std), push (m/s kicks every push_interval_s)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--attempts", type=int, default=1, help="runs per clip (default 1)")
-    p.add_argument("--backend", choices=BACKENDS, default="mujoco")
+    p.add_argument("--backend", choices=BACKENDS, default="mujoco",
+                   help="simulator: mujoco (CPU), warp (MuJoCo Warp, needs a GPU); isaacgym is NOT available "
+                        "in this project (listed for upstream parity; choosing it fails with an explanation)")
     p.add_argument("--max-worlds", type=int, default=64, help="worlds simulated at once per object")
     p.add_argument("--threads", type=int, default=0, help="simulation threads (0: one per core)")
     p.add_argument("--device", default="cpu")
@@ -63,15 +72,47 @@ def _clip_paths(args: list[str]) -> list[Path]:
     return out
 
 
+def use_assets_beside(paths: list[Path]) -> None:
+    """Without INTERMIMIC_DATA / INTERMIMIC_OBJECTS, find the objects the way the dataset lays them
+    out: an ``assets/objects`` folder in a parent of a clip (DATA/motions/SET/clip.pt ->
+    DATA/assets/objects); found folders go to INTERMIMIC_OBJECTS for this process."""
+    import os
+
+    if os.environ.get("INTERMIMIC_DATA") or os.environ.get("INTERMIMIC_OBJECTS"):
+        return
+    found: list[str] = []
+    for p in paths:
+        for parent in p.resolve().parents:
+            cand = parent / "assets" / "objects"
+            if cand.is_dir():
+                if str(cand) not in found:
+                    found.append(str(cand))
+                break
+    if found:
+        os.environ["INTERMIMIC_OBJECTS"] = os.pathsep.join(found)
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    from intermimic_policy.errors import IntermimicError
     from intermimic_policy.motion.io import load_motions
     from intermimic_policy.sim.evaluate import EvalSettings, evaluate, load_policy
+    from intermimic_policy.sim.perturb import parse_perturb
 
+    if bool(args.clips) == bool(args.example):
+        raise IntermimicError("eval needs clip files/folders or --example (not both)")
     settings = EvalSettings(attempts=args.attempts, backend=args.backend, max_worlds=args.max_worlds,
                             threads=args.threads, device=args.device, seed=args.seed,
-                            progress=not args.no_progress, skeleton=args.skeleton)
+                            progress=not args.no_progress, skeleton=args.skeleton,
+                            perturb=parse_perturb(args.perturb))
     policy = load_policy(args.policy)
-    motions = load_motions(_clip_paths(args.clips), progress=not args.no_progress)
+    if args.example:
+        from intermimic_policy.motion.example import make_example_motion
+
+        motions = [make_example_motion(seed=args.example_seed)]
+    else:
+        paths = _clip_paths(args.clips)
+        use_assets_beside(paths)
+        motions = load_motions(paths, progress=not args.no_progress)
     report = evaluate(motions, policy, settings)
     print(report.table())
     s = report.summary()

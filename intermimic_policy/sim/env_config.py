@@ -15,6 +15,7 @@ from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.spec import ObservationSpec, student_spec, teacher_spec
 from intermimic_policy.sim.backends import BACKENDS
+from intermimic_policy.sim.perturb import Perturbation, PerturbError
 from intermimic_policy.sim.psi import PSIConfig
 from intermimic_policy.sim.rewards import RewardConfigError, RewardWeights
 from intermimic_policy.sim.terminations import TerminationConfig
@@ -68,6 +69,9 @@ class HOIEnvConfig:
     # to all the env's clips, so FK matches their body positions and the feet meet their floor;
     # meant for the clips of one subject, e.g. one teacher's). A Skeleton passed to HOIEnv wins.
     skeleton: str = "default"
+    # Robustness settings (sim.perturb): object mass/friction and floor friction scales, action
+    # delay, observation noise, pushes. The default changes nothing.
+    perturb: Perturbation = field(default_factory=Perturbation)
     seed: int = 0
     device: str = "cpu"
 
@@ -130,7 +134,7 @@ class HOIEnvConfig:
                 out[f.name] = v.to_dict()
             elif f.name == "reward":
                 out[f.name] = v.to_dict()
-            elif f.name in ("termination", "psi"):
+            elif f.name in ("termination", "psi", "perturb"):
                 out[f.name] = asdict(v)
             else:
                 out[f.name] = v
@@ -156,6 +160,11 @@ class HOIEnvConfig:
         for key, typ in (("termination", TerminationConfig), ("psi", PSIConfig)):
             if key in kwargs and not isinstance(kwargs[key], typ):
                 kwargs[key] = _sub(typ, key, kwargs[key])
+        if "perturb" in kwargs:
+            try:
+                kwargs["perturb"] = Perturbation.from_dict(kwargs["perturb"])
+            except PerturbError as exc:
+                raise EnvConfigError(f"environment config: {exc}") from exc
         return cls(**kwargs)
 
 

@@ -21,14 +21,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from intermimic_policy.errors import IntermimicError
 from intermimic_policy.jsonio import dump_json
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import SKELETONS, eval_config
+from intermimic_policy.sim.perturb import Perturbation
 from intermimic_policy.sim.policy_loaders import EvalError as EvalError
 from intermimic_policy.sim.policy_loaders import load_policy as load_policy
 from intermimic_policy.sim.policy_loaders import policy_loaders as policy_loaders
@@ -69,6 +72,49 @@ class PDReplayPolicy:
 register_policy_loader("pd-replay", lambda arg: PDReplayPolicy() if arg == "pd-replay" else None)
 
 
+@dataclass
+class OnnxPolicy:
+    """An exported policy (ONNX + contract) acting through ONNX Runtime, as the policy node runs it.
+
+    The environment is built with the contract's observation spec and rates, so the evaluation
+    sees what the deployment sees."""
+
+    name: str
+    runtime: Any
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def reset(self, env: HOIEnv, seed: int) -> None:
+        pass
+
+    def act(self, env: HOIEnv, obs: Tensor) -> Tensor:
+        out = self.runtime(obs.detach().cpu().numpy().astype("float32", copy=False))
+        return torch.from_numpy(out).to(env.device, torch.float32).clamp(-1.0, 1.0)
+
+
+def load_onnx_policy(path: str | os.PathLike[str]) -> OnnxPolicy:
+    """Open ``path`` (checked against its golden pairs) and derive the env settings it needs."""
+    from intermimic_policy.embodiment import smplx_body
+    from intermimic_policy.embodiment.skeleton import default_skeleton
+    from intermimic_policy.runtime.loader import load_policy as load_runtime
+
+    try:
+        runtime = load_runtime(path, backend="onnxruntime", threads=1)
+    except IntermimicError as exc:
+        raise EvalError(f"policy {path}: {exc}") from exc
+    c = runtime.contract
+    scale = np.asarray(c.action_scale)
+    quirks = bool(np.allclose(scale, smplx_body.action_offset_scale(True)[1])
+                  and not np.allclose(scale, smplx_body.action_offset_scale(False)[1]))
+    overrides: dict[str, Any] = {"obs_spec": c.observation, "physics_hz": c.physics_hz, "control_hz": c.control_hz,
+                                 "upstream_action_map": quirks}
+    if c.model_hash != default_skeleton().content_hash():
+        overrides["skeleton"] = "subject"  # trained on a humanoid fitted to its clips
+    return OnnxPolicy(f"onnx:{os.path.basename(os.fspath(path))}", runtime, overrides)
+
+
+register_policy_loader("onnx", lambda arg: load_onnx_policy(arg) if arg.lower().endswith(".onnx") else None)
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     attempts: int = 1
@@ -79,6 +125,7 @@ class EvalSettings:
     seed: int = 0
     progress: bool = True
     skeleton: str = "default"  # HOIEnvConfig.skeleton: "default" or "subject" (fitted to the clips)
+    perturb: Perturbation = field(default_factory=Perturbation)  # robustness settings (sim.perturb)
 
     def __post_init__(self) -> None:
         if self.skeleton not in SKELETONS:
@@ -128,6 +175,7 @@ class EvalReport:
             "backend": s.backend,
             "skeleton": self.skeleton,
             "attempts_per_clip": s.attempts,
+            "perturb": s.perturb.changed(),
             "seed": s.seed,
             "model_hashes": self.model_hashes,
             "obs_spec_digest": self.obs_spec_digest,
@@ -205,7 +253,7 @@ def evaluate(motions: Sequence[HOIMotion], policy: Policy, settings: EvalSetting
             runs = [(c, a) for c in range(len(clips)) for a in range(s.attempts)]
             worlds = min(len(runs), s.max_worlds)
             config = eval_config(num_worlds=worlds, backend=s.backend, threads=s.threads, device=s.device,
-                                 seed=s.seed, skeleton=which, **overrides)
+                                 seed=s.seed, skeleton=which, perturb=s.perturb, **overrides)
             env = HOIEnv(config, clips, skeleton=skeleton)
             hashes[obj], digest = env.model_hash, env.obs_spec.digest()
             endings: dict[int, Counter[str]] = {}

@@ -11,25 +11,34 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from intermimic_policy.observation.spec import ObservationSpec
 from training.config import PPOConfig
 from training.networks import PolicyNetwork, TeacherActorCritic
 from training.normalizer import RunningNormalizer
+from training.reference_prior import build_prior
 
 
 class TeacherPolicy(nn.Module):
     """``net(normalizer(obs))``; the network's std is fixed (a buffer), never trained."""
 
-    def __init__(self, net: PolicyNetwork, normalizer: RunningNormalizer) -> None:
+    def __init__(self, net: PolicyNetwork, normalizer: RunningNormalizer, prior: nn.Module | None = None) -> None:
         super().__init__()
         if normalizer.dim != net.obs_dim:
             raise ValueError(f"normaliser dim {normalizer.dim} != network obs_dim {net.obs_dim}")
         self.net = net
         self.normalizer = normalizer
+        self.prior = prior  # training.reference_prior: actions relative to the reference pose
 
     @classmethod
-    def build(cls, obs_dim: int, action_dim: int, cfg: PPOConfig) -> TeacherPolicy:
+    def build(cls, obs_dim: int, action_dim: int, cfg: PPOConfig, spec: ObservationSpec | None = None,
+              upstream_action_scale: bool = False) -> TeacherPolicy:
         net = TeacherActorCritic(obs_dim, action_dim, cfg.hidden_dims, cfg.init_log_std)
-        return cls(net, RunningNormalizer(obs_dim))
+        prior = None
+        if cfg.action_prior != "none":
+            if spec is None:
+                raise ValueError(f"action prior {cfg.action_prior!r} needs the observation spec")
+            prior = build_prior(cfg.action_prior, spec, upstream_action_scale)
+        return cls(net, RunningNormalizer(obs_dim), prior)
 
     @property
     def obs_dim(self) -> int:
@@ -44,7 +53,8 @@ class TeacherPolicy(nn.Module):
         return self.net.std
 
     def action_mean(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net.actor_mean(self.normalizer(obs))
+        mean = self.net.actor_mean(self.normalizer(obs))
+        return mean if self.prior is None else mean + self.prior(obs)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """Critic value [B]."""
