@@ -312,6 +312,9 @@ def checkpoint_contract(ckpt: Checkpoint) -> PolicyContract:
     if not isinstance(env, dict) or env.get("skeleton", "default") != "default":
         raise ExportError(f"{ckpt.path}: checkpoint stores no policy contract (and no default-skeleton "
                           "environment config to build one from); save it with contract=env.policy_contract()")
+    env = dict(env)
+    if "upstream_action_scale" in env:  # round-1 checkpoints named the action-map flag so
+        env["upstream_action_map"] = env.pop("upstream_action_scale")
     contract = env_contract(HOIEnvConfig.from_dict(env), None, ckpt.kind)
     if contract.observation != ckpt.obs_spec or contract.model_hash != ckpt.model_hash:
         raise ExportError(f"{ckpt.path}: checkpoint's environment config does not match its observation spec "
