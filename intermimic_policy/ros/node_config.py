@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from intermimic_policy.contract import rate_problem
 from intermimic_policy.embodiment.smplx_body import CONTROL_HZ, PHYSICS_HZ
 from intermimic_policy.ros import node_params
 from intermimic_policy.ros.reference_timeline import TimelineConfig
@@ -159,6 +160,9 @@ class PolicyNodeConfig:
             name, _, _ = entry.partition("=")
             if not name.strip() or "/" in name or name.strip() != name:
                 raise bad("objects", f"entry {entry!r} must be NAME or NAME=POINTS.npy")
+        rates = rate_problem(self.control_hz, self.physics_hz)
+        if rates:
+            raise bad("control_hz/physics_hz", rates)
         if self.timeouts.reference_s == 0 or self.timeouts.state_s == 0:
             raise bad("timeouts", "reference_s and state_s cannot be 0: the policy cannot run without them")
         return self
