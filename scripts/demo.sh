@@ -51,9 +51,12 @@ $IM launch sim_hoi --example --policy "$OUT/policy.onnx" --lockstep --duration "
 echo "demo: 4/4 video of the closed-loop trajectory"
 $IM replay "$OUT/closed_loop.npz" --out "$OUT/closed_loop" --quiet
 
-$PY -c 'import json, sys
+$PY - "$OUT/report.json" <<'PYEOF'
+import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"demo: success {str(r.get(\"success\")).lower()}: {r.get(\"duration_s\"):.2f} of {r.get(\"clip_duration_s\"):.2f} s, "
-      f"object lift {r.get(\"object_lift_cm\"):.1f} cm (reference {r.get(\"reference_lift_cm\"):.1f} cm), "
-      f"E_h {r.get(\"E_h_cm\"):.2f} cm, E_o {r.get(\"E_o_cm\"):.2f} cm, missed ticks {r.get(\"missed_ticks\")}")' "$OUT/report.json"
+ok = str(r.get("success")).lower()
+print(f"demo: success {ok}: {r.get('duration_s'):.2f} of {r.get('clip_duration_s'):.2f} s, "
+      f"object lift {r.get('object_lift_cm'):.1f} cm (reference {r.get('reference_lift_cm'):.1f} cm), "
+      f"E_h {r.get('E_h_cm'):.2f} cm, E_o {r.get('E_o_cm'):.2f} cm, missed ticks {r.get('missed_ticks')}")
+PYEOF
 echo "demo: results in $OUT (report: $OUT/report.json, video: $OUT/closed_loop/replay.mp4)"
