@@ -50,8 +50,16 @@ def test_mass_and_friction_scales_reach_the_model(clip) -> None:
         assert body_mass(heavy) == pytest.approx(1.2 * body_mass(plain), rel=1e-6)
         mp, mh = plain.groups[0].scene.model, heavy.groups[0].scene.model
         obj = [i for i in range(mp.ngeom) if (mujoco.mj_id2name(mp, mujoco.mjtObj.mjOBJ_GEOM, i) or "").startswith("object_part")]
-        assert mh.geom_friction[obj[0], 0] == pytest.approx(0.8 * mp.geom_friction[obj[0], 0])
-        assert mh.geom_friction[0, 0] == pytest.approx(0.5 * mp.geom_friction[0, 0])  # the floor
+        # MuJoCo takes the larger friction of a pair: the scaled geom must win its pairs with the
+        # humanoid (priority 1), scaling the friction the hands and feet really get (0.9 unscaled)
+        hand = max(float(mp.geom_friction[i, 0]) for i in range(mp.ngeom) if mp.geom_bodyid[i] != 0
+                   and not (mujoco.mj_id2name(mp, mujoco.mjtObj.mjOBJ_GEOM, i) or "").startswith("object"))
+        pair_obj = max(float(mp.geom_friction[obj[0], 0]), hand)
+        assert mh.geom_friction[obj[0], 0] == pytest.approx(0.8 * pair_obj)
+        assert mh.geom_priority[obj[0]] == 1 and mp.geom_priority[obj[0]] == 0
+        pair_floor = max(float(mp.geom_friction[0, 0]), hand)
+        assert mh.geom_friction[0, 0] == pytest.approx(0.5 * pair_floor)  # the floor
+        assert mh.geom_priority[0] == 1 and mp.geom_priority[0] == 0
     finally:
         plain.close()
         heavy.close()

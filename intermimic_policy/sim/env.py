@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.contract import PolicyContract
-from intermimic_policy.embodiment import smplx_body
+from intermimic_policy.embodiment import mjcf, smplx_body
 from intermimic_policy.embodiment.action_map import actions_for_targets, pd_targets
 from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
 from intermimic_policy.errors import IntermimicError
@@ -157,8 +157,11 @@ class HOIEnv:
         lib = self.motion_library
         self.skeleton = self._skeleton(skeleton, clips)
         pert = cfg.perturb
-        scene_cfg = SceneConfig(object_density=cfg.object_density,
-                                floor_friction=SceneConfig.floor_friction * pert.floor_friction)
+        scene_cfg = SceneConfig(object_density=cfg.object_density)
+        if pert.floor_friction != 1.0:  # scale the friction the feet really get (see SceneConfig)
+            pair = max(SceneConfig.floor_friction, mjcf.FRICTION[0])
+            scene_cfg = dataclasses.replace(scene_cfg, floor_friction=pair * pert.floor_friction,
+                                            floor_friction_priority=True)
         n = cfg.num_worlds
         # world blocks stepped one after the other (two when pipelined); a backend never spans two
         cuts = [0, n // 2, n] if cfg.pipeline and n >= 2 else [0, n]
@@ -585,8 +588,12 @@ def _perturbed_scene(cfg: SceneConfig, asset: ObjectAsset, pert: Any) -> SceneCo
     if pert.object_mass == 1.0 and pert.object_friction == 1.0:
         return cfg
     density = (cfg.object_density if cfg.object_density is not None else asset.density) * pert.object_mass
-    friction = (cfg.object_friction if cfg.object_friction is not None else asset.friction) * pert.object_friction
-    return dataclasses.replace(cfg, object_density=density, object_friction=friction)
+    cfg = dataclasses.replace(cfg, object_density=density)
+    if pert.object_friction != 1.0:  # the pair's friction (the humanoid's 0.9 wins unscaled), scaled
+        base = cfg.object_friction if cfg.object_friction is not None else asset.friction
+        cfg = dataclasses.replace(cfg, object_friction=max(base, mjcf.FRICTION[0]) * pert.object_friction,
+                                  object_friction_priority=True)
+    return cfg
 
 
 def motion_state_at(motion: HOIMotion, frame: int) -> InitialState:

@@ -48,6 +48,11 @@ class CameraConfig:
 class SceneConfig:
     floor_friction: float = 0.9  # upstream ground friction
     object_friction: float | None = None  # None: the asset's (0.6, upstream)
+    # MuJoCo takes the larger friction of a contact pair, so a lowered object or floor friction
+    # does nothing against the humanoid's 0.9 unless that geom's parameters win the pair: priority 1
+    # makes them govern (used by the friction perturbations, sim.perturb)
+    object_friction_priority: bool = False
+    floor_friction_priority: bool = False
     object_density: float | None = None  # None: the asset's; else mass and inertia are rescaled
     # Stiffer than MuJoCo's default (0.02): PhysX contacts are rigid; critically damped ~ restitution 0.05.
     object_solref: tuple[float, float] = (0.01, 1.0)
@@ -131,6 +136,7 @@ def _add_world(spec: mujoco.MjSpec, cfg: SceneConfig) -> None:
         name=FLOOR_GEOM, type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0.0, 0.0, 0.05], material="grid",
         contype=mjcf.WORLD_CONTYPE, conaffinity=mjcf.WORLD_CONAFFINITY, condim=3,
         friction=[cfg.floor_friction, 0.005, 0.0001], rgba=[1, 1, 1, 1],
+        priority=1 if cfg.floor_friction_priority else 0,
     )
     spec.worldbody.add_light(name="sun", pos=[0.0, 0.0, 6.0], dir=[0.2, 0.3, -1.0],
                              type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL, castshadow=True,
@@ -186,6 +192,7 @@ def _add_object(spec: mujoco.MjSpec, obj: ObjectAsset, cfg: SceneConfig) -> None
             contype=mjcf.WORLD_CONTYPE, conaffinity=mjcf.WORLD_CONAFFINITY, condim=3,
             friction=[friction, 0.01, 0.01], solref=list(cfg.object_solref), solimp=list(cfg.object_solimp),
             margin=cfg.object_margin, group=OBJECT_COLLISION_GROUP, rgba=[0.9, 0.4, 0.3, 0.5],
+            priority=1 if cfg.object_friction_priority else 0,
         )
     spec.add_mesh(name="object_visual", uservert=obj.vertices.reshape(-1).tolist(),
                   userface=obj.faces.reshape(-1).tolist(), inertia=mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL)
