@@ -24,11 +24,33 @@ def interrupted(prog: str) -> int:
 
 
 def call(prog: str, main: Callable[[], int | None]) -> int:
-    """``main()``'s status, or 130 with one line on Ctrl-C."""
+    """``main()``'s status, or 130 with one line on Ctrl-C.
+
+    A Ctrl-C that lands while a C extension initialises (MuJoCo's ``_specs``) surfaces as that
+    import's ``ImportError: initialization failed``, not as ``KeyboardInterrupt``: the handler
+    notes every SIGINT, so any error after one still ends as an interrupt."""
+    seen: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: keep the default handler
+        previous = None
     try:
         return int(main() or 0)
     except KeyboardInterrupt:
         return interrupted(prog)
+    except BaseException:
+        if seen:
+            return interrupted(prog)
+        raise
+    finally:
+        if previous is not None and signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, previous)
 
 
 def run_module_main(module: str, prog: str, argv: Sequence[str] | None = None) -> None:
