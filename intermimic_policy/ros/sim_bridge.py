@@ -54,7 +54,7 @@ import torch
 
 from intermimic_policy.atomic import atomic_output
 from intermimic_policy.embodiment import joint_map
-from intermimic_policy.embodiment.smplx_body import dof_arrays
+from intermimic_policy.embodiment.smplx_body import PHYSICS_HZ, dof_arrays
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion
 from intermimic_policy.motion.npz_format import FORMAT_TAG, FORMAT_VERSION
@@ -110,7 +110,7 @@ class SimBridgeConfig:
     namespace: str = "/"
     backend: str = "mujoco"  # HOIEnv backend
     threads: int = 1  # simulator threads (one world)
-    physics_hz: float = 240.0  # PD and physics rate, as in training
+    physics_hz: float = PHYSICS_HZ  # PD and physics rate, as in training (smplx_body, defined once)
     control_hz: float = 0.0  # 0: the clip's frame rate (the policy runs at the data rate)
     # the policy the launch runs (``common.policy``): its contract must declare this bridge's rates,
     # else the bridge refuses to start (a policy trained at 120 Hz physics does not run at 240)
