@@ -48,6 +48,7 @@ from intermimic_policy.ros.msgs import (
 )
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.qos import CLOCK_QOS, QosLike, resolve_qos, to_cyclone_qos
+from intermimic_policy.ros.transport import loopback_guard
 from intermimic_policy.ros.transport.base import (
     Logger,
     MsgT,
@@ -108,11 +109,27 @@ def _acquire_domain(domain_id: int, network: NetworkConfig | None) -> None:
                     "network configuration; all nodes of a process on one domain must share it")
             entry.refs += 1
             return
+        guard = config is not None and config.xml is None and loopback_guard.is_loopback_only(
+            config.interfaces)
+        before = loopback_guard.open_udp_any_fds() if guard else set()
         try:
             domain = Domain(domain_id, xml) if xml is not None else None
         except DDSException as exc:
             raise TransportError(f"cannot open DDS domain {domain_id} with the given network "
                                  f"configuration: {exc}") from exc
+        if guard:
+            # Cyclone binds its receive sockets to 0.0.0.0 whatever the interfaces say: make
+            # them loopback-only too (see loopback_guard)
+            try:
+                restricted = loopback_guard.restrict_new_sockets(before)
+            except OSError as exc:
+                _delete(domain)
+                raise TransportError(f"cannot restrict DDS domain {domain_id}'s receive sockets "
+                                     f"to loopback: {exc}") from exc
+            if not restricted:
+                logging.getLogger("intermimic.ros").warning(
+                    "DDS domain %d: no 0.0.0.0 receive socket found to restrict to loopback "
+                    "(not Linux?): Cyclone may accept datagrams from other hosts", domain_id)
         _DOMAINS[domain_id] = _DomainEntry(domain, xml, 1)
 
 
