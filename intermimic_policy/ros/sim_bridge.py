@@ -546,7 +546,12 @@ class SimBridgeNode(NodeLifetime):
 
     def _advance(self, sample: TargetSample | None, fresh: bool) -> None:
         now = self.clock()
-        rt = (now - self._published_at) * 1e3 if fresh and self._published_at is not None else float("nan")
+        # the round trip ends when the targets arrived, not when the tick that uses them starts
+        # (real time steps on its own period: measured at the step it read ~a period, 27 ms at 30 Hz)
+        arrived = self._targets_at
+        rt = ((arrived - self._published_at) * 1e3
+              if fresh and self._published_at is not None and arrived is not None and arrived >= self._published_at
+              else float("nan"))
         if fresh and math.isfinite(rt) and self.core.tick > 0:  # tick 0 also waits for the peers to start
             self.round_trips_ms.append(rt)
             if len(self.round_trips_ms) > LATENCY_WINDOW:
