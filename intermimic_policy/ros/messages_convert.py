@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from intermimic_policy.embodiment.description import EmbodimentSpec
 from intermimic_policy.embodiment.smplx_body import BODY_NAMES, DOF_NAMES, NUM_BODIES, NUM_DOFS
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion
@@ -161,13 +162,15 @@ class StateMessages:
 
 
 def joint_state_message(angles: np.ndarray, rates: np.ndarray, stamp_ns: int,
-                        frame_id: str = BASE_FRAME) -> JointState:
-    """Hinge angles and rates [153] in ``DOF_NAMES`` order (effort left empty: not measured)."""
+                        frame_id: str = BASE_FRAME, names: Sequence[str] = DOF_NAMES) -> JointState:
+    """Hinge angles and rates in ``names`` order (the embodiment's DOFs, default the SMPL-X
+    humanoid's 153; effort left empty: not measured)."""
     a = np.asarray(angles, dtype=np.float64).reshape(-1)
     r = np.asarray(rates, dtype=np.float64).reshape(-1)
-    if a.shape != (NUM_DOFS,) or r.shape != (NUM_DOFS,):
-        raise ValueError(f"joint state needs {NUM_DOFS} angles and rates, got {a.shape} and {r.shape}")
-    return JointState(header=header(stamp_ns, frame_id), name=list(DOF_NAMES), position=a.tolist(),
+    n = len(names)
+    if a.shape != (n,) or r.shape != (n,):
+        raise ValueError(f"joint state needs {n} angles and rates, got {a.shape} and {r.shape}")
+    return JointState(header=header(stamp_ns, frame_id), name=list(names), position=a.tolist(),
                       velocity=r.tolist(), effort=[])
 
 
@@ -192,29 +195,35 @@ def pose_stamped_message(pos: np.ndarray, rot: np.ndarray, stamp_ns: int, frame_
 
 
 def contact_state_message(in_contact: np.ndarray, object_contact: np.ndarray, force: np.ndarray,
-                          stamp_ns: int, frame_id: str = WORLD_FRAME) -> ContactState:
-    """Per-body flags [52] and net contact forces [52, 3] in ``BODY_NAMES`` order."""
-    f = np.asarray(force, dtype=np.float64).reshape(NUM_BODIES, 3)
-    return ContactState(header=header(stamp_ns, frame_id), body_names=list(BODY_NAMES),
+                          stamp_ns: int, frame_id: str = WORLD_FRAME,
+                          body_names: Sequence[str] = BODY_NAMES) -> ContactState:
+    """Per-body flags [B] and net contact forces [B, 3] in ``body_names`` order (default the
+    SMPL-X humanoid's 52 bodies)."""
+    f = np.asarray(force, dtype=np.float64).reshape(len(body_names), 3)
+    return ContactState(header=header(stamp_ns, frame_id), body_names=list(body_names),
                         in_contact=[bool(x) for x in np.asarray(in_contact).reshape(-1)],
                         object_contact=[bool(x) for x in np.asarray(object_contact).reshape(-1)],
                         force=[_vector(row) for row in f])
 
 
 def state_messages(sim: SimState, angles: np.ndarray, rates: np.ndarray, stamp_ns: int, world: int = 0,
-                   frame_id: str = WORLD_FRAME, base_frame: str = BASE_FRAME) -> StateMessages:
-    """The four state messages of world ``world``: what a robot (or the bridge) publishes."""
+                   frame_id: str = WORLD_FRAME, base_frame: str = BASE_FRAME,
+                   embodiment: EmbodimentSpec | None = None) -> StateMessages:
+    """The four state messages of world ``world``: what a robot (or the bridge) publishes
+    (joint and body names of ``embodiment``, default the SMPL-X humanoid)."""
+    dofs = embodiment.dof_names if embodiment is not None else DOF_NAMES
+    bodies = embodiment.body_names if embodiment is not None else BODY_NAMES
     def np64(t: torch.Tensor) -> np.ndarray:
         return t[world].detach().cpu().double().numpy()
 
     return StateMessages(
-        joint_state=joint_state_message(angles, rates, stamp_ns, base_frame),
+        joint_state=joint_state_message(angles, rates, stamp_ns, base_frame, dofs),
         odom=odometry_message(np64(sim.body_pos[:, 0]), np64(sim.body_rot[:, 0]), np64(sim.body_lin_vel[:, 0]),
                               np64(sim.body_ang_vel[:, 0]), stamp_ns, frame_id, base_frame),
         object_pose=pose_stamped_message(np64(sim.object_pos), np64(sim.object_rot), stamp_ns, frame_id),
         contacts=contact_state_message(sim.body_contact[world].cpu().numpy(),
                                        sim.body_object_contact[world].cpu().numpy(),
-                                       np64(sim.body_contact_force), stamp_ns, frame_id),
+                                       np64(sim.body_contact_force), stamp_ns, frame_id, bodies),
     )
 
 
@@ -231,16 +240,18 @@ class TargetSample:
     effort: np.ndarray | None
 
 
-def pd_targets_order() -> NameOrder:
-    return NameOrder(DOF_NAMES, "PDTargets.joint_names")
+def pd_targets_order(names: Sequence[str] = DOF_NAMES) -> NameOrder:
+    """The PD target joint order (the embodiment's DOFs; default the SMPL-X humanoid's)."""
+    return NameOrder(tuple(names), "PDTargets.joint_names")
 
 
-def _field(values: Sequence[float], perm: np.ndarray | None, name: str, required: bool) -> np.ndarray | None:
+def _field(values: Sequence[float], perm: np.ndarray | None, name: str, required: bool,
+           n: int = NUM_DOFS) -> np.ndarray | None:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0 and not required:
         return None
-    if a.shape != (NUM_DOFS,):
-        raise MessageRejected(f"PDTargets.{name} has {a.size} values, expected {NUM_DOFS}"
+    if a.shape != (n,):
+        raise MessageRejected(f"PDTargets.{name} has {a.size} values, expected {n}"
                               + ("" if required else " (or none)"))
     if not np.all(np.isfinite(a)):
         raise NonFiniteInput(f"PDTargets.{name} contains NaN or inf")
@@ -251,13 +262,14 @@ def parse_pd_targets(msg: PDTargets, order: NameOrder) -> TargetSample:
     """Validate a ``PDTargets``: all 153 joint names (any order), 153 finite positions; velocity,
     kp, kd and effort either empty or 153 finite values (kp, kd >= 0)."""
     perm = order.permutation(msg.joint_names)
+    n = len(order.expected)
     sample = TargetSample(
         stamp_ns=ns_from_time(msg.header.stamp),
-        position=_field(msg.position, perm, "position", True),  # type: ignore[arg-type]
-        velocity=_field(msg.velocity, perm, "velocity", False),
-        kp=_field(msg.kp, perm, "kp", False),
-        kd=_field(msg.kd, perm, "kd", False),
-        effort=_field(msg.effort, perm, "effort", False),
+        position=_field(msg.position, perm, "position", True, n),  # type: ignore[arg-type]
+        velocity=_field(msg.velocity, perm, "velocity", False, n),
+        kp=_field(msg.kp, perm, "kp", False, n),
+        kd=_field(msg.kd, perm, "kd", False, n),
+        effort=_field(msg.effort, perm, "effort", False, n),
     )
     for name in ("kp", "kd"):
         gains = getattr(sample, name)
@@ -268,11 +280,16 @@ def parse_pd_targets(msg: PDTargets, order: NameOrder) -> TargetSample:
 
 # -- clips -----------------------------------------------------------------------------------------
 def load_clip(clip: str, example: bool = False) -> HOIMotion:
-    """The clip a node is configured with: a file any ``load_motion`` format, or the bundled example."""
+    """The clip a node is configured with: a file any ``load_motion`` format, or the bundled example
+    (a robot motion ``.npz``, from ``intermimic retarget --robot``, is returned as a ``RobotMotion``)."""
     if example:
         from intermimic_policy.motion.example import make_example_motion
 
         return make_example_motion()
     from intermimic_policy.motion.io import load_motion
+    from intermimic_policy.motion.robot_motion import is_robot_motion_file, load_robot_motion
+
+    if is_robot_motion_file(clip):
+        return load_robot_motion(clip)  # type: ignore[return-value]
 
     return load_motion(clip)

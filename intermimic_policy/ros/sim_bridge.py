@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from intermimic_policy.atomic import atomic_output
-from intermimic_policy.embodiment import joint_map
+from intermimic_policy.embodiment import joint_convert
 from intermimic_policy.embodiment.smplx_body import PHYSICS_HZ, dof_arrays
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion
@@ -140,6 +140,9 @@ class SimBridgeConfig:
     targets_timeout_s: float = 0.25
     topic_prefix: str = ""  # prepended to every topic name (two runs on one host never cross)
     topics: Topics = field(default_factory=Topics)
+    # the body simulated: "" = the SMPL-X humanoid; a robot name (config/robots/<name>.yaml), whose
+    # clip is a retargeted robot motion; JointState / PDTargets then carry that robot's joints
+    robot: str = ""
 
     def validate(self, source: str = "sim bridge config") -> SimBridgeConfig:
         def bad(key: str, why: str) -> node_params.ParamError:
@@ -223,6 +226,10 @@ def check_policy_rates(config: SimBridgeConfig, control_hz: float) -> None:
     from intermimic_policy.runtime.base import read_policy_file
 
     contract = read_policy_file(config.policy).contract
+    own = f"robot:{config.robot}" if config.robot else "smplx_humanoid"
+    if contract.embodiment != own:
+        raise node_params.ParamError(f"{SECTION}: policy {config.policy} drives {contract.embodiment!r}, this "
+                                     f"bridge simulates {own!r} (sim_bridge.robot)")
     wrong = [f"{name}: the policy declares {declared:g} Hz, this bridge runs {own:g} Hz"
              for name, declared, own in (("physics_hz", contract.physics_hz, config.physics_hz),
                                          ("control_hz", contract.control_hz, control_hz))
@@ -247,16 +254,27 @@ class BridgeCore:
         # the simulated trajectory is kept when it is asked for, or the run is bounded (duration_s)
         self.keep_states = bool(config.record) or config.duration_s > 0
         check_policy_rates(config, self.control_hz)
+        from intermimic_policy.motion.robot_motion import RobotMotion
+
+        if isinstance(motion, RobotMotion) != bool(config.robot):
+            raise node_params.ParamError(
+                f"{SECTION}: clip {motion.name or '?'} is " + (f"a robot motion ({motion.robot})" if isinstance(
+                    motion, RobotMotion) else "an SMPL-X clip") + ", the bridge simulates "
+                + (f"robot {config.robot!r}" if config.robot else "the SMPL-X humanoid (set sim_bridge.robot)"))
         env_config = eval_config(num_worlds=1, backend=config.backend, threads=config.threads,
                                  physics_hz=config.physics_hz, control_hz=self.control_hz,
                                  object_density=config.object_density,
-                                 perturb=config.perturbation())
+                                 perturb=config.perturbation(), robot=config.robot or None)
         self.env = HOIEnv(env_config, [motion])
+        self.embodiment = self.env.embodiment
         self._delay_line: list[np.ndarray] = []  # targets waiting out perturb action_delay
         self.backend = self.env.groups[0].backend
         self._clip = torch.zeros(1, dtype=torch.long)
         self.points = self.env.motion_library.points_of(self._clip)
-        kp, kd, _, _ = dof_arrays()
+        if config.robot:
+            kp, kd = self.embodiment.kp, self.embodiment.kd
+        else:
+            kp, kd, _, _ = dof_arrays()
         self.model_kp, self.model_kd = np.asarray(kp, np.float64), np.asarray(kd, np.float64)
         self.tick = 0
         self.physics_failures = 0
@@ -297,8 +315,9 @@ class BridgeCore:
             self.angles = np.array(data.qpos[layout.joint_qpos_adr], dtype=np.float64)
             self.rates = np.array(data.qvel[layout.joint_qvel_adr], dtype=np.float64)
         else:
-            angles = joint_map.hinge_angles_from_rotvec(self.sim.joint_rotvec[:1].double())
-            rates = joint_map.hinge_rates_from_angular_velocity(angles, self.sim.joint_ang_vel[:1].double())
+            emb = self.embodiment
+            angles = joint_convert.hinge_angles_from_rotvec(emb, self.sim.joint_rotvec[:1].double())
+            rates = joint_convert.hinge_rates_from_angular_velocity(emb, angles, self.sim.joint_ang_vel[:1].double())
             self.angles, self.rates = angles[0].numpy(), rates[0].numpy()
 
     def errors(self) -> tuple[float, float]:
@@ -328,7 +347,8 @@ class BridgeCore:
 
     def state_messages(self) -> Any:
         c = self.config
-        return state_messages(self.sim, self.angles, self.rates, self.stamp_ns(), 0, c.world_frame, c.base_frame)
+        return state_messages(self.sim, self.angles, self.rates, self.stamp_ns(), 0, c.world_frame, c.base_frame,
+                              self.embodiment if c.robot else None)
 
     # -- stepping -----------------------------------------------------------------------------
     def step(self, targets: np.ndarray | None, fresh: bool = True, round_trip_ms: float = float("nan")) -> None:
@@ -367,6 +387,9 @@ class BridgeCore:
     def recorded_motion(self) -> HOIMotion:
         """The simulated trajectory as a clip (contact labels: +1 in contact, -1 not)."""
         r = self.recording
+        if self.config.robot:
+            raise IntermimicError(f"sim_bridge: recording a trajectory of robot {self.config.robot!r} is not "
+                                  "supported yet (the summary and per-tick errors are)")
         if not r.states:
             raise IntermimicError("sim_bridge: no trajectory was kept (set record, or a duration_s)")
         st = {k: np.stack([s[k] for s in r.states]) for k in r.states[0]}
@@ -437,7 +460,7 @@ class SimBridgeNode(NodeLifetime):
         self.core = BridgeCore(motion if motion is not None else load_clip(config.clip, config.example), config)
         self.max_ticks = int(round(config.duration_s * self.core.control_hz)) if config.duration_s > 0 else 0
         self.counters = BridgeCounters()
-        self._order = pd_targets_order()
+        self._order = pd_targets_order(self.core.embodiment.dof_names)
         self._warned: set[str] = set()
         self.node = make_node(config.node_name, backend=config.transport, domain_id=config.domain_id,
                               namespace=config.namespace)
