@@ -26,6 +26,7 @@ from intermimic_policy.embodiment.description import EmbodimentSpec
 from intermimic_policy.embodiment.smplx_body import BODY_NAMES, DOF_NAMES, NUM_BODIES, NUM_DOFS
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion
+from intermimic_policy.motion.robot_motion import RobotMotion
 from intermimic_policy.motion.validate import validate_motion
 from intermimic_policy.ros.msgs import ns_from_time, time_from_ns
 from intermimic_policy.ros.msgs.geometry_msgs import (
@@ -38,7 +39,14 @@ from intermimic_policy.ros.msgs.geometry_msgs import (
     TwistWithCovariance,
     Vector3,
 )
-from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, HOIWindow, PDTargets
+from intermimic_policy.ros.msgs.intermimic_msgs import (
+    ContactState,
+    HOIFrame,
+    HOIWindow,
+    PDTargets,
+    RobotHOIFrame,
+    RobotHOIWindow,
+)
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
@@ -97,6 +105,43 @@ class MotionFrames:
         )
 
 
+class RobotMotionFrames:
+    """A robot clip's frames as ``RobotHOIFrame`` messages (body poses by the robot's own FK,
+    ``sim.robot_reference.robot_clip``), built once."""
+
+    def __init__(self, motion: RobotMotion, frame_id: str = WORLD_FRAME) -> None:
+        from intermimic_policy.embodiment.description import embodiment_for
+        from intermimic_policy.embodiment.robot import load_robot
+        from intermimic_policy.sim.robot_reference import robot_clip
+
+        clip = robot_clip(motion, load_robot(motion.robot), embodiment_for(motion.robot))
+        self.motion = motion
+        self.frame_id = frame_id
+        self.num_frames = motion.num_frames
+        self.fps = float(motion.fps)
+        n = self.num_frames
+        self._q = np.asarray(motion.joint_pos, np.float64).tolist()
+        self._body_pos = np.asarray(clip.body_pos, np.float32).reshape(n, -1).tolist()
+        self._body_rot = np.asarray(clip.body_rot, np.float32).reshape(n, -1).tolist()
+        self._labels = np.asarray(clip.body_contact, np.int64).tolist()
+        self._root = [pose(p, q) for p, q in zip(np.asarray(motion.root_pos, np.float64),
+                                                   np.asarray(motion.root_rot, np.float64))]
+        self._object = [pose(p, q) for p, q in zip(np.asarray(motion.object_pos, np.float64),
+                                                     np.asarray(motion.object_rot, np.float64))]
+        self._contact = [bool(c) for c in np.asarray(clip.object_contact)]
+
+    def frame(self, index: int, stamp_ns: int = 0) -> RobotHOIFrame:
+        if not 0 <= index < self.num_frames:
+            raise IndexError(f"frame {index} outside the clip's 0..{self.num_frames - 1}")
+        return RobotHOIFrame(
+            header=header(stamp_ns, self.frame_id), robot=self.motion.robot, frame_index=index, fps=self.fps,
+            root_pose=self._root[index], joint_positions=list(self._q[index]),
+            body_positions=list(self._body_pos[index]), body_rotations=list(self._body_rot[index]),
+            object_pose=self._object[index], object_name=self.motion.object_name,
+            body_contact_labels=list(self._labels[index]), object_contact=self._contact[index],
+        )
+
+
 def hoi_frame(motion: HOIMotion, index: int, stamp_ns: int = 0, frame_id: str = WORLD_FRAME) -> HOIFrame:
     """One frame of ``motion`` as an ``HOIFrame`` (for many frames use :class:`MotionFrames`)."""
     if not 0 <= index < motion.num_frames:
@@ -108,9 +153,13 @@ def hoi_frame(motion: HOIMotion, index: int, stamp_ns: int = 0, frame_id: str = 
 
 def hoi_window(frames: Sequence[HOIFrame], stamp_ns: int = 0, frame_id: str = WORLD_FRAME) -> HOIWindow:
     """A window whose first frame is the producer's current frame (``frames`` consecutive; a
-    repeat of the last frame at the end marks the clip end, as ``HOIWindow`` documents)."""
+    repeat of the last frame at the end marks the clip end, as ``HOIWindow`` documents).
+    ``RobotHOIFrame`` frames make a ``RobotHOIWindow``."""
     if not frames:
         raise ValueError("a window needs at least one frame")
+    if isinstance(frames[0], RobotHOIFrame):
+        return RobotHOIWindow(header=header(stamp_ns, frame_id), start_frame=int(frames[0].frame_index),  # type: ignore[return-value]
+                              frames=list(frames))  # type: ignore[arg-type]
     return HOIWindow(header=header(stamp_ns, frame_id), start_frame=int(frames[0].frame_index),
                      frames=list(frames))
 
