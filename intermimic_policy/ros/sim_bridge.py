@@ -323,7 +323,7 @@ class BridgeCore:
     def errors(self) -> tuple[float, float]:
         """(E_h, E_o) in metres of the current state against the current tick's reference frame."""
         ref = self.env.motion_library.frames(self._clip, torch.tensor([self.frame_of_tick(self.tick)]))
-        e_h, e_o = step_errors(self.sim, ref, self.points)
+        e_h, e_o = step_errors(self.sim, ref, self.points, key_bodies=self.embodiment.key_bodies)
         return float(e_h[0]), float(e_o[0])
 
     def _record(self, fresh: bool, round_trip_ms: float) -> None:
