@@ -167,7 +167,8 @@ class ClipSource:
         self.name = motion.name
 
     def get(self, index: int, stamp_ns: int) -> HOIFrame | None:
-        return self.frames.frame(index, stamp_ns) if 0 <= index < self.frames.num_frames else None
+        # a robot clip's frames are RobotHOIFrame (the stream handles both alike: index and stamp)
+        return self.frames.frame(index, stamp_ns) if 0 <= index < self.frames.num_frames else None  # type: ignore[return-value]
 
     def end(self) -> int | None:
         return self.frames.num_frames - 1
