@@ -516,4 +516,6 @@ def ros2_launch_argv(options: LaunchOptions) -> list[str]:
         argv.append(f"lockstep:={str(options.lockstep).lower()}")
     if options.config:
         argv.append(f"config:={_absolute(options.config)}")
+    if options.robot:
+        argv.append(f"robot:={options.robot}")
     return argv

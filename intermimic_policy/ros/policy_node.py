@@ -285,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep", action="store_true", default=None,
                    help="the simulator waits for each answer (a matched tick is never stale)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--robot", default=None, help="drive this robot (config/robots/<name>.yaml; overrides the config)")
     return p
 
 
 def _run(args: argparse.Namespace, params_file: str | None, stop: StopFlag) -> None:
     config = load_node_config(args.config or params_file, policy=args.policy, lockstep=args.lockstep,
-                              domain_id=args.domain_id, transport=args.transport)
+                              domain_id=args.domain_id, transport=args.transport,
+                              **({"robot": args.robot} if args.robot else {}))
     with PolicyNode(config) as node:
         logger.info("policy %s %s on %s; lockstep=%s", Path(config.policy).name, describe(node.controller),
                     node.node.backend, config.lockstep)

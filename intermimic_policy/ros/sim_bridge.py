@@ -749,13 +749,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="sim seconds to run, then exit")
     p.add_argument("--record", default=None, help="write errors and trajectory to this .npz on exit")
     p.add_argument("--summary", default=None, help="write the run summary to this .json on exit")
+    p.add_argument("--robot", default=None, help="simulate this robot (config/robots/<name>.yaml; overrides the config)")
     return p
 
 
 def _run(args: argparse.Namespace, params_file: str | None, stop: StopFlag) -> None:
     overrides: dict[str, Any] = {"lockstep": args.lockstep, "duration_s": args.duration,
                                  "record": args.record, "summary": args.summary,
-                                 "domain_id": args.domain_id, "transport": args.transport}
+                                 "domain_id": args.domain_id, "transport": args.transport,
+                                 **({"robot": args.robot} if args.robot else {})}
     if args.clip:  # "" (an empty launch argument): the config's clip
         overrides.update(clip=args.clip, example=False)
     elif args.example:
