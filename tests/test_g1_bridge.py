@@ -70,6 +70,24 @@ def test_g1_bridge_steps_on_pd_targets_for_its_joints(core: BridgeCore, g1_clip:
         parse_pd_targets(PDTargets(joint_names=list(DOF_NAMES), position=[0.0] * 153), order)
 
 
+def test_g1_bridge_records_a_robot_motion(g1_clip: Path, tmp_path: Path) -> None:
+    emb = embodiment_for("g1")
+    motion = load_robot_motion(g1_clip)
+    core = BridgeCore(motion, SimBridgeConfig(clip=str(g1_clip), robot="g1", duration_s=1.0))
+    try:
+        for tick in range(1, 6):
+            core.step(np.clip(motion.joint_pos[tick], emb.lower, emb.upper))
+        out = core.write_record(tmp_path / "g1_run.npz")
+    finally:
+        core.close()
+    rec = load_robot_motion(out)  # the recording is a robot motion: replay and the env read it
+    assert rec.robot == "g1" and rec.joint_names == emb.dof_names and rec.num_frames == 6
+    assert np.allclose(rec.joint_pos[0], np.clip(motion.joint_pos[0], emb.lower, emb.upper), atol=1e-5)
+    assert rec.hand_names == motion.hand_names and set(np.unique(rec.hand_contact)) <= {-1, 1}
+    with np.load(out) as z:
+        assert z["E_h"].shape == (6,) and z["E_h"][0] < 1e-3 and z["reference_frame"].tolist() == list(range(6))
+
+
 def test_bridge_refuses_a_clip_of_another_body(g1_clip: Path, motions_root: Path) -> None:
     smplx = str(motions_root / "OMOMO_new" / "sub2_largetable_000.pt")
     with pytest.raises(node_params.ParamError, match="SMPL-X clip"):

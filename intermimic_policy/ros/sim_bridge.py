@@ -342,7 +342,7 @@ class BridgeCore:
             "body_pos": s.body_pos[0].numpy().copy(), "body_rot": s.body_rot[0].numpy().copy(),
             "joint_rotvec": s.joint_rotvec[0].numpy().copy(), "object_pos": s.object_pos[0].numpy().copy(),
             "object_rot": s.object_rot[0].numpy().copy(), "contact": s.body_contact[0].numpy().copy(),
-            "object_contact": s.body_object_contact[0].numpy().copy(),
+            "object_contact": s.body_object_contact[0].numpy().copy(), "joint_pos": self.angles.copy(),
         })
 
     def state_messages(self) -> Any:
@@ -387,12 +387,11 @@ class BridgeCore:
     def recorded_motion(self) -> HOIMotion:
         """The simulated trajectory as a clip (contact labels: +1 in contact, -1 not)."""
         r = self.recording
-        if self.config.robot:
-            raise IntermimicError(f"sim_bridge: recording a trajectory of robot {self.config.robot!r} is not "
-                                  "supported yet (the summary and per-tick errors are)")
         if not r.states:
             raise IntermimicError("sim_bridge: no trajectory was kept (set record, or a duration_s)")
         st = {k: np.stack([s[k] for s in r.states]) for k in r.states[0]}
+        if self.config.robot:
+            return self._recorded_robot_motion(st)  # type: ignore[return-value]
         contact = np.where(st["contact"], 1, -1).astype(np.int8)
         motion = HOIMotion(
             fps=self.control_hz, root_pos=st["body_pos"][:, 0].astype(np.float32),
@@ -407,12 +406,49 @@ class BridgeCore:
         )
         return validate_motion(motion, "closed-loop recording", min_frames=1)
 
+    def _recorded_robot_motion(self, st: dict[str, np.ndarray]) -> Any:
+        """A robot run as a ``RobotMotion`` (hand labels: +1 when a hand body touches the object,
+        else -1; feet: planted when in contact)."""
+        from intermimic_policy.motion.robot_motion import RobotMotion
+
+        ref: Any = self.motion  # a RobotMotion (the bridge was built for a robot)
+        emb = self.embodiment
+        hands = np.stack([np.where(st["object_contact"][:, list(ids)].any(1), 1, -1)
+                          for ids in (emb.left_hand_bodies, emb.right_hand_bodies)], axis=1).astype(np.int8)
+        feet = st["contact"][:, list(emb.foot_bodies)].astype(bool)
+        if feet.shape[1] != len(ref.foot_names):
+            feet = np.zeros((feet.shape[0], len(ref.foot_names)), dtype=bool)
+        return RobotMotion(
+            fps=self.control_hz, robot=ref.robot, joint_names=tuple(emb.dof_names),
+            root_pos=st["body_pos"][:, 0].astype(np.float64), root_rot=st["body_rot"][:, 0].astype(np.float64),
+            joint_pos=st["joint_pos"].astype(np.float64), object_pos=st["object_pos"].astype(np.float64),
+            object_rot=st["object_rot"].astype(np.float64), object_name=ref.object_name,
+            hand_names=tuple(ref.hand_names), hand_contact=hands,
+            foot_names=tuple(ref.foot_names), foot_contact=feet,
+            name=f"{ref.name or 'clip'}_closed_loop", source="intermimic.sim_bridge",
+            meta={"reference": ref.name, "start_offset": str(self.config.start_offset),
+                  "lockstep": str(self.config.lockstep).lower()},
+        )
+
     def write_record(self, path: str | Path) -> Path:
-        """An ``.npz`` that ``load_motion`` reads as the simulated clip, plus per-tick arrays:
-        ``E_h``/``E_o`` (m, row 0 = the reset state), ``reference_frame``, ``tick_time_s``,
-        ``fresh_targets``, ``round_trip_ms``."""
+        """An ``.npz`` that ``load_motion`` reads as the simulated clip (a robot's: a robot motion that
+        ``load_robot_motion`` reads), plus per-tick arrays: ``E_h``/``E_o`` (m, row 0 = the reset
+        state), ``reference_frame``, ``tick_time_s``, ``fresh_targets``, ``round_trip_ms``."""
         motion = self.recorded_motion()
         r = self.recording
+        if self.config.robot:
+            from intermimic_policy.motion.robot_motion import save_robot_motion
+
+            p = save_robot_motion(motion, path)  # type: ignore[arg-type]
+            with np.load(p, allow_pickle=False) as z:
+                robot_arrays: dict[str, Any] = {k: z[k] for k in z.files}
+            robot_arrays.update({
+                "E_h": np.asarray(r.e_h, np.float64), "E_o": np.asarray(r.e_o, np.float64),
+                "reference_frame": np.asarray(r.frame, np.int64), "tick_time_s": np.asarray(r.time_s, np.float64),
+                "fresh_targets": np.asarray(r.fresh, bool), "round_trip_ms": np.asarray(r.round_trip_ms, np.float64)})
+            with atomic_output(p) as handle:
+                np.savez(handle, **robot_arrays)
+            return p
         arrays: dict[str, Any] = {
             "format": np.array(FORMAT_TAG), "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
             "fps": np.array(motion.fps, dtype=np.float64), "meta_json": np.array(json.dumps(motion.meta)),
