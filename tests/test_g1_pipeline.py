@@ -27,7 +27,8 @@ def g1_clip(motions_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return retargeted_g1_clip(motions_root, tmp_path_factory.mktemp("g1"))
 
 
-def test_g1_teacher_trains_and_exports_through_the_pipeline(g1_clip: Path, tmp_path: Path) -> None:
+def test_g1_teacher_trains_and_exports_through_the_pipeline(g1_clip: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     emb = embodiment_for("g1")
     config = load_pipeline_config(REPO / "config" / "pipeline" / "g1_smoke.yaml")
     report = run_pipeline(config, tmp_path / "run", clips=[str(g1_clip)], progress=False)
@@ -44,6 +45,13 @@ def test_g1_teacher_trains_and_exports_through_the_pipeline(g1_clip: Path, tmp_p
     assert policy.contract.joint_names == emb.dof_names
     out = policy(np.zeros((1, c.input_dim), dtype=np.float32))
     assert out.shape == (1, 43) and np.isfinite(out).all()
+    # `intermimic eval` runs the exported G1 policy on the G1's clips (its contract names the robot)
+    capsys.readouterr()
+    assert cli_main(["eval", str(g1_clip), "--policy", str(onnx_path), "--no-progress"]) == 0
+    assert "policy onnx:g1.onnx: " in capsys.readouterr().out
+    # and refuses it on SMPL-X clips, in one line
+    assert cli_main(["eval", "--example", "--policy", str(onnx_path), "--no-progress"]) != 0
+    assert "drives robot 'g1'" in capsys.readouterr().err
 
 
 def test_export_random_robot_g1_cli(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -251,6 +251,15 @@ def evaluate(motions: Sequence[HOIMotion], policy: Policy, settings: EvalSetting
     digest = ""
     # a policy trained on one skeleton is evaluated on it; --skeleton only chooses for the others
     overrides = dict(policy.config_overrides)
+    robots = {str(getattr(m, "robot", "")) for m in named}  # robot motions name their robot
+    if robots != {""}:
+        if len(robots) != 1 or "" in robots:
+            raise EvalError(f"clips of several bodies ({sorted(r or 'smplx' for r in robots)}): evaluate one at a time")
+        robot = robots.pop()
+        if overrides.setdefault("robot", robot) != robot:
+            raise EvalError(f"policy {policy.name} drives robot {overrides['robot']!r}, the clips are {robot!r}'s")
+    elif overrides.get("robot"):
+        raise EvalError(f"policy {policy.name} drives robot {overrides['robot']!r}; give its retargeted clips")
     which = overrides.pop("skeleton", s.skeleton)
     if s.skeleton != "default" and which != s.skeleton:
         raise EvalError(f"policy {policy.name} was trained with skeleton {which!r}, not {s.skeleton!r}")
