@@ -36,11 +36,18 @@ import numpy as np
 from intermimic_policy import __version__
 from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.embodiment.action_map import pd_targets
+from intermimic_policy.embodiment.description import (
+    EmbodimentError,
+    EmbodimentSpec,
+    embodiment_for,
+    robot_name,
+)
 from intermimic_policy.embodiment.smplx_body import DOF_NAMES, action_offset_scale, dof_arrays
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.spec import (
     ObservationSpec,
     ObservationSpecError,
+    embodiment_spec,
     student_spec,
     teacher_spec,
 )
@@ -51,7 +58,7 @@ if TYPE_CHECKING:
 CONTRACT_VERSION = 2
 KINDS = ("teacher", "student")
 QUAT_CONVENTION = "xyzw"
-EMBODIMENT = "smplx_humanoid"
+EMBODIMENT = "smplx_humanoid"  # = embodiment.description.SMPLX; robots are "robot:<name>"
 GOLDEN_KEY = "golden_pairs"
 # relative tolerance for gains and the action map: float32 round trips, never a real change
 GAIN_RTOL = 1e-5
@@ -378,11 +385,24 @@ def _int(value: object, name: str) -> int:
     return value
 
 
+def embodiment_of(embodiment: str) -> EmbodimentSpec:
+    """The embodiment a contract names: ``smplx_humanoid`` or ``robot:<name>`` (its YAML)."""
+    try:
+        return embodiment_for(robot_name(embodiment))
+    except EmbodimentError as exc:
+        raise ContractError(str(exc)) from exc
+
+
 def _embodiment_tables(embodiment: str, upstream_action_map: bool) -> tuple[tuple[str, ...], np.ndarray,
                                                                            np.ndarray, np.ndarray, np.ndarray]:
     """(joint names, kp, kd, action offset, action scale) of an embodiment, from its one table."""
     if embodiment != EMBODIMENT:
-        raise ContractError(f"unknown embodiment {embodiment!r} (known: {EMBODIMENT!r})")
+        emb = embodiment_of(embodiment)
+        try:
+            offset, scale = emb.action_offset_scale(upstream_action_map)
+        except EmbodimentError as exc:
+            raise ContractError(str(exc)) from exc
+        return emb.dof_names, emb.kp, emb.kd, offset, scale
     kp, kd, _, _ = dof_arrays()
     offset, scale = action_offset_scale(upstream_action_map=upstream_action_map)
     return DOF_NAMES, kp, kd, offset, scale
@@ -409,6 +429,15 @@ def build_contract(
     if kind not in KINDS:
         raise ContractError(f"policy kind {kind!r} is not one of {KINDS}")
     names, kp, kd, offset, scale = _embodiment_tables(embodiment, upstream_action_map)
+    if embodiment != EMBODIMENT:  # a robot: its URDF + mapping hash names the body, no skeleton table
+        if skeleton is not None:
+            raise ContractError(f"a skeleton table belongs to the SMPL-X humanoid, not to {embodiment!r}")
+        return PolicyContract(
+            kind=kind, joint_names=names, kp=_floats(kp), kd=_floats(kd), action_offset=_floats(offset),
+            action_scale=_floats(scale), observation=obs_spec, model_hash=embodiment_of(embodiment).model_hash,
+            object_points=int(object_points), skeleton=None, config_digest=config_digest,
+            control_hz=float(control_hz), physics_hz=float(physics_hz), embodiment=embodiment,
+            normalization=normalization)
     body = skeleton if skeleton is not None else default_skeleton()
     return PolicyContract(
         kind=kind,
@@ -452,11 +481,14 @@ def expected_contract(
     return contract
 
 
-def preset_spec(kind: str) -> ObservationSpec:
-    """The observation spec a policy of ``kind`` uses by default."""
+def preset_spec(kind: str, embodiment: str = EMBODIMENT) -> ObservationSpec:
+    """The observation spec a policy of ``kind`` uses by default (on ``embodiment``)."""
     if kind not in KINDS:
         raise ContractError(f"policy kind {kind!r} is not one of {KINDS}")
-    return teacher_spec() if kind == "teacher" else student_spec()
+    spec = teacher_spec() if kind == "teacher" else student_spec()
+    if embodiment != EMBODIMENT:
+        spec = embodiment_spec(embodiment_of(embodiment), spec.ref_offsets)
+    return spec
 
 
 # ---- what a runtime is configured for, and the check ----------------------------------------------
@@ -492,7 +524,10 @@ def check_deployment(contract: PolicyContract, runtime: DeploymentExpectation) -
         names, kp, kd, offset, scale = _embodiment_tables(runtime.embodiment, runtime.upstream_action_map)
     except ContractError as exc:
         return [str(exc)]
-    spec = runtime.obs_spec if runtime.obs_spec is not None else preset_spec(runtime.kind)
+    try:
+        spec = runtime.obs_spec if runtime.obs_spec is not None else preset_spec(runtime.kind, runtime.embodiment)
+    except ContractError as exc:
+        return [str(exc)]
     expected = PolicyContract(
         kind=runtime.kind, joint_names=names, kp=_floats(kp), kd=_floats(kd), action_offset=_floats(offset),
         action_scale=_floats(scale), observation=spec,

@@ -1,6 +1,6 @@
 """ROS 2 launch of the simulated HOI loop: motion streamer -> policy node -> simulation bridge.
 
-    ros2 launch intermimic sim_hoi.launch.py [clip:=CLIP] [policy:=FILE.onnx] [lockstep:=true]
+    ros2 launch intermimic sim_hoi.launch.py [clip:=CLIP] [policy:=FILE.onnx] [lockstep:=true] [robot:=g1]
         [config:=FILE.yaml]
 
 The three nodes read one parameter file (default: the package's ``config/sim_hoi.yaml``): its
@@ -30,16 +30,18 @@ def _nodes(context):
     clip = LaunchConfiguration("clip").perform(context)
     policy = LaunchConfiguration("policy").perform(context)
     lockstep = LaunchConfiguration("lockstep").perform(context).strip().lower() in ("true", "1", "yes")
+    robot = LaunchConfiguration("robot").perform(context).strip()
     common = ["--config", config] + (["--lockstep"] if lockstep else [])
     clip_args = ["--clip", os.path.abspath(clip)] if clip else []
     policy_args = ["--policy", os.path.abspath(policy)] if policy else []
+    robot_args = ["--robot", robot] if robot else []  # the streamer knows a robot clip by its file
     return [
         Node(package=PACKAGE, executable="intermimic_motion_streamer", name="motion_streamer",
              output="screen", arguments=common + clip_args),
         Node(package=PACKAGE, executable="intermimic_policy_node", name="policy_node",
-             output="screen", arguments=common + policy_args),
+             output="screen", arguments=common + policy_args + robot_args),
         Node(package=PACKAGE, executable="intermimic_sim_bridge", name="sim_bridge",
-             output="screen", arguments=common + clip_args),
+             output="screen", arguments=common + clip_args + robot_args),
     ]
 
 
@@ -54,5 +56,7 @@ def generate_launch_description():
                               description="exported ONNX policy; empty: the config's common.policy"),
         DeclareLaunchArgument("lockstep", default_value="",
                               description="true: the simulation waits for each tick's targets; empty: the config's"),
+        DeclareLaunchArgument("robot", default_value="",
+                              description="a robot (e.g. g1: config/robots/g1.yaml); empty: the config's (SMPL-X humanoid)"),
         OpaqueFunction(function=_nodes),
     ])

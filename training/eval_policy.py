@@ -28,7 +28,7 @@ from training.reference_prior import PriorError, build_prior
 
 # HOIEnvConfig fields a policy was trained with that change what it sees or what its actions do.
 TRAINED_ENV_FIELDS = ("upstream_action_map", "physics_hz", "control_hz", "object_density",
-                      "contact_threshold", "num_object_points", "skeleton")
+                      "contact_threshold", "num_object_points", "skeleton", "robot")
 
 
 @dataclass

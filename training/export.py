@@ -338,24 +338,38 @@ def export_checkpoint(
                          prior=prior)
 
 
-def random_policy(kind: str, seed: int = 0,
-                  spec: ObservationSpec | None = None) -> tuple[PolicyNetwork, RunningNormalizer, ObservationSpec]:
+def random_policy(kind: str, seed: int = 0, spec: ObservationSpec | None = None,
+                  action_dim: int | None = None) -> tuple[PolicyNetwork, RunningNormalizer, ObservationSpec]:
     """A freshly initialised network (seeded) with identity normalisation: for smoke tests of the
-    deployment path before any training."""
+    deployment path before any training. ``action_dim`` None: the SMPL-X humanoid's DOFs."""
     if kind not in ("teacher", "student"):
         raise ExportError(f"policy kind {kind!r} is not 'teacher' or 'student'")
     spec = spec or (teacher_spec() if kind == "teacher" else student_spec())
     torch.manual_seed(seed)
-    network: PolicyNetwork = TeacherActorCritic(spec.dim) if kind == "teacher" else StudentTransformer(spec)
+    if action_dim is None:
+        network: PolicyNetwork = TeacherActorCritic(spec.dim) if kind == "teacher" else StudentTransformer(spec)
+    else:
+        network = (TeacherActorCritic(spec.dim, action_dim) if kind == "teacher"
+                   else StudentTransformer(spec, action_dim=action_dim))
     return network, RunningNormalizer(spec.dim), spec
 
 
 def export_random(
     kind: str, out: str | os.PathLike[str], *, seed: int = 0, model_hash: str | None = None,
-    config: ExportConfig | None = None, env_config: HOIEnvConfig | None = None,
+    config: ExportConfig | None = None, env_config: HOIEnvConfig | None = None, robot: str | None = None,
 ) -> ExportResult:
     """An untrained policy with the contract of ``env_config`` (default: the default environment
-    with the kind's observation); ``model_hash`` names another humanoid (no table is carried)."""
+    with the kind's observation); ``model_hash`` names another humanoid (no table is carried);
+    ``robot`` (e.g. ``g1``) exports for that robot's embodiment instead of the SMPL-X humanoid."""
+    if robot is not None:
+        if env_config is not None or model_hash is not None:
+            raise ExportError("export_random: --robot names the body; give no env_config or model hash with it")
+        base = teacher_spec() if kind == "teacher" else student_spec()
+        env = HOIEnvConfig(robot=robot, obs_spec=base)  # the robot's observation at the kind's offsets
+        network, normalizer, spec = random_policy(kind, seed, env.obs_spec, env.embodiment.num_dofs)
+        return export_policy(network, normalizer, out, contract=env_contract(env, None, kind),
+                             config_digest=config_digest({"init": "random", "kind": kind, "seed": seed,
+                                                          "robot": robot}), config=config)
     network, normalizer, spec = random_policy(kind, seed)
     env = env_config if env_config is not None else HOIEnvConfig(obs_spec=spec)
     if env.obs_spec != spec:

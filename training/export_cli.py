@@ -4,7 +4,7 @@ The contract (rates, action map, observation, object points, skeleton) comes fro
 where training stored it: there are no flags that could contradict it.
 
     intermimic export CHECKPOINT --out policy.onnx [--opset 17]
-    intermimic export --init random --kind teacher|student --out policy.onnx [--seed 0]
+    intermimic export --init random --kind teacher|student --out policy.onnx [--seed 0] [--robot g1]
 
 torch and the exporters are imported inside the handler, so the rest of the CLI stays fast.
 """
@@ -25,13 +25,14 @@ def _export(args: argparse.Namespace) -> int:
             raise IntermimicError("export: give either CHECKPOINT or --init random, not both")
         if not args.kind:
             raise IntermimicError("export --init random needs --kind teacher|student")
-        result = export_random(args.kind, args.out, seed=args.seed, model_hash=args.model_hash, config=config)
+        result = export_random(args.kind, args.out, seed=args.seed, model_hash=args.model_hash, config=config,
+                               robot=args.robot)
     else:
         if not args.checkpoint:
             raise IntermimicError("export: give a CHECKPOINT, or --init random --kind teacher|student")
-        if args.kind or args.model_hash:
-            raise IntermimicError("export: --kind and --model-hash come from the checkpoint; use them only "
-                                  "with --init random")
+        if args.kind or args.model_hash or args.robot:
+            raise IntermimicError("export: --kind, --model-hash and --robot come from the checkpoint; use them "
+                                  "only with --init random")
         result = export_checkpoint(args.checkpoint, args.out, config=config)
     c = result.contract
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB): {c.kind} policy, obs [batch, {c.input_dim}] "
@@ -49,4 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", choices=["teacher", "student"], help="policy kind for --init random")
     p.add_argument("--seed", type=int, default=0, help="seed for --init random (default 0)")
     p.add_argument("--model-hash", help="model hash for --init random (default: the default humanoid's)")
+    p.add_argument("--robot", help="for --init random: a robot (e.g. g1, config/robots/<name>.yaml) instead of "
+                                   "the SMPL-X humanoid")
     p.set_defaults(func=_export)

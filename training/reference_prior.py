@@ -109,5 +109,8 @@ def build_prior(name: str, spec: ObservationSpec, upstream_action_scale: bool = 
         return None
     if name != "reference":
         raise PriorError(f"unknown action prior {name!r}; choose one of {', '.join(PRIORS)}")
+    if spec.num_bodies != sb.NUM_BODIES:
+        raise PriorError(f"action prior 'reference' reads the SMPL-X humanoid's joints; this observation has "
+                         f"{spec.num_bodies} bodies (a robot): use action_prior 'none'")
     offset, scale = sb.action_offset_scale(upstream_action_scale)
     return ReferencePrior(spec, torch.as_tensor(offset), torch.as_tensor(scale))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.hoi_motion import HOIMotion
+from intermimic_policy.motion.robot_motion import RobotMotion, is_robot_motion_file, load_robot_motion
 from training.config import TeacherSpec, expand_path
 
 EXAMPLE_CLIP = "example"
@@ -83,6 +84,11 @@ def load_clip(source: str, frames: int | None = None) -> Clip:
         from intermimic_policy.motion.example import make_example_motion
 
         motion = make_example_motion()
+    elif is_robot_motion_file(source):  # a clip retargeted to a robot (``intermimic retarget --robot``)
+        robot = load_robot_motion(source)
+        if frames is not None and robot.num_frames > frames:
+            robot = slice_robot_motion(robot, frames)
+        return Clip(source, robot)  # type: ignore[arg-type]
     else:
         from intermimic_policy.motion.io import load_motion
 
@@ -90,6 +96,15 @@ def load_clip(source: str, frames: int | None = None) -> Clip:
     if frames is not None and motion.num_frames > frames:
         motion = motion.slice(0, frames)
     return Clip(source, motion)
+
+
+def slice_robot_motion(m: RobotMotion, frames: int) -> RobotMotion:
+    """The first ``frames`` frames of a robot motion."""
+    import dataclasses
+
+    arrays = {k: getattr(m, k)[:frames] for k in ("root_pos", "root_rot", "joint_pos", "object_pos", "object_rot",
+                                                 "hand_contact", "foot_contact")}
+    return dataclasses.replace(m, **arrays)
 
 
 def load_clips(sources: Sequence[str], frames: int | None = None) -> list[Clip]:

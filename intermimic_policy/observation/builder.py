@@ -32,8 +32,9 @@ def nonfinite_envs(obs: Tensor) -> Tensor:
     return torch.nonzero(~torch.isfinite(obs).all(dim=-1), as_tuple=False).flatten()
 
 
-def _neutral_state(n: int = 1) -> tuple[SimState, RefFrame, Tensor]:
+def _neutral_state(n: int = 1, num_bodies: int = NUM_BODIES) -> tuple[SimState, RefFrame, Tensor]:
     """A small valid scene (identity rotations, bodies spread out) to probe each term's size."""
+    NUM_BODIES = num_bodies  # noqa: N806 - the body count of the spec being probed
     body_pos = torch.arange(NUM_BODIES * 3, dtype=torch.float32).reshape(1, NUM_BODIES, 3).repeat(n, 1, 1)
     body_pos = body_pos * 0.01
     body_rot = torch.zeros(n, NUM_BODIES, 4)
@@ -74,13 +75,14 @@ class ObservationBuilder:
         if unknown:
             raise ObservationSpecError(f"observation spec has terms with no function: {unknown} "
                                        f"(known: {sorted(known)})")
+        nb = spec.num_bodies
         for key in ("key_bodies", "contact_bodies", "no_hand_bodies"):
             ids = getattr(spec, key)
-            if not ids or any(not 0 <= int(i) < NUM_BODIES for i in ids):
-                raise ObservationSpecError(f"observation spec {key} must be body ids in [0, {NUM_BODIES}), "
+            if not ids or any(not 0 <= int(i) < nb for i in ids):
+                raise ObservationSpecError(f"observation spec {key} must be body ids in [0, {nb}), "
                                            f"got {list(ids)}")
         self._ids: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
-        sim, ref, points = _neutral_state()
+        sim, ref, points = _neutral_state(num_bodies=nb)
         ig_sim = simulated_ig(sim, points)
         ctx = self._context(sim, ref, ig_sim)
         standard = compute_terms(sim, ref, ig_sim, 1, *self._body_ids(sim.body_pos.device))

@@ -200,10 +200,11 @@ class WorldState:
     object_ang_vel: np.ndarray  # [3]
 
     @classmethod
-    def empty(cls) -> WorldState:
-        z = np.zeros
-        return cls(z((NUM_BODIES, 3)), np.tile(np.eye(3), (NUM_BODIES, 1, 1)), z((NUM_BODIES, 3)),
-                   z((NUM_BODIES, 3)), z(NUM_BODIES, bool), z(3), np.eye(3), z(3), z(3))
+    def empty(cls, num_bodies: int = NUM_BODIES) -> WorldState:
+        """Zeros for a body of ``num_bodies`` bodies (default: the SMPL-X humanoid's)."""
+        z, nb = np.zeros, num_bodies
+        return cls(z((nb, 3)), np.tile(np.eye(3), (nb, 1, 1)), z((nb, 3)), z((nb, 3)), z(nb, bool), z(3), np.eye(3),
+                   z(3), z(3))
 
 
 class Kinematics:
@@ -407,9 +408,10 @@ class NumpyObservation:
         self.contact = np.asarray(spec.contact_bodies, dtype=np.intp)
         self.no_hand = np.asarray(spec.no_hand_bodies, dtype=np.intp)
         for name, ids in (("key_bodies", self.key), ("contact_bodies", self.contact), ("no_hand_bodies", self.no_hand)):
-            if ids.size == 0 or ids.min() < 0 or ids.max() >= NUM_BODIES:
-                raise ObservationSpecError(f"observation spec {name} must be body ids in [0, {NUM_BODIES})")
-        nb, nk, nc, nr, k = NUM_BODIES, self.key.size, self.contact.size, self.no_hand.size, spec.num_tokens
+            if ids.size == 0 or ids.min() < 0 or ids.max() >= spec.num_bodies:
+                raise ObservationSpecError(f"observation spec {name} must be body ids in [0, {spec.num_bodies})")
+        self.nb = spec.num_bodies  # the embodiment's body count (the SMPL-X humanoid: 52)
+        nb, nk, nc, nr, k = self.nb, self.key.size, self.contact.size, self.no_hand.size, spec.num_tokens
         self.k = k
         sim = _Rows()  # rotated by h, shared by the blocks
         for name, rows in (("local_body_pos", nb - 1), ("local_body_rot", 2 * nb), ("local_body_vel", nb),
@@ -509,7 +511,7 @@ class NumpyObservation:
             ig_sim = simulated_ig(s, cloud)
         h = heading_matrix(s.body_mat[0])
         x, sa, ba = self._x, self._sim.at, self._blk.at
-        nb, key, nh = NUM_BODIES, self.key, self.no_hand
+        nb, key, nh = self.nb, self.key, self.no_hand
         pos, mat, lin, ang = s.body_pos, s.body_mat, s.body_lin_vel, s.body_ang_vel
         np.subtract(pos[1:], pos[0], out=x[sa["local_body_pos"]])
         x[sa["local_body_rot"]].reshape(nb, 2, 3)[:] = _tan_rows(mat)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from intermimic_policy.embodiment.smplx_body import (
     CONTACT_BODIES,
@@ -24,6 +25,9 @@ from intermimic_policy.embodiment.smplx_body import (
     NUM_BODIES,
 )
 from intermimic_policy.errors import IntermimicError
+
+if TYPE_CHECKING:
+    from intermimic_policy.embodiment.description import EmbodimentSpec
 
 SPEC_VERSION = 1
 
@@ -40,36 +44,42 @@ class ObsTerm:
     note: str = ""
 
 
-_NK, _NC, _NR = len(KEY_BODIES), len(CONTACT_BODIES), len(NO_HAND_BODIES)
-
-# The canonical block (1599 dims). Names are the keys of the term functions in
+# The canonical block (1599 dims for SMPL-X). Names are the keys of the term functions in
 # ``intermimic_policy.observation.terms``. "h" is the inverse heading of the simulated root.
-HOI_BLOCK_TERMS: tuple[ObsTerm, ...] = (
-    ObsTerm("root_height", 1, "sim", "root z"),
-    ObsTerm("local_body_pos", 3 * (NUM_BODIES - 1), "sim", "h (p_b - p_root), non-root bodies"),
-    ObsTerm("local_body_rot", 6 * NUM_BODIES, "sim", "tan-norm of h q_b"),
-    ObsTerm("local_body_vel", 3 * NUM_BODIES, "sim", "h v_b"),
-    ObsTerm("local_body_ang_vel", 3 * NUM_BODIES, "sim", "h w_b"),
-    ObsTerm("body_contact", _NC, "sim", "contact flag of each contact body"),
-    ObsTerm("key_pos_error", 3 * _NK, "both", "h (p_ref,k - p_k)"),
-    ObsTerm("body_rot_error", 6 * _NR, "both", "tan-norm of h (q_ref q^-1) h^-1: world-frame error seen from the heading frame "
-            "(upstream mixes body and heading frames, so its value changes when the scene turns)"),
-    ObsTerm("contact_error", _NC, "both", "c_ref ((c_ref + 1)/2 - c): 1 = missing or unwanted"),
-    ObsTerm("ref_local_key_pos", 3 * _NK, "ref", "reference key bodies in the reference root frame "
-            "(upstream reads simulated positions here by mistake)"),
-    ObsTerm("ref_local_body_rot", 6 * _NR, "ref", "tan-norm of h q_ref"),
-    ObsTerm("key_vel_error", 3 * _NK, "both", "h (v_ref,k - v_k)"),
-    ObsTerm("body_ang_vel_error", 3 * _NR, "both", "h (w_ref - w), true angular velocities"),
-    ObsTerm("object_vel", 3, "sim", "h v_obj"),
-    ObsTerm("object_ang_vel", 3, "sim", "h w_obj"),
-    ObsTerm("object_pos_error", 3, "both", "h (p_ref,obj - p_obj)"),
-    ObsTerm("object_rot_error", 6, "both", "tan-norm of h (q_ref,obj q_obj^-1) h^-1, heading-invariant as body_rot_error"),
-    ObsTerm("object_vel_error", 3, "both", "h (v_ref,obj - v_obj)"),
-    ObsTerm("object_ang_vel_error", 3, "both", "h (w_ref,obj - w_obj)"),
-    ObsTerm("interaction_graph", 3 * NUM_BODIES, "sim", "f(h (p_b - nearest object point)), "
-            "f(v) = v/|v| exp(-5|v|)"),
-    ObsTerm("interaction_graph_error", 3 * _NK, "both", "f(ig_ref,k) - f(ig_k), key bodies"),
-)
+def block_terms(num_bodies: int, num_key: int, num_contact: int, num_no_hand: int) -> tuple[ObsTerm, ...]:
+    """The canonical block's terms for a body of ``num_bodies`` bodies and the given subset sizes
+    (SMPL-X: :data:`HOI_BLOCK_TERMS`; a robot: ``embodiment_spec``)."""
+    nb, nk, nc, nr = num_bodies, num_key, num_contact, num_no_hand
+    return (
+        ObsTerm("root_height", 1, "sim", "root z"),
+        ObsTerm("local_body_pos", 3 * (nb - 1), "sim", "h (p_b - p_root), non-root bodies"),
+        ObsTerm("local_body_rot", 6 * nb, "sim", "tan-norm of h q_b"),
+        ObsTerm("local_body_vel", 3 * nb, "sim", "h v_b"),
+        ObsTerm("local_body_ang_vel", 3 * nb, "sim", "h w_b"),
+        ObsTerm("body_contact", nc, "sim", "contact flag of each contact body"),
+        ObsTerm("key_pos_error", 3 * nk, "both", "h (p_ref,k - p_k)"),
+        ObsTerm("body_rot_error", 6 * nr, "both", "tan-norm of h (q_ref q^-1) h^-1: world-frame error seen from the heading frame "
+                "(upstream mixes body and heading frames, so its value changes when the scene turns)"),
+        ObsTerm("contact_error", nc, "both", "c_ref ((c_ref + 1)/2 - c): 1 = missing or unwanted"),
+        ObsTerm("ref_local_key_pos", 3 * nk, "ref", "reference key bodies in the reference root frame "
+                "(upstream reads simulated positions here by mistake)"),
+        ObsTerm("ref_local_body_rot", 6 * nr, "ref", "tan-norm of h q_ref"),
+        ObsTerm("key_vel_error", 3 * nk, "both", "h (v_ref,k - v_k)"),
+        ObsTerm("body_ang_vel_error", 3 * nr, "both", "h (w_ref - w), true angular velocities"),
+        ObsTerm("object_vel", 3, "sim", "h v_obj"),
+        ObsTerm("object_ang_vel", 3, "sim", "h w_obj"),
+        ObsTerm("object_pos_error", 3, "both", "h (p_ref,obj - p_obj)"),
+        ObsTerm("object_rot_error", 6, "both", "tan-norm of h (q_ref,obj q_obj^-1) h^-1, heading-invariant as body_rot_error"),
+        ObsTerm("object_vel_error", 3, "both", "h (v_ref,obj - v_obj)"),
+        ObsTerm("object_ang_vel_error", 3, "both", "h (w_ref,obj - w_obj)"),
+        ObsTerm("interaction_graph", 3 * nb, "sim", "f(h (p_b - nearest object point)), "
+                "f(v) = v/|v| exp(-5|v|)"),
+        ObsTerm("interaction_graph_error", 3 * nk, "both", "f(ig_ref,k) - f(ig_k), key bodies"),
+    )
+
+
+HOI_BLOCK_TERMS: tuple[ObsTerm, ...] = block_terms(NUM_BODIES, len(KEY_BODIES), len(CONTACT_BODIES),
+                                                   len(NO_HAND_BODIES))
 
 
 class ObservationSpecError(IntermimicError, ValueError):
@@ -98,6 +108,14 @@ class ObservationSpec:
                 raise ObservationSpecError(f"observation term {t.name!r} has source {t.source!r}")
         if not self.ref_offsets or any(d < 0 for d in self.ref_offsets):
             raise ObservationSpecError(f"reference offsets must be non-negative, got {self.ref_offsets}")
+
+    @property
+    def num_bodies(self) -> int:
+        """Bodies of the embodiment this spec observes (from ``local_body_rot``: 6 per body)."""
+        for t in self.terms:
+            if t.name == "local_body_rot":
+                return t.dim // 6
+        return NUM_BODIES
 
     @property
     def block_dim(self) -> int:
@@ -202,3 +220,13 @@ def teacher_spec() -> ObservationSpec:
 def student_spec() -> ObservationSpec:
     """Transformer student: four tokens, reference 0, 1, 4 and 16 frames ahead (6396 dims)."""
     return ObservationSpec(ref_offsets=(0, 1, 4, 16))
+
+
+def embodiment_spec(embodiment: EmbodimentSpec, ref_offsets: tuple[int, ...] = (1, 16)) -> ObservationSpec:
+    """The canonical observation of ``embodiment`` (its body count and subsets) at ``ref_offsets``.
+    For the SMPL-X humanoid this equals :func:`teacher_spec` / :func:`student_spec`."""
+    e = embodiment
+    return ObservationSpec(
+        terms=block_terms(e.num_bodies, len(e.key_bodies), len(e.contact_bodies), len(e.no_hand_bodies)),
+        ref_offsets=tuple(ref_offsets), key_bodies=e.key_bodies, contact_bodies=e.contact_bodies,
+        no_hand_bodies=e.no_hand_bodies)

@@ -1,6 +1,6 @@
 """``intermimic launch sim_hoi``: the closed loop (streamer, policy node, sim bridge) without ROS 2.
 
-    intermimic launch sim_hoi [--clip CLIP | --example] [--policy FILE.onnx] [--duration S]
+    intermimic launch sim_hoi [--clip CLIP | --example] [--policy FILE.onnx] [--duration S] [--robot g1]
         [--lockstep] [--report FILE.json] [--record FILE.npz] [--config config/sim_hoi.yaml]
 
 Starts the three nodes as processes over Cyclone DDS (loopback), waits ``--duration`` sim
@@ -31,7 +31,7 @@ def _launch(args: argparse.Namespace) -> int:
         config=args.config, clip=args.clip, example=args.example, policy=args.policy, duration_s=args.duration,
         lockstep=args.lockstep, report=args.report, record=args.record, domain_id=args.domain_id,
         transport=args.transport, start_offset=args.start_offset, log_dir=args.log_dir, timeout_s=args.timeout,
-        progress=not args.quiet, perturb=tuple(args.perturb),
+        progress=not args.quiet, perturb=tuple(args.perturb), robot=args.robot,
     )
     if args.via == "ros2":
         if shutil.which("ros2") is None:
@@ -87,6 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--perturb", action="append", default=[], metavar="KEY=VALUE",
                    help="robustness setting for the simulation, repeatable: object_mass, object_friction, "
                         "floor_friction (scales), action_delay (ticks)")
+    p.add_argument("--robot", help="run a robot (e.g. g1: config/robots/g1.yaml) instead of the SMPL-X humanoid; "
+                                   "--clip is then its retargeted clip and --policy a policy for it")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_launch)

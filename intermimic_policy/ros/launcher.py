@@ -102,6 +102,9 @@ class LaunchOptions:
     log_dir: str | None = None
     timeout_s: float | None = None  # wall limit; None: 120 s + 30 x duration (no limit without one)
     perturb: tuple[str, ...] = ()  # KEY=VALUE robustness settings for the bridge (sim.perturb)
+    # a robot (config/robots/<name>.yaml): the bridge simulates it, the node drives it; the clip is
+    # its retargeted motion and the policy's contract must name it
+    robot: str | None = None
     stop_timeout_s: float = 5.0
     progress: bool = True
 
@@ -240,6 +243,9 @@ def resolve_config(options: LaunchOptions, log_dir: Path) -> tuple[dict[str, Any
         if kind is not None:
             node = {**node_params.section(doc, "policy_node", str(source)), "kind": kind}
             doc = {**doc, "policy_node": node}
+    if options.robot is not None:
+        _check_robot_launch(options, common, source)
+        common["robot"] = options.robot
     if options.example or (not options.clip and common.get("example")):
         # built once here and read by the streamer and the bridge (the example's IK takes seconds)
         from intermimic_policy.motion.example import make_example_motion
@@ -278,6 +284,33 @@ def resolve_config(options: LaunchOptions, log_dir: Path) -> tuple[dict[str, Any
     with atomic_output(path) as handle:
         handle.write(yaml.safe_dump(resolved, sort_keys=False).encode())
     return resolved, path
+
+
+def _check_robot_launch(options: LaunchOptions, common: Mapping[str, Any], source: Path) -> None:
+    """A robot launch needs that robot's clip and policy: refuse others here, in one line each."""
+    from intermimic_policy.embodiment.description import EmbodimentError, embodiment_for
+    from intermimic_policy.motion.robot_motion import is_robot_motion_file, load_robot_motion
+    from intermimic_policy.runtime.base import read_policy_file
+
+    robot = options.robot or ""
+    try:
+        embodiment_for(robot)
+    except EmbodimentError as exc:
+        raise LaunchError(f"launch --robot: {exc}") from exc
+    clip = options.clip or ("" if options.example else str(common.get("clip") or ""))
+    if not clip or not is_robot_motion_file(clip):
+        raise LaunchError(f"launch --robot {robot}: give its retargeted clip with --clip CLIP.npz "
+                          f"(`intermimic retarget CLIP.pt --robot {robot} --out DIR` writes one)")
+    if load_robot_motion(clip).robot != robot:
+        raise LaunchError(f"launch --robot {robot}: clip {clip} was retargeted to {load_robot_motion(clip).robot!r}")
+    try:
+        embodiment = read_policy_file(str(common["policy"])).contract.embodiment
+    except IntermimicError:
+        return  # unreadable: the policy node refuses it at load, naming the problem
+    if embodiment != f"robot:{robot}":
+        raise LaunchError(f"launch --robot {robot}: policy {common['policy']} drives {embodiment!r} "
+                          f"(`intermimic export --init random --kind teacher --robot {robot} --out FILE.onnx` "
+                          "makes an untrained one for it)")
 
 
 def _status_topics(doc: Mapping[str, Any]) -> dict[str, str]:
@@ -483,4 +516,6 @@ def ros2_launch_argv(options: LaunchOptions) -> list[str]:
         argv.append(f"lockstep:={str(options.lockstep).lower()}")
     if options.config:
         argv.append(f"config:={_absolute(options.config)}")
+    if options.robot:
+        argv.append(f"robot:={options.robot}")
     return argv

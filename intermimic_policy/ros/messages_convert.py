@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from intermimic_policy.embodiment.description import EmbodimentSpec
 from intermimic_policy.embodiment.smplx_body import BODY_NAMES, DOF_NAMES, NUM_BODIES, NUM_DOFS
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion
+from intermimic_policy.motion.robot_motion import RobotMotion
 from intermimic_policy.motion.validate import validate_motion
 from intermimic_policy.ros.msgs import ns_from_time, time_from_ns
 from intermimic_policy.ros.msgs.geometry_msgs import (
@@ -37,7 +39,14 @@ from intermimic_policy.ros.msgs.geometry_msgs import (
     TwistWithCovariance,
     Vector3,
 )
-from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, HOIWindow, PDTargets
+from intermimic_policy.ros.msgs.intermimic_msgs import (
+    ContactState,
+    HOIFrame,
+    HOIWindow,
+    PDTargets,
+    RobotHOIFrame,
+    RobotHOIWindow,
+)
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
@@ -96,6 +105,43 @@ class MotionFrames:
         )
 
 
+class RobotMotionFrames:
+    """A robot clip's frames as ``RobotHOIFrame`` messages (body poses by the robot's own FK,
+    ``sim.robot_reference.robot_clip``), built once."""
+
+    def __init__(self, motion: RobotMotion, frame_id: str = WORLD_FRAME) -> None:
+        from intermimic_policy.embodiment.description import embodiment_for
+        from intermimic_policy.embodiment.robot import load_robot
+        from intermimic_policy.sim.robot_reference import robot_clip
+
+        clip = robot_clip(motion, load_robot(motion.robot), embodiment_for(motion.robot))
+        self.motion = motion
+        self.frame_id = frame_id
+        self.num_frames = motion.num_frames
+        self.fps = float(motion.fps)
+        n = self.num_frames
+        self._q = np.asarray(motion.joint_pos, np.float64).tolist()
+        self._body_pos = np.asarray(clip.body_pos, np.float32).reshape(n, -1).tolist()
+        self._body_rot = np.asarray(clip.body_rot, np.float32).reshape(n, -1).tolist()
+        self._labels = np.asarray(clip.body_contact, np.int64).tolist()
+        self._root = [pose(p, q) for p, q in zip(np.asarray(motion.root_pos, np.float64),
+                                                   np.asarray(motion.root_rot, np.float64))]
+        self._object = [pose(p, q) for p, q in zip(np.asarray(motion.object_pos, np.float64),
+                                                     np.asarray(motion.object_rot, np.float64))]
+        self._contact = [bool(c) for c in np.asarray(clip.object_contact)]
+
+    def frame(self, index: int, stamp_ns: int = 0) -> RobotHOIFrame:
+        if not 0 <= index < self.num_frames:
+            raise IndexError(f"frame {index} outside the clip's 0..{self.num_frames - 1}")
+        return RobotHOIFrame(
+            header=header(stamp_ns, self.frame_id), robot=self.motion.robot, frame_index=index, fps=self.fps,
+            root_pose=self._root[index], joint_positions=list(self._q[index]),
+            body_positions=list(self._body_pos[index]), body_rotations=list(self._body_rot[index]),
+            object_pose=self._object[index], object_name=self.motion.object_name,
+            body_contact_labels=list(self._labels[index]), object_contact=self._contact[index],
+        )
+
+
 def hoi_frame(motion: HOIMotion, index: int, stamp_ns: int = 0, frame_id: str = WORLD_FRAME) -> HOIFrame:
     """One frame of ``motion`` as an ``HOIFrame`` (for many frames use :class:`MotionFrames`)."""
     if not 0 <= index < motion.num_frames:
@@ -107,9 +153,13 @@ def hoi_frame(motion: HOIMotion, index: int, stamp_ns: int = 0, frame_id: str = 
 
 def hoi_window(frames: Sequence[HOIFrame], stamp_ns: int = 0, frame_id: str = WORLD_FRAME) -> HOIWindow:
     """A window whose first frame is the producer's current frame (``frames`` consecutive; a
-    repeat of the last frame at the end marks the clip end, as ``HOIWindow`` documents)."""
+    repeat of the last frame at the end marks the clip end, as ``HOIWindow`` documents).
+    ``RobotHOIFrame`` frames make a ``RobotHOIWindow``."""
     if not frames:
         raise ValueError("a window needs at least one frame")
+    if isinstance(frames[0], RobotHOIFrame):
+        return RobotHOIWindow(header=header(stamp_ns, frame_id), start_frame=int(frames[0].frame_index),  # type: ignore[return-value]
+                              frames=list(frames))  # type: ignore[arg-type]
     return HOIWindow(header=header(stamp_ns, frame_id), start_frame=int(frames[0].frame_index),
                      frames=list(frames))
 
@@ -161,13 +211,15 @@ class StateMessages:
 
 
 def joint_state_message(angles: np.ndarray, rates: np.ndarray, stamp_ns: int,
-                        frame_id: str = BASE_FRAME) -> JointState:
-    """Hinge angles and rates [153] in ``DOF_NAMES`` order (effort left empty: not measured)."""
+                        frame_id: str = BASE_FRAME, names: Sequence[str] = DOF_NAMES) -> JointState:
+    """Hinge angles and rates in ``names`` order (the embodiment's DOFs, default the SMPL-X
+    humanoid's 153; effort left empty: not measured)."""
     a = np.asarray(angles, dtype=np.float64).reshape(-1)
     r = np.asarray(rates, dtype=np.float64).reshape(-1)
-    if a.shape != (NUM_DOFS,) or r.shape != (NUM_DOFS,):
-        raise ValueError(f"joint state needs {NUM_DOFS} angles and rates, got {a.shape} and {r.shape}")
-    return JointState(header=header(stamp_ns, frame_id), name=list(DOF_NAMES), position=a.tolist(),
+    n = len(names)
+    if a.shape != (n,) or r.shape != (n,):
+        raise ValueError(f"joint state needs {n} angles and rates, got {a.shape} and {r.shape}")
+    return JointState(header=header(stamp_ns, frame_id), name=list(names), position=a.tolist(),
                       velocity=r.tolist(), effort=[])
 
 
@@ -192,29 +244,35 @@ def pose_stamped_message(pos: np.ndarray, rot: np.ndarray, stamp_ns: int, frame_
 
 
 def contact_state_message(in_contact: np.ndarray, object_contact: np.ndarray, force: np.ndarray,
-                          stamp_ns: int, frame_id: str = WORLD_FRAME) -> ContactState:
-    """Per-body flags [52] and net contact forces [52, 3] in ``BODY_NAMES`` order."""
-    f = np.asarray(force, dtype=np.float64).reshape(NUM_BODIES, 3)
-    return ContactState(header=header(stamp_ns, frame_id), body_names=list(BODY_NAMES),
+                          stamp_ns: int, frame_id: str = WORLD_FRAME,
+                          body_names: Sequence[str] = BODY_NAMES) -> ContactState:
+    """Per-body flags [B] and net contact forces [B, 3] in ``body_names`` order (default the
+    SMPL-X humanoid's 52 bodies)."""
+    f = np.asarray(force, dtype=np.float64).reshape(len(body_names), 3)
+    return ContactState(header=header(stamp_ns, frame_id), body_names=list(body_names),
                         in_contact=[bool(x) for x in np.asarray(in_contact).reshape(-1)],
                         object_contact=[bool(x) for x in np.asarray(object_contact).reshape(-1)],
                         force=[_vector(row) for row in f])
 
 
 def state_messages(sim: SimState, angles: np.ndarray, rates: np.ndarray, stamp_ns: int, world: int = 0,
-                   frame_id: str = WORLD_FRAME, base_frame: str = BASE_FRAME) -> StateMessages:
-    """The four state messages of world ``world``: what a robot (or the bridge) publishes."""
+                   frame_id: str = WORLD_FRAME, base_frame: str = BASE_FRAME,
+                   embodiment: EmbodimentSpec | None = None) -> StateMessages:
+    """The four state messages of world ``world``: what a robot (or the bridge) publishes
+    (joint and body names of ``embodiment``, default the SMPL-X humanoid)."""
+    dofs = embodiment.dof_names if embodiment is not None else DOF_NAMES
+    bodies = embodiment.body_names if embodiment is not None else BODY_NAMES
     def np64(t: torch.Tensor) -> np.ndarray:
         return t[world].detach().cpu().double().numpy()
 
     return StateMessages(
-        joint_state=joint_state_message(angles, rates, stamp_ns, base_frame),
+        joint_state=joint_state_message(angles, rates, stamp_ns, base_frame, dofs),
         odom=odometry_message(np64(sim.body_pos[:, 0]), np64(sim.body_rot[:, 0]), np64(sim.body_lin_vel[:, 0]),
                               np64(sim.body_ang_vel[:, 0]), stamp_ns, frame_id, base_frame),
         object_pose=pose_stamped_message(np64(sim.object_pos), np64(sim.object_rot), stamp_ns, frame_id),
         contacts=contact_state_message(sim.body_contact[world].cpu().numpy(),
                                        sim.body_object_contact[world].cpu().numpy(),
-                                       np64(sim.body_contact_force), stamp_ns, frame_id),
+                                       np64(sim.body_contact_force), stamp_ns, frame_id, bodies),
     )
 
 
@@ -231,16 +289,18 @@ class TargetSample:
     effort: np.ndarray | None
 
 
-def pd_targets_order() -> NameOrder:
-    return NameOrder(DOF_NAMES, "PDTargets.joint_names")
+def pd_targets_order(names: Sequence[str] = DOF_NAMES) -> NameOrder:
+    """The PD target joint order (the embodiment's DOFs; default the SMPL-X humanoid's)."""
+    return NameOrder(tuple(names), "PDTargets.joint_names")
 
 
-def _field(values: Sequence[float], perm: np.ndarray | None, name: str, required: bool) -> np.ndarray | None:
+def _field(values: Sequence[float], perm: np.ndarray | None, name: str, required: bool,
+           n: int = NUM_DOFS) -> np.ndarray | None:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0 and not required:
         return None
-    if a.shape != (NUM_DOFS,):
-        raise MessageRejected(f"PDTargets.{name} has {a.size} values, expected {NUM_DOFS}"
+    if a.shape != (n,):
+        raise MessageRejected(f"PDTargets.{name} has {a.size} values, expected {n}"
                               + ("" if required else " (or none)"))
     if not np.all(np.isfinite(a)):
         raise NonFiniteInput(f"PDTargets.{name} contains NaN or inf")
@@ -251,13 +311,14 @@ def parse_pd_targets(msg: PDTargets, order: NameOrder) -> TargetSample:
     """Validate a ``PDTargets``: all 153 joint names (any order), 153 finite positions; velocity,
     kp, kd and effort either empty or 153 finite values (kp, kd >= 0)."""
     perm = order.permutation(msg.joint_names)
+    n = len(order.expected)
     sample = TargetSample(
         stamp_ns=ns_from_time(msg.header.stamp),
-        position=_field(msg.position, perm, "position", True),  # type: ignore[arg-type]
-        velocity=_field(msg.velocity, perm, "velocity", False),
-        kp=_field(msg.kp, perm, "kp", False),
-        kd=_field(msg.kd, perm, "kd", False),
-        effort=_field(msg.effort, perm, "effort", False),
+        position=_field(msg.position, perm, "position", True, n),  # type: ignore[arg-type]
+        velocity=_field(msg.velocity, perm, "velocity", False, n),
+        kp=_field(msg.kp, perm, "kp", False, n),
+        kd=_field(msg.kd, perm, "kd", False, n),
+        effort=_field(msg.effort, perm, "effort", False, n),
     )
     for name in ("kp", "kd"):
         gains = getattr(sample, name)
@@ -268,11 +329,16 @@ def parse_pd_targets(msg: PDTargets, order: NameOrder) -> TargetSample:
 
 # -- clips -----------------------------------------------------------------------------------------
 def load_clip(clip: str, example: bool = False) -> HOIMotion:
-    """The clip a node is configured with: a file any ``load_motion`` format, or the bundled example."""
+    """The clip a node is configured with: a file any ``load_motion`` format, or the bundled example
+    (a robot motion ``.npz``, from ``intermimic retarget --robot``, is returned as a ``RobotMotion``)."""
     if example:
         from intermimic_policy.motion.example import make_example_motion
 
         return make_example_motion()
     from intermimic_policy.motion.io import load_motion
+    from intermimic_policy.motion.robot_motion import is_robot_motion_file, load_robot_motion
+
+    if is_robot_motion_file(clip):
+        return load_robot_motion(clip)  # type: ignore[return-value]
 
     return load_motion(clip)

@@ -40,11 +40,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from intermimic_policy.motion.hoi_motion import HOIMotion
+from intermimic_policy.motion.robot_motion import RobotMotion
 from intermimic_policy.ros import node_params
-from intermimic_policy.ros.messages_convert import WORLD_FRAME, MotionFrames, header, hoi_window, load_clip
+from intermimic_policy.ros.messages_convert import (
+    WORLD_FRAME,
+    MotionFrames,
+    RobotMotionFrames,
+    header,
+    hoi_window,
+    load_clip,
+)
 from intermimic_policy.ros.msgs import ns_from_time
 from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus
-from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow
+from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow, RobotHOIFrame, RobotHOIWindow
 from intermimic_policy.ros.msgs.rosgraph_msgs import Clock
 from intermimic_policy.ros.node_common import NodeLifetime, status_array
 from intermimic_policy.ros.node_main import StopFlag, add_common_arguments, exit_process, run_main
@@ -151,12 +159,16 @@ class ClipSource:
     """A clip in memory."""
 
     def __init__(self, motion: HOIMotion, frame_id: str = WORLD_FRAME) -> None:
-        self.frames = MotionFrames(motion, frame_id)
+        # a robot motion (``intermimic retarget --robot``) streams as RobotHOIFrame / RobotHOIWindow
+        self.robot = isinstance(motion, RobotMotion)
+        self.frames: MotionFrames | RobotMotionFrames = (
+            RobotMotionFrames(motion, frame_id) if isinstance(motion, RobotMotion) else MotionFrames(motion, frame_id))
         self.fps: float | None = float(motion.fps)
         self.name = motion.name
 
     def get(self, index: int, stamp_ns: int) -> HOIFrame | None:
-        return self.frames.frame(index, stamp_ns) if 0 <= index < self.frames.num_frames else None
+        # a robot clip's frames are RobotHOIFrame (the stream handles both alike: index and stamp)
+        return self.frames.frame(index, stamp_ns) if 0 <= index < self.frames.num_frames else None  # type: ignore[return-value]
 
     def end(self) -> int | None:
         return self.frames.num_frames - 1
@@ -369,8 +381,10 @@ class MotionStreamerNode(NodeLifetime):
         t = config.topics.prefixed(config.topic_prefix)
         qos = QosProfile(depth=config.reference_depth)
         try:
-            self.pub_frames = self.node.create_publisher(t.reference, HOIFrame, qos)
-            self.pub_windows = self.node.create_publisher(t.reference_window, HOIWindow, qos)
+            robot = isinstance(self.source, ClipSource) and self.source.robot
+            self.pub_frames = self.node.create_publisher(t.reference, RobotHOIFrame if robot else HOIFrame, qos)
+            self.pub_windows = self.node.create_publisher(t.reference_window, RobotHOIWindow if robot else HOIWindow,
+                                                          qos)
             self.pub_status = self.node.create_publisher(t.streamer_status, DiagnosticArray, "reliable")
             self.subscriptions = []
             if config.source == "generator":

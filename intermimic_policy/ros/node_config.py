@@ -37,7 +37,7 @@ from intermimic_policy.ros.topics import Topics, validate_prefix
 
 SECTION = "policy_node"
 # keys of the ``common`` section this node reads (it ignores the others: clip, streamer options)
-COMMON_KEYS = ("domain_id", "lockstep", "policy", "transport", "topics", "topic_prefix")
+COMMON_KEYS = ("domain_id", "lockstep", "policy", "transport", "topics", "topic_prefix", "robot")
 KINDS = ("teacher", "student")
 
 
@@ -116,6 +116,10 @@ class PolicyNodeConfig:
     qos: QosConfig = field(default_factory=QosConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     timeline: TimelineConfig = field(default_factory=TimelineConfig)  # generator windows (ros.reference_timeline)
+    # the body driven: "" = the SMPL-X humanoid; a robot name (config/robots/<name>.yaml): the node
+    # then reads that robot's JointState / ContactState names and RobotHOIWindow references, runs
+    # its FK, and accepts only a policy whose contract names it (embodiment "robot:<name>")
+    robot: str = ""
 
     def validate(self, source: str = "policy node config") -> PolicyNodeConfig:
         def bad(key: str, why: str) -> NodeConfigError:

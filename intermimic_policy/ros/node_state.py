@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from intermimic_policy.embodiment.smplx_body import BODY_NAMES, DOF_NAMES, NUM_BODIES, NUM_DOFS
+from intermimic_policy.embodiment.smplx_body import BODY_NAMES, DOF_NAMES
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation.numpy_obs import (
     quat_conjugate,
@@ -151,19 +151,23 @@ def _ordered(values: Sequence[float], perm: np.ndarray | None, count: int, what:
 
 
 def parse_joint_state(msg: JointState, order: NameOrder) -> JointSample:
-    """Hinge angles and rates; needs all 153 DOF names (any order) with positions and velocities."""
+    """Hinge angles and rates; needs all of ``order``'s DOF names (any order; the SMPL-X humanoid's
+    153 by default) with positions and velocities."""
     perm = order.permutation(msg.name)
-    angles = _ordered(msg.position, perm, NUM_DOFS, "JointState.position")
-    rates = _ordered(msg.velocity, perm, NUM_DOFS, "JointState.velocity")
+    n = len(order.expected)
+    angles = _ordered(msg.position, perm, n, "JointState.position")
+    rates = _ordered(msg.velocity, perm, n, "JointState.velocity")
     return JointSample(ns_from_time(msg.header.stamp), angles, rates)
 
 
-def joint_order() -> NameOrder:
-    return NameOrder(DOF_NAMES, "JointState.name")
+def joint_order(names: Sequence[str] = DOF_NAMES) -> NameOrder:
+    """The joint order of ``JointState`` (the embodiment's DOFs; default the SMPL-X humanoid's)."""
+    return NameOrder(names, "JointState.name")
 
 
-def body_order() -> NameOrder:
-    return NameOrder(BODY_NAMES, "ContactState.body_names")
+def body_order(names: Sequence[str] = BODY_NAMES) -> NameOrder:
+    """The body order of ``ContactState`` (the embodiment's bodies; default the SMPL-X humanoid's)."""
+    return NameOrder(names, "ContactState.body_names")
 
 
 def parse_odometry(msg: Odometry) -> RootSample:
@@ -184,7 +188,7 @@ def parse_pose_stamped(msg: PoseStamped) -> PoseSample:
 
 def parse_contacts(msg: ContactState, order: NameOrder) -> ContactSample:
     perm = order.permutation(msg.body_names)
-    n = NUM_BODIES
+    n = len(order.expected)
     for name in ("in_contact", "object_contact", "force"):
         got = len(getattr(msg, name))
         if got != n:

@@ -52,7 +52,14 @@ from intermimic_policy.observation.numpy_obs import (
 from intermimic_policy.observation.spec import student_spec, teacher_spec
 from intermimic_policy.ros.msgs import time_from_ns
 from intermimic_policy.ros.msgs.geometry_msgs import PoseStamped
-from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, HOIWindow, PDTargets
+from intermimic_policy.ros.msgs.intermimic_msgs import (
+    ContactState,
+    HOIFrame,
+    HOIWindow,
+    PDTargets,
+    RobotHOIFrame,
+    RobotHOIWindow,
+)
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
@@ -73,7 +80,13 @@ from intermimic_policy.ros.node_state import (
     parse_odometry,
     parse_pose_stamped,
 )
-from intermimic_policy.ros.reference_buffer import ReferenceBuffer, parse_hoi_frame, parse_hoi_window
+from intermimic_policy.ros.reference_buffer import (
+    ReferenceBuffer,
+    parse_hoi_frame,
+    parse_hoi_window,
+    parse_robot_hoi_frame,
+    parse_robot_hoi_window,
+)
 from intermimic_policy.ros.reference_timeline import ReferenceTimeline, window_from_message
 from intermimic_policy.ros.safety import (
     check_staleness,
@@ -100,13 +113,18 @@ class Deployment:
     """What the node builds from the policy's contract (and its own config where the contract is
     silent): the skeleton FK uses and the object point count the observation was trained with."""
 
-    skeleton: Skeleton
+    skeleton: Skeleton | None  # None: a robot (its FK comes from its URDF: ``robot``)
     num_points: int
+    robot: Any = None  # embodiment.description.EmbodimentSpec of the robot driven, if any
 
 
 def deployment_of(contract: PolicyContract, config: PolicyNodeConfig) -> Deployment:
     """What the policy's observation depends on, rebuilt from its contract (the skeleton table and
     the object point count it was trained with; the contract checks the table against its hash)."""
+    if config.robot:  # the contract was checked against this robot's embodiment (expected_for)
+        from intermimic_policy.embodiment.description import embodiment_for
+
+        return Deployment(skeleton=None, num_points=int(contract.object_points), robot=embodiment_for(config.robot))
     return Deployment(skeleton=contract.skeleton_model(), num_points=int(contract.object_points))
 
 
@@ -114,6 +132,14 @@ def expected_for(config: PolicyNodeConfig) -> DeploymentExpectation:
     """What this node's OWN configuration accepts: kind, rates, action map, skeleton hash and point
     count come from the config (never from the file under test); joints, gains and the
     observation layout from the embodiment table and the spec of ``config.kind``."""
+    if config.robot:  # a robot: its embodiment's joints, gains and observation
+        from intermimic_policy.contract import preset_spec
+
+        embodiment = f"robot:{config.robot}"
+        return DeploymentExpectation(
+            kind=config.kind, control_hz=config.control_hz, physics_hz=config.physics_hz, embodiment=embodiment,
+            obs_spec=preset_spec(config.kind, embodiment), model_hash=config.model_hash,
+            object_points=config.num_object_points)
     return DeploymentExpectation(
         kind=config.kind,
         control_hz=config.control_hz,
@@ -214,9 +240,17 @@ class PolicyController:
         c = self.contract = policy.contract
         deployment = deployment_of(c, config)
         self.num_points = deployment.num_points
-        self.kinematics = Kinematics(deployment.skeleton.offsets)
+        self.robot = deployment.robot  # the robot's EmbodimentSpec, or None (the SMPL-X humanoid)
+        if self.robot is not None:
+            from intermimic_policy.embodiment.robot import load_robot
+            from intermimic_policy.embodiment.robot_kinematics import RobotKinematics
+
+            self.kinematics: Any = RobotKinematics(load_robot(config.robot), self.robot)
+        else:
+            assert deployment.skeleton is not None
+            self.kinematics = Kinematics(deployment.skeleton.offsets)
         self.obs = NumpyObservation(c.observation)
-        self.world = WorldState.empty()
+        self.world = WorldState.empty(c.observation.num_bodies)
         self.objects = objects if objects is not None else load_object_table(
             object_table(config), self.num_points, config.object_search_dirs)
         self.dt = 1.0 / c.control_hz
@@ -233,8 +267,8 @@ class PolicyController:
         # generator windows (any rate, overlapping, late) joined into one timeline when enabled
         self.timeline = (ReferenceTimeline(c.control_hz, self.buffer.required_lookahead, config.timeline)
                          if config.timeline.enabled else None)
-        self._joint_order = joint_order()
-        self._body_order = body_order()
+        self._joint_order = joint_order() if self.robot is None else joint_order(self.robot.dof_names)
+        self._body_order = body_order() if self.robot is None else body_order(self.robot.body_names)
         self._object_velocity = ObjectVelocity()
         t = config.timeouts
         self.timeouts = {"reference": t.reference_s, "joint_states": t.state_s, "odom": t.state_s,
@@ -292,6 +326,43 @@ class PolicyController:
     def on_reference(self, msg: HOIFrame, now: float) -> bool:
         try:
             sample = parse_hoi_frame(msg, self.contract.control_hz)
+        except MessageRejected as exc:
+            self._reject("reference", exc, now)
+            return False
+        if not self._check_object(sample.object_name, now):
+            return False
+        self.buffer.add(sample)
+        self._accept("reference", now)
+        self.prepare()
+        return True
+
+    def on_robot_window(self, msg: RobotHOIWindow, now: float) -> bool:
+        """A robot's reference window (``RobotHOIWindow``), checked against its embodiment."""
+        if self.robot is None:
+            self._reject("reference_window", MessageRejected("a robot's reference window reached the SMPL-X "
+                                                             "humanoid's node"), now)
+            return False
+        try:
+            frames, end = parse_robot_hoi_window(msg, self.robot, self.contract.control_hz,
+                                                 self.config.max_window_frames)
+        except MessageRejected as exc:
+            self._reject("reference_window", exc, now)
+            return False
+        if not self._check_object(frames[0].object_name, now):
+            return False
+        self.buffer.add_window(frames, end)
+        self._accept("reference", now)
+        self.prepare()
+        return True
+
+    def on_robot_reference(self, msg: RobotHOIFrame, now: float) -> bool:
+        """One robot reference frame (``RobotHOIFrame``)."""
+        if self.robot is None:
+            self._reject("reference", MessageRejected("a robot's reference frame reached the SMPL-X humanoid's node"),
+                         now)
+            return False
+        try:
+            sample = parse_robot_hoi_frame(msg, self.robot, self.contract.control_hz)
         except MessageRejected as exc:
             self._reject("reference", exc, now)
             return False
@@ -476,6 +547,8 @@ class PolicyController:
             raise IntermimicError(f"policy output has shape {list(actions.shape)}, expected {list(want)}")
         clip = self.contract.action_clip
         rotvec = self._offset + self._scale * np.clip(actions[0].astype(np.float32), -clip, clip)
+        if self.robot is not None:  # a robot's action map gives its hinge angles directly
+            return rotvec.astype(np.float64)
         return hinge_angles_from_rotvec(rotvec.astype(np.float64).reshape(-1, 3))
 
     def tick(self, now: float, stamp_ns: int, matched: bool = False) -> TickResult:

@@ -35,7 +35,14 @@ import numpy as np
 from intermimic_policy.ros.msgs import ns_from_time
 from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray, DiagnosticStatus
 from intermimic_policy.ros.msgs.geometry_msgs import PoseStamped
-from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, HOIWindow, PDTargets
+from intermimic_policy.ros.msgs.intermimic_msgs import (
+    ContactState,
+    HOIFrame,
+    HOIWindow,
+    PDTargets,
+    RobotHOIFrame,
+    RobotHOIWindow,
+)
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.node_common import NodeLifetime, status_array
@@ -132,9 +139,14 @@ class PolicyNode(NodeLifetime):
         try:
             self.pub_targets = self.node.create_publisher(t.pd_targets, PDTargets, q.pd_targets)
             self.pub_status = self.node.create_publisher(t.status, DiagnosticArray, q.status)
+            # a robot's reference travels as RobotHOIFrame / RobotHOIWindow (its own sizes)
+            robot = c.robot is not None
             self.subscriptions = [
-                self.node.create_subscription(t.reference, HOIFrame, self._wrap(c.on_reference), q.reference),
-                self.node.create_subscription(t.reference_window, HOIWindow, self._wrap(c.on_window), q.reference),
+                self.node.create_subscription(t.reference, RobotHOIFrame if robot else HOIFrame,
+                                              self._wrap(c.on_robot_reference if robot else c.on_reference),
+                                              q.reference),
+                self.node.create_subscription(t.reference_window, RobotHOIWindow if robot else HOIWindow,
+                                              self._wrap(c.on_robot_window if robot else c.on_window), q.reference),
                 self.node.create_subscription(t.joint_states, JointState, self._on_joint_state, q.state),
                 self.node.create_subscription(t.odom, Odometry, self._wrap(c.on_odometry), q.state),
                 self.node.create_subscription(t.object_pose, PoseStamped, self._wrap(c.on_object_pose), q.state),
@@ -273,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep", action="store_true", default=None,
                    help="the simulator waits for each answer (a matched tick is never stale)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--robot", default=None, help="drive this robot (config/robots/<name>.yaml; overrides the config)")
     return p
 
 
 def _run(args: argparse.Namespace, params_file: str | None, stop: StopFlag) -> None:
     config = load_node_config(args.config or params_file, policy=args.policy, lockstep=args.lockstep,
-                              domain_id=args.domain_id, transport=args.transport)
+                              domain_id=args.domain_id, transport=args.transport,
+                              **({"robot": args.robot} if args.robot else {}))
     with PolicyNode(config) as node:
         logger.info("policy %s %s on %s; lockstep=%s", Path(config.policy).name, describe(node.controller),
                     node.node.backend, config.lockstep)

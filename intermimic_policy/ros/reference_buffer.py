@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from intermimic_policy.embodiment.description import EmbodimentSpec
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_DOFS
 from intermimic_policy.observation.numpy_obs import ObjectCloud, RefSample, reference_frame
 from intermimic_policy.ros.msgs import ns_from_time
-from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow
+from intermimic_policy.ros.msgs.intermimic_msgs import HOIFrame, HOIWindow, RobotHOIFrame, RobotHOIWindow
 from intermimic_policy.ros.node_state import QUAT_NORM_TOL, MessageRejected, NonFiniteInput, pose_arrays
 
 # a window whose start is this many frames away from the cursor re-synchronises the cursor
@@ -130,6 +131,70 @@ def parse_hoi_window(msg: HOIWindow, expected_fps: float | None = None,
             continue
         if end is not None or s.frame_index != int(msg.start_frame) + k:
             raise MessageRejected(f"HOIWindow.frames[{k}].frame_index is {s.frame_index}, expected "
+                                  f"{int(msg.start_frame) + k} (start_frame + k)")
+        out.append(s)
+    return out, end
+
+
+def parse_robot_hoi_frame(msg: RobotHOIFrame, embodiment: EmbodimentSpec, expected_fps: float | None = None,
+                          where: str = "RobotHOIFrame") -> ReferenceSample:
+    """Validate a robot's reference frame against ``embodiment`` (robot name, joint and body counts);
+    its joints become rotation vectors q a (the state convention, ``embodiment.description``)."""
+    want = embodiment.name.removeprefix("robot:")
+    if msg.robot != want:
+        raise MessageRejected(f"{where}.robot is {msg.robot[:64]!r}, this policy drives {want!r}")
+    fps = float(msg.fps)
+    if not np.isfinite(fps):
+        raise NonFiniteInput(f"{where}.fps is {msg.fps!r}")
+    if not fps > 0:
+        raise MessageRejected(f"{where}.fps must be positive, got {msg.fps!r}")
+    if expected_fps is not None and abs(fps - expected_fps) > _FPS_RTOL * expected_fps:
+        raise MessageRejected(f"{where}.fps is {fps:g} but the policy runs at {expected_fps:g} Hz "
+                              "(resample the reference stream to the policy rate)")
+    nb, nj = embodiment.num_bodies, embodiment.num_joints
+    body_pos = _array(msg.body_positions, nb * 3, f"{where}.body_positions").reshape(nb, 3)
+    body_rot = _array(msg.body_rotations, nb * 4, f"{where}.body_rotations").reshape(nb, 4)
+    norms = np.linalg.norm(body_rot.astype(np.float64), axis=-1)
+    if np.any(np.abs(norms - 1.0) > QUAT_NORM_TOL):
+        b = int(np.argmax(np.abs(norms - 1.0)))
+        raise MessageRejected(f"{where}.body_rotations[{b}] is not a unit quaternion (|q| = {norms[b]:.4g})")
+    q = _array(msg.joint_positions, nj, f"{where}.joint_positions")
+    assert embodiment.joint_axes is not None
+    rotvec = (q[:, None] * np.asarray(embodiment.joint_axes, np.float32)).astype(np.float32)
+    labels = _array(msg.body_contact_labels, nb, f"{where}.body_contact_labels")
+    if not np.all(np.isin(labels, (-1.0, 0.0, 1.0))):
+        raise MessageRejected(f"{where}.body_contact_labels must be -1, 0 or +1")
+    if not msg.object_name:
+        raise MessageRejected(f"{where}.object_name is empty")
+    obj_pos, _ = pose_arrays(msg.object_pose, f"{where}.object_pose")
+    pose_arrays(msg.root_pose, f"{where}.root_pose")
+    o = msg.object_pose.orientation
+    return ReferenceSample(
+        frame_index=int(msg.frame_index), fps=fps, stamp_ns=ns_from_time(msg.header.stamp),
+        body_pos=body_pos, body_rot=body_rot, joint_rotvec=rotvec, object_pos=obj_pos.astype(np.float32),
+        object_rot=np.asarray([o.x, o.y, o.z, o.w], dtype=np.float32), object_name=msg.object_name,
+        body_contact=labels, object_contact=bool(msg.object_contact),
+    )
+
+
+def parse_robot_hoi_window(msg: RobotHOIWindow, embodiment: EmbodimentSpec, expected_fps: float | None = None,
+                           max_frames: int = MAX_WINDOW_FRAMES) -> tuple[list[ReferenceSample], int | None]:
+    """:func:`parse_hoi_window` for a robot's window (same rules: consecutive frames, a repeated
+    last frame marks the clip end, at most ``max_frames`` frames)."""
+    if not msg.frames:
+        raise MessageRejected("RobotHOIWindow has no frames")
+    if len(msg.frames) > max_frames:
+        raise MessageRejected(f"RobotHOIWindow has {len(msg.frames)} frames, more than the cap of {max_frames} "
+                              "(policy_node.max_window_frames)")
+    out: list[ReferenceSample] = []
+    end = None
+    for k, frame in enumerate(msg.frames):
+        s = parse_robot_hoi_frame(frame, embodiment, expected_fps, f"RobotHOIWindow.frames[{k}]")
+        if out and s.frame_index == out[-1].frame_index:
+            end = s.frame_index
+            continue
+        if end is not None or s.frame_index != int(msg.start_frame) + k:
+            raise MessageRejected(f"RobotHOIWindow.frames[{k}].frame_index is {s.frame_index}, expected "
                                   f"{int(msg.start_frame) + k} (start_frame + k)")
         out.append(s)
     return out, end

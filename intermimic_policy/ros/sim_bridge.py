@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from intermimic_policy.atomic import atomic_output
-from intermimic_policy.embodiment import joint_map
+from intermimic_policy.embodiment import joint_convert
 from intermimic_policy.embodiment.smplx_body import PHYSICS_HZ, dof_arrays
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.motion.hoi_motion import ARRAY_FIELDS, HOIMotion
@@ -141,6 +141,9 @@ class SimBridgeConfig:
     targets_timeout_s: float = 0.25
     topic_prefix: str = ""  # prepended to every topic name (two runs on one host never cross)
     topics: Topics = field(default_factory=Topics)
+    # the body simulated: "" = the SMPL-X humanoid; a robot name (config/robots/<name>.yaml), whose
+    # clip is a retargeted robot motion; JointState / PDTargets then carry that robot's joints
+    robot: str = ""
 
     def validate(self, source: str = "sim bridge config") -> SimBridgeConfig:
         def bad(key: str, why: str) -> node_params.ParamError:
@@ -231,6 +234,10 @@ def check_policy_rates(config: SimBridgeConfig, control_hz: float) -> None:
     from intermimic_policy.runtime.base import read_policy_file
 
     contract = read_policy_file(config.policy).contract
+    own = f"robot:{config.robot}" if config.robot else "smplx_humanoid"
+    if contract.embodiment != own:
+        raise node_params.ParamError(f"{SECTION}: policy {config.policy} drives {contract.embodiment!r}, this "
+                                     f"bridge simulates {own!r} (sim_bridge.robot)")
     wrong = [f"{name}: the policy declares {declared:g} Hz, this bridge runs {own:g} Hz"
              for name, declared, own in (("physics_hz", contract.physics_hz, config.physics_hz),
                                          ("control_hz", contract.control_hz, control_hz))
@@ -256,16 +263,27 @@ class BridgeCore:
         # kept ~0.2 MB a second of state copies nobody read: the summary needs running extremes)
         self.keep_states = bool(config.record)
         check_policy_rates(config, self.control_hz)
+        from intermimic_policy.motion.robot_motion import RobotMotion
+
+        if isinstance(motion, RobotMotion) != bool(config.robot):
+            raise node_params.ParamError(
+                f"{SECTION}: clip {motion.name or '?'} is " + (f"a robot motion ({motion.robot})" if isinstance(
+                    motion, RobotMotion) else "an SMPL-X clip") + ", the bridge simulates "
+                + (f"robot {config.robot!r}" if config.robot else "the SMPL-X humanoid (set sim_bridge.robot)"))
         env_config = eval_config(num_worlds=1, backend=config.backend, threads=config.threads,
                                  physics_hz=config.physics_hz, control_hz=self.control_hz,
                                  object_density=config.object_density,
-                                 perturb=config.perturbation())
+                                 perturb=config.perturbation(), robot=config.robot or None)
         self.env = HOIEnv(env_config, [motion])
+        self.embodiment = self.env.embodiment
         self._delay_line: list[np.ndarray] = []  # targets waiting out perturb action_delay
         self.backend = self.env.groups[0].backend
         self._clip = torch.zeros(1, dtype=torch.long)
         self.points = self.env.motion_library.points_of(self._clip)
-        kp, kd, _, _ = dof_arrays()
+        if config.robot:
+            kp, kd = self.embodiment.kp, self.embodiment.kd
+        else:
+            kp, kd, _, _ = dof_arrays()
         self.model_kp, self.model_kd = np.asarray(kp, np.float64), np.asarray(kd, np.float64)
         self.tick = 0
         self.physics_failures = 0
@@ -306,14 +324,15 @@ class BridgeCore:
             self.angles = np.array(data.qpos[layout.joint_qpos_adr], dtype=np.float64)
             self.rates = np.array(data.qvel[layout.joint_qvel_adr], dtype=np.float64)
         else:
-            angles = joint_map.hinge_angles_from_rotvec(self.sim.joint_rotvec[:1].double())
-            rates = joint_map.hinge_rates_from_angular_velocity(angles, self.sim.joint_ang_vel[:1].double())
+            emb = self.embodiment
+            angles = joint_convert.hinge_angles_from_rotvec(emb, self.sim.joint_rotvec[:1].double())
+            rates = joint_convert.hinge_rates_from_angular_velocity(emb, angles, self.sim.joint_ang_vel[:1].double())
             self.angles, self.rates = angles[0].numpy(), rates[0].numpy()
 
     def errors(self) -> tuple[float, float]:
         """(E_h, E_o) in metres of the current state against the current tick's reference frame."""
         ref = self.env.motion_library.frames(self._clip, torch.tensor([self.frame_of_tick(self.tick)]))
-        e_h, e_o = step_errors(self.sim, ref, self.points)
+        e_h, e_o = step_errors(self.sim, ref, self.points, key_bodies=self.embodiment.key_bodies)
         return float(e_h[0]), float(e_o[0])
 
     def _record(self, fresh: bool, round_trip_ms: float) -> None:
@@ -336,12 +355,13 @@ class BridgeCore:
             "body_pos": s.body_pos[0].numpy().copy(), "body_rot": s.body_rot[0].numpy().copy(),
             "joint_rotvec": s.joint_rotvec[0].numpy().copy(), "object_pos": s.object_pos[0].numpy().copy(),
             "object_rot": s.object_rot[0].numpy().copy(), "contact": s.body_contact[0].numpy().copy(),
-            "object_contact": s.body_object_contact[0].numpy().copy(),
+            "object_contact": s.body_object_contact[0].numpy().copy(), "joint_pos": self.angles.copy(),
         })
 
     def state_messages(self) -> Any:
         c = self.config
-        return state_messages(self.sim, self.angles, self.rates, self.stamp_ns(), 0, c.world_frame, c.base_frame)
+        return state_messages(self.sim, self.angles, self.rates, self.stamp_ns(), 0, c.world_frame, c.base_frame,
+                              self.embodiment if c.robot else None)
 
     # -- stepping -----------------------------------------------------------------------------
     def step(self, targets: np.ndarray | None, fresh: bool = True, round_trip_ms: float = float("nan")) -> None:
@@ -383,6 +403,8 @@ class BridgeCore:
         if not r.states:
             raise IntermimicError("sim_bridge: no trajectory was kept (set record)")
         st = {k: np.stack([s[k] for s in r.states]) for k in r.states[0]}
+        if self.config.robot:
+            return self._recorded_robot_motion(st)  # type: ignore[return-value]
         contact = np.where(st["contact"], 1, -1).astype(np.int8)
         motion = HOIMotion(
             fps=self.control_hz, root_pos=st["body_pos"][:, 0].astype(np.float32),
@@ -397,12 +419,49 @@ class BridgeCore:
         )
         return validate_motion(motion, "closed-loop recording", min_frames=1)
 
+    def _recorded_robot_motion(self, st: dict[str, np.ndarray]) -> Any:
+        """A robot run as a ``RobotMotion`` (hand labels: +1 when a hand body touches the object,
+        else -1; feet: planted when in contact)."""
+        from intermimic_policy.motion.robot_motion import RobotMotion
+
+        ref: Any = self.motion  # a RobotMotion (the bridge was built for a robot)
+        emb = self.embodiment
+        hands = np.stack([np.where(st["object_contact"][:, list(ids)].any(1), 1, -1)
+                          for ids in (emb.left_hand_bodies, emb.right_hand_bodies)], axis=1).astype(np.int8)
+        feet = st["contact"][:, list(emb.foot_bodies)].astype(bool)
+        if feet.shape[1] != len(ref.foot_names):
+            feet = np.zeros((feet.shape[0], len(ref.foot_names)), dtype=bool)
+        return RobotMotion(
+            fps=self.control_hz, robot=ref.robot, joint_names=tuple(emb.dof_names),
+            root_pos=st["body_pos"][:, 0].astype(np.float64), root_rot=st["body_rot"][:, 0].astype(np.float64),
+            joint_pos=st["joint_pos"].astype(np.float64), object_pos=st["object_pos"].astype(np.float64),
+            object_rot=st["object_rot"].astype(np.float64), object_name=ref.object_name,
+            hand_names=tuple(ref.hand_names), hand_contact=hands,
+            foot_names=tuple(ref.foot_names), foot_contact=feet,
+            name=f"{ref.name or 'clip'}_closed_loop", source="intermimic.sim_bridge",
+            meta={"reference": ref.name, "start_offset": str(self.config.start_offset),
+                  "lockstep": str(self.config.lockstep).lower()},
+        )
+
     def write_record(self, path: str | Path) -> Path:
-        """An ``.npz`` that ``load_motion`` reads as the simulated clip, plus per-tick arrays:
-        ``E_h``/``E_o`` (m, row 0 = the reset state), ``reference_frame``, ``tick_time_s``,
-        ``fresh_targets``, ``round_trip_ms``."""
+        """An ``.npz`` that ``load_motion`` reads as the simulated clip (a robot's: a robot motion that
+        ``load_robot_motion`` reads), plus per-tick arrays: ``E_h``/``E_o`` (m, row 0 = the reset
+        state), ``reference_frame``, ``tick_time_s``, ``fresh_targets``, ``round_trip_ms``."""
         motion = self.recorded_motion()
         r = self.recording
+        if self.config.robot:
+            from intermimic_policy.motion.robot_motion import save_robot_motion
+
+            p = save_robot_motion(motion, path)  # type: ignore[arg-type]
+            with np.load(p, allow_pickle=False) as z:
+                robot_arrays: dict[str, Any] = {k: z[k] for k in z.files}
+            robot_arrays.update({
+                "E_h": np.asarray(r.e_h, np.float64), "E_o": np.asarray(r.e_o, np.float64),
+                "reference_frame": np.asarray(r.frame, np.int64), "tick_time_s": np.asarray(r.time_s, np.float64),
+                "fresh_targets": np.asarray(r.fresh, bool), "round_trip_ms": np.asarray(r.round_trip_ms, np.float64)})
+            with atomic_output(p) as handle:
+                np.savez(handle, **robot_arrays)
+            return p
         arrays: dict[str, Any] = {
             "format": np.array(FORMAT_TAG), "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
             "fps": np.array(motion.fps, dtype=np.float64), "meta_json": np.array(json.dumps(motion.meta)),
@@ -450,7 +509,7 @@ class SimBridgeNode(NodeLifetime):
         self.core = BridgeCore(motion if motion is not None else load_clip(config.clip, config.example), config)
         self.max_ticks = int(round(config.duration_s * self.core.control_hz)) if config.duration_s > 0 else 0
         self.counters = BridgeCounters()
-        self._order = pd_targets_order()
+        self._order = pd_targets_order(self.core.embodiment.dof_names)
         self._warned: set[str] = set()
         self.node = make_node(config.node_name, backend=config.transport, domain_id=config.domain_id,
                               namespace=config.namespace)
@@ -744,13 +803,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="sim seconds to run, then exit")
     p.add_argument("--record", default=None, help="write errors and trajectory to this .npz on exit")
     p.add_argument("--summary", default=None, help="write the run summary to this .json on exit")
+    p.add_argument("--robot", default=None, help="simulate this robot (config/robots/<name>.yaml; overrides the config)")
     return p
 
 
 def _run(args: argparse.Namespace, params_file: str | None, stop: StopFlag) -> None:
     overrides: dict[str, Any] = {"lockstep": args.lockstep, "duration_s": args.duration,
                                  "record": args.record, "summary": args.summary,
-                                 "domain_id": args.domain_id, "transport": args.transport}
+                                 "domain_id": args.domain_id, "transport": args.transport,
+                                 **({"robot": args.robot} if args.robot else {})}
     if args.clip:  # "" (an empty launch argument): the config's clip
         overrides.update(clip=args.clip, example=False)
     elif args.example:

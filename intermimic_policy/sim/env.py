@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from intermimic_policy.contract import PolicyContract
-from intermimic_policy.embodiment import mjcf, smplx_body
+from intermimic_policy.embodiment import joint_convert, mjcf, smplx_body
 from intermimic_policy.embodiment.action_map import actions_for_targets, pd_targets
 from intermimic_policy.embodiment.skeleton import Skeleton, default_skeleton
 from intermimic_policy.errors import IntermimicError
@@ -70,7 +70,7 @@ from intermimic_policy.sim.objects import ObjectAsset, load_object
 from intermimic_policy.sim.policy_contract import env_contract
 from intermimic_policy.sim.psi import PSIBuffer
 from intermimic_policy.sim.reference import MotionLibrary
-from intermimic_policy.sim.rewards import PrevVelocities
+from intermimic_policy.sim.rewards import SMPLX_BODIES, PrevVelocities, RewardBodies
 from intermimic_policy.sim.scene import Scene, SceneConfig, build_scene
 from intermimic_policy.sim.subject import subject_skeleton
 from intermimic_policy.state.frames import InitialState, RefFrame, SimState
@@ -113,6 +113,23 @@ def _load_clips(motions: Sequence[HOIMotion | str | os.PathLike[str]]) -> list[H
     return out
 
 
+def _robot_description(robot: str) -> Any:
+    from intermimic_policy.embodiment.robot import RobotError, load_robot
+
+    try:
+        return load_robot(robot)
+    except RobotError as exc:
+        raise EnvError(str(exc)) from exc
+
+
+def _load_robot_clips(motions: Sequence[Any], desc: Any, emb: Any) -> list[Any]:
+    from intermimic_policy.sim.robot_reference import robot_clips
+
+    if not motions:
+        raise EnvError("HOIEnv needs at least one clip")
+    return robot_clips(motions, desc, emb)
+
+
 @contextmanager
 def torch_threads(n: int, device: torch.device) -> Iterator[None]:
     """Run with ``n`` torch intra-op threads on CPU (0 or a GPU device: unchanged), then restore."""
@@ -145,7 +162,13 @@ class HOIEnv:
         config.validate()
         self.config = cfg = config
         self.device = torch.device(cfg.device)
-        clips = _load_clips(motions)
+        self.embodiment = emb = cfg.embodiment
+        self._robot = None if cfg.robot is None else _robot_description(cfg.robot)
+        if self._robot is not None and skeleton is not None:
+            raise EnvError(f"a skeleton is an SMPL-X humanoid setting; the environment runs robot {cfg.robot!r}")
+        clips = _load_clips(motions) if self._robot is None else _load_robot_clips(motions, self._robot, emb)
+        if cfg.obs_spec.num_bodies != emb.num_bodies:
+            raise EnvError(f"observation spec observes {cfg.obs_spec.num_bodies} bodies, {emb.name} has {emb.num_bodies}")
         self.obs_builder = ObservationBuilder(cfg.obs_spec)
         names = sorted({m.object_name for m in clips})
         if len(names) > cfg.num_worlds:
@@ -155,7 +178,7 @@ class HOIEnv:
         points = {n: a.points(cfg.num_object_points) for n, a in assets.items()}
         self.motion_library = MotionLibrary(clips, points, self.device, num_points=cfg.num_object_points)
         lib = self.motion_library
-        self.skeleton = self._skeleton(skeleton, clips)
+        self.skeleton = self._skeleton(skeleton, clips) if self._robot is None else None  # type: ignore[arg-type]
         pert = cfg.perturb
         scene_cfg = SceneConfig(object_density=cfg.object_density)
         if pert.floor_friction != 1.0:  # scale the friction the feet really get (see SceneConfig)
@@ -168,7 +191,13 @@ class HOIEnv:
         self.groups: list[WorldGroup] = []
         start = 0
         for name, size in zip(names, _split(n, len(names))):
-            scene = build_scene(self.skeleton, assets[name], _perturbed_scene(scene_cfg, assets[name], pert))
+            if self._robot is None:
+                scene = build_scene(self.skeleton, assets[name], _perturbed_scene(scene_cfg, assets[name], pert))
+            else:
+                from intermimic_policy.sim.robot_reference import build_robot_env_scene
+
+                scene = build_robot_env_scene(self._robot, emb, assets[name],
+                                              _perturbed_scene(scene_cfg, assets[name], pert))
             clip_ids = torch.nonzero(lib.clip_object == lib.object_list.index(name)).flatten()
             bounds = sorted({start, start + size, *(c for c in cuts if start < c < start + size)})
             for a, b in zip(bounds[:-1], bounds[1:]):
@@ -183,7 +212,7 @@ class HOIEnv:
         self.world_object = torch.cat([
             torch.full((g.size,), lib.object_list.index(g.object_name), dtype=torch.long) for g in self.groups
         ]).to(self.device)
-        offset, scale = smplx_body.action_offset_scale(cfg.upstream_action_map)
+        offset, scale = emb.action_offset_scale(cfg.upstream_action_map)
         self._action_offset = torch.from_numpy(offset).to(self.device)
         self._action_scale = torch.from_numpy(scale).to(self.device)
         self.dt = 1.0 / cfg.control_hz
@@ -194,14 +223,15 @@ class HOIEnv:
         self.steps = torch.zeros(n, dtype=torch.long, device=self.device)
         self.active = torch.zeros(n, dtype=torch.bool, device=self.device)
         self.hand_lost = torch.zeros(n, 2, device=self.device)
-        self.psi = PSIBuffer(lib.num_frames, InitialState.DIM, n, cfg.psi, self.device)
+        self.psi = PSIBuffer(lib.num_frames, emb.initial_state_dim, n, cfg.psi, self.device)
         self.metrics = EpisodeMetrics(lib.num_frames, n, lib.fps, lib.clip_names)
         self.nonfinite_resets = 0
         self.obs = torch.zeros(n, self.num_obs, device=self.device)
         self._prev: PrevVelocities | None = None
         # a world's object never changes (clips must use it), so neither do its surface points
         self._world_points = lib.points[self.world_object]
-        self._key_bodies = torch.tensor(smplx_body.KEY_BODIES, dtype=torch.long, device=self.device)
+        self._key_bodies = torch.tensor(emb.key_bodies, dtype=torch.long, device=self.device)
+        self._bodies = RewardBodies.of(emb) if self._robot is not None else SMPLX_BODIES
         self._ref_offsets = (0, *cfg.obs_spec.ref_offsets)  # reward/terminations at t, observation at t + d
         # perturbations (sim.perturb): per-world delay, noise and push sizes, redrawn at resets
         # when randomised; the delay line holds the last PD targets of every world
@@ -242,7 +272,7 @@ class HOIEnv:
 
     @property
     def num_actions(self) -> int:
-        return smplx_body.NUM_DOFS
+        return self.embodiment.num_dofs
 
     @property
     def obs_spec(self) -> ObservationSpec:
@@ -252,11 +282,13 @@ class HOIEnv:
     def humanoid_hash(self) -> str:
         """Content hash of the humanoid this env simulates: what a policy contract names, so a
         deployment refuses a policy trained on another body (objects are not part of it)."""
+        if self._robot is not None:
+            return self.embodiment.model_hash
         return (self.skeleton or default_skeleton()).content_hash()
 
     def policy_contract(self, kind: str = "teacher") -> PolicyContract:
         """The deployment contract of a ``kind`` policy trained here (checkpoints store it)."""
-        return env_contract(self.config, self.skeleton, kind)
+        return env_contract(self.config, self.skeleton, kind)  # the config names the robot, if any
 
     @property
     def model_hash(self) -> str:
@@ -376,7 +408,7 @@ class HOIEnv:
             return state
         _, flat = self.psi.sample(clips, frames, generator=self._gen_for(self.psi.device),
                                   reference=state.flatten())
-        return InitialState.from_flat(flat.to(self.device))
+        return InitialState.from_flat(flat.to(self.device), self.embodiment.num_joints)
 
     def _reset_worlds(self, ids: Tensor, clips: Tensor, frames: Tensor) -> None:
         running = ids[self.active[ids]]
@@ -420,6 +452,8 @@ class HOIEnv:
 
     def _action_to_targets(self, actions: Tensor) -> Tensor:
         a = actions.to(self.device, torch.float32)
+        if self._robot is not None:  # a robot's action map gives hinge angles directly
+            return pd_targets(a, self._action_offset, self._action_scale)
         rotvec = pd_targets(a, self._action_offset, self._action_scale).reshape(-1, smplx_body.NUM_JOINTS, 3)
         # = joint_map.hinge_angles_from_rotvec, bit for bit, with the few-op rotation matrix
         return fast.to_euler_xyz(quat.from_rotvec(rotvec)).reshape(-1, smplx_body.NUM_DOFS)
@@ -427,6 +461,8 @@ class HOIEnv:
     def targets_to_action(self, joint_rotvec: Tensor) -> Tensor:
         """Actions [N, 153] whose targets are the joint rotation vectors [N, 51, 3] (clamped to [-1, 1])."""
         flat = joint_rotvec.reshape(joint_rotvec.shape[0], -1).to(self.device, torch.float32)
+        if self._robot is not None:
+            flat = joint_convert.hinge_angles_from_rotvec(self.embodiment, joint_rotvec.to(self.device, torch.float32))
         return actions_for_targets(flat, self._action_offset, self._action_scale)
 
     def pd_replay_actions(self) -> Tensor:
@@ -575,7 +611,7 @@ class HOIEnv:
             hand_lost=self.hand_lost[w], points=self._world_points[w], failed=failed,
             prev=PrevVelocities(prev.joint_ang_vel[w], prev.object_lin_vel[w], prev.object_ang_vel[w]))
         return simulated_side(sim, ref_side, worlds, self.config, self.obs_builder, self.dt,
-                              record_psi=self.psi.config.enabled)
+                              record_psi=self.psi.config.enabled, bodies=self._bodies)
 
     def close(self) -> None:
         self._physics.close()

@@ -112,7 +112,15 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         paths = _clip_paths(args.clips)
         use_assets_beside(paths)
-        motions = load_motions(paths, progress=not args.no_progress)
+        from intermimic_policy.motion.robot_motion import is_robot_motion_file, load_robot_motion
+
+        robots = [is_robot_motion_file(p) for p in paths]
+        if any(robots) and not all(robots):
+            raise IntermimicError("eval: give either robot motions (intermimic retarget --robot) or SMPL-X clips, "
+                                  "not both")
+        # robot motions: the policy's contract names the robot the environment then runs
+        motions = ([load_robot_motion(p) for p in paths] if any(robots)  # type: ignore[misc]
+                   else load_motions(paths, progress=not args.no_progress))
     report = evaluate(motions, policy, settings)
     print(report.table())
     s = report.summary()

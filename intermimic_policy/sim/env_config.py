@@ -9,7 +9,7 @@ names them, never silently ignored (upstream ignores several keys, spec 13.3).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.errors import IntermimicError
@@ -19,6 +19,9 @@ from intermimic_policy.sim.perturb import Perturbation, PerturbError
 from intermimic_policy.sim.psi import PSIConfig
 from intermimic_policy.sim.rewards import RewardConfigError, RewardWeights
 from intermimic_policy.sim.terminations import TerminationConfig
+
+if TYPE_CHECKING:
+    from intermimic_policy.embodiment.description import EmbodimentSpec
 
 # "start": reference frame 0. "random": a uniform frame (leaving ``min_episode_frames``).
 # "hybrid": frame 0 with probability ``hybrid_init_prob``, else a uniform frame.
@@ -74,9 +77,30 @@ class HOIEnvConfig:
     perturb: Perturbation = field(default_factory=Perturbation)
     seed: int = 0
     device: str = "cpu"
+    # The body: None = the SMPL-X humanoid; a robot name (config/robots/<name>.yaml) or YAML path.
+    # Clips are then that robot's retargeted motions (``intermimic retarget --robot``), and an
+    # observation spec made for another body count is rebuilt for the robot at the same offsets.
+    robot: str | None = None
 
     def __post_init__(self) -> None:
+        if self.robot is not None:
+            from intermimic_policy.embodiment.description import EmbodimentError, embodiment_for
+            from intermimic_policy.observation.spec import embodiment_spec
+
+            try:
+                emb = embodiment_for(self.robot)
+            except EmbodimentError as exc:
+                raise EnvConfigError(f"environment config: robot {self.robot!r}: {exc}") from exc
+            if self.obs_spec.num_bodies != emb.num_bodies:
+                object.__setattr__(self, "obs_spec", embodiment_spec(emb, self.obs_spec.ref_offsets))
         self.validate()
+
+    @property
+    def embodiment(self) -> EmbodimentSpec:
+        """The body this config simulates (``robot``, else the SMPL-X humanoid)."""
+        from intermimic_policy.embodiment.description import embodiment_for
+
+        return embodiment_for(self.robot)
 
     def validate(self) -> None:
         def bad(msg: str) -> EnvConfigError:
@@ -114,6 +138,9 @@ class HOIEnvConfig:
         if self.expected_obs_dim is not None and self.expected_obs_dim != self.obs_spec.dim:
             raise bad(f"observation spec gives {self.obs_spec.dim} dims (offsets "
                       f"{list(self.obs_spec.ref_offsets)}), expected {self.expected_obs_dim}")
+        if self.robot is not None and (self.skeleton != "default" or self.upstream_action_map):
+            raise bad("skeleton and upstream_action_map are SMPL-X humanoid settings; leave them at their "
+                      f"defaults with robot {self.robot!r}")
         if self.termination.contact_source != self.reward.contact_source:
             raise bad(f"reward contact_source {self.reward.contact_source!r} differs from termination "
                       f"contact_source {self.termination.contact_source!r}")
@@ -136,6 +163,8 @@ class HOIEnvConfig:
                 out[f.name] = v.to_dict()
             elif f.name in ("termination", "psi", "perturb"):
                 out[f.name] = asdict(v)
+            elif f.name == "robot" and v is None:
+                continue  # the SMPL-X humanoid: its configs (and their digests) stay as they were
             else:
                 out[f.name] = v
         return out

@@ -25,13 +25,12 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from intermimic_policy.embodiment.smplx_body import KEY_BODIES
 from intermimic_policy.observation.builder import ObservationBuilder
 from intermimic_policy.sim.backends import Backend
 from intermimic_policy.sim.env_config import HOIEnvConfig
 from intermimic_policy.sim.metrics import step_errors
 from intermimic_policy.sim.reference import MotionLibrary
-from intermimic_policy.sim.rewards import PrevVelocities, compute_reward
+from intermimic_policy.sim.rewards import SMPLX_BODIES, PrevVelocities, RewardBodies, compute_reward
 from intermimic_policy.sim.terminations import (
     check_terminations,
     hand_contact_source,
@@ -100,20 +99,22 @@ class WorldsState:
 
 
 def simulated_side(sim: SimState, ref_side: ReferenceSide, worlds: WorldsState, config: HOIEnvConfig,
-                   builder: ObservationBuilder, dt: float, record_psi: bool) -> StepPart:
-    """Reward, terminations, errors and observation of a block of worlds from its new state."""
+                   builder: ObservationBuilder, dt: float, record_psi: bool,
+                   bodies: RewardBodies = SMPLX_BODIES) -> StepPart:
+    """Reward, terminations, errors and observation of a block of worlds from its new state
+    (``bodies``: the embodiment's body subsets, default the SMPL-X humanoid's)."""
     cfg, ref = config, ref_side.ref
     geometry = interaction_geometry(
         sim.body_pos, object_points_world(worlds.points, sim.object_pos, sim.object_rot), sim.object_pos,
-        KEY_BODIES, ref_side.geometry)
+        bodies.key, ref_side.geometry)
     reward, terms = compute_reward(sim, worlds.prev, ref, worlds.points, cfg.reward, worlds.steps, dt,
-                                   geometry=geometry)
+                                   geometry=geometry, bodies=bodies)
     hand_lost = update_hand_contact_lost(worlds.hand_lost, hand_contact_source(sim, cfg.termination),
-                                         ref.body_contact)
-    e_h, e_o = step_errors(sim, ref, worlds.points, geometry=geometry)
+                                         ref.body_contact, (bodies.left_hand, bodies.right_hand))
+    e_h, e_o = step_errors(sim, ref, worlds.points, geometry=geometry, key_bodies=bodies.key)
     reset, terminated, reasons = check_terminations(
         sim, ref, worlds.points, worlds.t, worlds.num_frames, worlds.steps, hand_lost, cfg.termination,
-        cfg.episode_cap, geometry=geometry, errors=(e_h, e_o))
+        cfg.episode_cap, geometry=geometry, errors=(e_h, e_o), key_bodies=bodies.key)
     reasons["physics_failure"] = worlds.failed
     obs = builder.build(sim, ref_side.obs_refs, worlds.points, ig_sim=geometry.nearest)
     reasons["nonfinite_obs"] = ~torch.isfinite(obs).all(dim=-1)

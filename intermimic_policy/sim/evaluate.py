@@ -93,7 +93,9 @@ class OnnxPolicy:
 
 def load_onnx_policy(path: str | os.PathLike[str]) -> OnnxPolicy:
     """Open ``path`` (checked against its golden pairs) and derive the env settings it needs."""
+    from intermimic_policy.contract import EMBODIMENT
     from intermimic_policy.embodiment import smplx_body
+    from intermimic_policy.embodiment.description import robot_name
     from intermimic_policy.embodiment.skeleton import default_skeleton
     from intermimic_policy.runtime.loader import load_policy as load_runtime
 
@@ -102,6 +104,14 @@ def load_onnx_policy(path: str | os.PathLike[str]) -> OnnxPolicy:
     except IntermimicError as exc:
         raise EvalError(f"policy {path}: {exc}") from exc
     c = runtime.contract
+    if c.embodiment != EMBODIMENT:  # a robot: its embodiment names it; no SMPL-X quirks or skeleton
+        try:
+            robot = robot_name(c.embodiment)
+        except IntermimicError as exc:
+            raise EvalError(f"policy {path}: {exc}") from exc
+        return OnnxPolicy(f"onnx:{os.path.basename(os.fspath(path))}", runtime,
+                          {"obs_spec": c.observation, "physics_hz": c.physics_hz, "control_hz": c.control_hz,
+                           "robot": robot})
     scale = np.asarray(c.action_scale)
     quirks = bool(np.allclose(scale, smplx_body.action_offset_scale(True)[1])
                   and not np.allclose(scale, smplx_body.action_offset_scale(False)[1]))
@@ -241,6 +251,15 @@ def evaluate(motions: Sequence[HOIMotion], policy: Policy, settings: EvalSetting
     digest = ""
     # a policy trained on one skeleton is evaluated on it; --skeleton only chooses for the others
     overrides = dict(policy.config_overrides)
+    robots = {str(getattr(m, "robot", "")) for m in named}  # robot motions name their robot
+    if robots != {""}:
+        if len(robots) != 1 or "" in robots:
+            raise EvalError(f"clips of several bodies ({sorted(r or 'smplx' for r in robots)}): evaluate one at a time")
+        robot = robots.pop()
+        if overrides.setdefault("robot", robot) != robot:
+            raise EvalError(f"policy {policy.name} drives robot {overrides['robot']!r}, the clips are {robot!r}'s")
+    elif overrides.get("robot"):
+        raise EvalError(f"policy {policy.name} drives robot {overrides['robot']!r}; give its retargeted clips")
     which = overrides.pop("skeleton", s.skeleton)
     if s.skeleton != "default" and which != s.skeleton:
         raise EvalError(f"policy {policy.name} was trained with skeleton {which!r}, not {s.skeleton!r}")

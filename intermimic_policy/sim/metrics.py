@@ -35,7 +35,8 @@ def object_error(points: Tensor, ref_points: Tensor) -> Tensor:
 
 
 def step_errors(sim: SimState, ref: RefFrame, object_points: Tensor, *,
-                geometry: InteractionGeometry | None = None) -> tuple[Tensor, Tensor]:
+                geometry: InteractionGeometry | None = None,
+                key_bodies: Sequence[int] = KEY_BODIES) -> tuple[Tensor, Tensor]:
     """(E_h, E_o) [N] of each world against the reference at the same frame (``geometry``: the
     step's shared world-frame object points, when the caller has them)."""
     if geometry is not None:
@@ -43,7 +44,7 @@ def step_errors(sim: SimState, ref: RefFrame, object_points: Tensor, *,
     else:
         pts = object_points_world(object_points, sim.object_pos, sim.object_rot)
         ref_pts = object_points_world(object_points, ref.object_pos, ref.object_rot)
-    return human_error(sim.body_pos, ref.body_pos), object_error(pts, ref_pts)
+    return human_error(sim.body_pos, ref.body_pos, key_bodies), object_error(pts, ref_pts)
 
 
 class EpisodeMetrics:

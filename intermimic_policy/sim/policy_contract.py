@@ -22,6 +22,7 @@ def env_contract(config: HOIEnvConfig, skeleton: Skeleton | None, kind: str, *, 
         control_hz=config.control_hz,
         physics_hz=config.physics_hz,
         upstream_action_map=config.upstream_action_map,
+        embodiment=config.embodiment.name,
         config_digest=config_digest,
         normalization=normalization,
     )

@@ -92,6 +92,11 @@ class MotionLibrary:
         self.clip_object = torch.tensor([used.index(n) for n in self.object_names], dtype=torch.long,
                                         device=self.device)
 
+        bodies = {int(np.shape(m.body_pos)[1]) for m in motions}
+        if len(bodies) != 1:
+            raise MotionError(f"motion library: clips have different body counts {sorted(bodies)} (one embodiment per library)")
+        self.num_bodies = bodies.pop()
+        self._layout = _frame_layout(self.num_bodies)
         lengths = [m.num_frames for m in motions]
         self.num_frames = torch.tensor(lengths, dtype=torch.long, device=self.device)
         self.max_frames = max(lengths)
@@ -107,9 +112,9 @@ class MotionLibrary:
         # RefFrame fields packed per (clip, frame) row: every frame query is ONE index_select
         # (all worlds and all offsets at once), and the fields are views of the gathered rows.
         m, length = len(motions), self.max_frames
-        self._table = torch.cat([self._data[k].reshape(m, length, -1).float() for k, _ in _FRAME_LAYOUT],
+        self._table = torch.cat([self._data[k].reshape(m, length, -1).float() for k, _ in self._layout],
                                 dim=-1).reshape(m * length, -1).contiguous()
-        for k, _ in _FRAME_LAYOUT:
+        for k, _ in self._layout:
             if k not in _INITIAL_FIELDS:
                 del self._data[k]
 
@@ -186,7 +191,7 @@ class MotionLibrary:
         n = rows.shape[0]
         out: dict[str, Tensor] = {}
         start = 0
-        for name, tail in _FRAME_LAYOUT:
+        for name, tail in self._layout:
             size = math.prod(tail)
             out[name] = rows[:, start:start + size].view(n, *tail)
             start += size
@@ -210,12 +215,17 @@ class MotionLibrary:
         return self.points[self.clip_object[clip_ids.to(self.device, torch.long)]]
 
 
-# RefFrame fields in table order, with their per-frame shapes (object_contact stored as 0/1)
-_FRAME_LAYOUT: tuple[tuple[str, tuple[int, ...]], ...] = (
-    ("body_pos", (NUM_BODIES, 3)), ("body_rot", (NUM_BODIES, 4)), ("body_lin_vel", (NUM_BODIES, 3)),
-    ("body_ang_vel", (NUM_BODIES, 3)), ("object_pos", (3,)), ("object_rot", (4,)), ("object_lin_vel", (3,)),
-    ("object_ang_vel", (3,)), ("body_contact", (NUM_BODIES,)), ("object_contact", ()), ("ig", (NUM_BODIES, 3)),
-)
+def _frame_layout(nb: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """RefFrame fields in table order, with their per-frame shapes for ``nb`` bodies
+    (object_contact stored as 0/1)."""
+    return (
+        ("body_pos", (nb, 3)), ("body_rot", (nb, 4)), ("body_lin_vel", (nb, 3)),
+        ("body_ang_vel", (nb, 3)), ("object_pos", (3,)), ("object_rot", (4,)), ("object_lin_vel", (3,)),
+        ("object_ang_vel", (3,)), ("body_contact", (nb,)), ("object_contact", ()), ("ig", (nb, 3)),
+    )
+
+
+_FRAME_LAYOUT = _frame_layout(NUM_BODIES)
 # InitialState fields, kept per clip for resets (InitialState's field order)
 _INITIAL_FIELDS = ("root_pos", "root_rot", "root_lin_vel", "root_ang_vel", "joint_rotvec", "joint_ang_vel",
                    "object_pos", "object_rot", "object_lin_vel", "object_ang_vel")

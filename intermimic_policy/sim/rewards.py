@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -55,6 +55,30 @@ PROXIMITY_DECAY = 5.0
 # bodies whose position is always tracked, whatever their distance to the object (feet on the ground)
 FOOT_BODIES: tuple[int, ...] = tuple(body_index(n) for n in ("L_Ankle", "L_Toe", "R_Ankle", "R_Toe"))
 CONTACT_SOURCES = ("object", "any")
+
+if TYPE_CHECKING:
+    from intermimic_policy.embodiment.description import EmbodimentSpec
+
+
+@dataclass(frozen=True)
+class RewardBodies:
+    """The body subsets the reward reads (default: the SMPL-X humanoid's); :meth:`of` gives an
+    embodiment's."""
+
+    num_bodies: int = NUM_BODIES
+    key: tuple[int, ...] = KEY_BODIES
+    feet: tuple[int, ...] = FOOT_BODIES
+    left_hand: tuple[int, ...] = LEFT_HAND_BODIES
+    right_hand: tuple[int, ...] = RIGHT_HAND_BODIES
+    non_hand_contact: tuple[int, ...] = NON_HAND_CONTACT_BODIES
+
+    @classmethod
+    def of(cls, e: EmbodimentSpec) -> RewardBodies:
+        return cls(e.num_bodies, e.key_bodies, e.foot_bodies, e.left_hand_bodies, e.right_hand_bodies,
+                   e.non_hand_contact_bodies)
+
+
+SMPLX_BODIES = RewardBodies()
 
 
 class RewardConfigError(IntermimicError, ValueError):
@@ -153,9 +177,9 @@ def _ids(ids: tuple[int, ...], like: Tensor) -> Tensor:
 
 
 @cache
-def _foot_mask(device: torch.device) -> Tensor:
-    mask = torch.zeros(NUM_BODIES, dtype=torch.bool, device=device)
-    mask[list(FOOT_BODIES)] = True
+def _foot_mask(device: torch.device, num_bodies: int = NUM_BODIES, feet: tuple[int, ...] = FOOT_BODIES) -> Tensor:
+    mask = torch.zeros(num_bodies, dtype=torch.bool, device=device)
+    mask[list(feet)] = True
     return mask
 
 
@@ -163,10 +187,10 @@ _HANDS = (LEFT_HAND_BODIES, RIGHT_HAND_BODIES)
 
 
 # -- errors: one per factor, each [N] (the factor is exp(-weight * error)) --------------------------
-def body_pos_error(sim: SimState, ref: RefFrame, proximity: Tensor) -> Tensor:
+def body_pos_error(sim: SimState, ref: RefFrame, proximity: Tensor, bodies: RewardBodies = SMPLX_BODIES) -> Tensor:
     """Mean over key bodies of the squared position error times the closeness weight (feet: 1)."""
-    k = _ids(KEY_BODIES, proximity)
-    w = torch.where(_foot_mask(proximity.device), 1.0, proximity).index_select(1, k)
+    k = _ids(bodies.key, proximity)
+    w = torch.where(_foot_mask(proximity.device, bodies.num_bodies, bodies.feet), 1.0, proximity).index_select(1, k)
     diff = ref.body_pos.index_select(1, k) - sim.body_pos.index_select(1, k)
     return (diff.square().sum(-1) * w).mean(-1)
 
@@ -212,17 +236,17 @@ def object_energy_error(lin_vel: Tensor, ang_vel: Tensor, prev_lin_vel: Tensor, 
     return a * m, alpha * m
 
 
-def hand_contact_errors(contact: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def hand_contact_errors(contact: Tensor, labels: Tensor, bodies: RewardBodies = SMPLX_BODIES) -> tuple[Tensor, Tensor]:
     """(wanted [N,2], error [N,2]) per hand (left, right): the reference has a +1 label on the
     hand, and the fraction of the hand's bodies not in contact."""
-    ids = _index(LEFT_HAND_BODIES + RIGHT_HAND_BODIES, labels.device)
-    lab = labels.index_select(1, ids).reshape(-1, 2, len(LEFT_HAND_BODIES))
+    ids = _index(bodies.left_hand + bodies.right_hand, labels.device)
+    lab = labels.index_select(1, ids).reshape(-1, 2, len(bodies.left_hand))
     touch = contact.index_select(1, ids).to(labels.dtype).reshape(lab.shape)
     return (lab > LABEL_THRESHOLD).any(-1), (1.0 - touch).mean(-1)
 
 
-def other_contact_error(contact: Tensor, labels: Tensor) -> Tensor:
-    ids = _ids(NON_HAND_CONTACT_BODIES, labels)
+def other_contact_error(contact: Tensor, labels: Tensor, bodies: RewardBodies = SMPLX_BODIES) -> Tensor:
+    ids = _ids(bodies.non_hand_contact, labels)
     lab = labels.index_select(1, ids)
     return ((1.0 - contact.index_select(1, ids).to(lab.dtype)) * (lab > LABEL_THRESHOLD).to(lab.dtype)).mean(-1)
 
@@ -333,7 +357,8 @@ _ROWS = ("p", "r", "pv", "rv", "eg1", "op", "or", "opv", "orv", "eg2", "eg2", "i
 def compute_reward(sim: SimState, prev: PrevVelocities, ref: RefFrame, object_points: Tensor,
                    weights: RewardWeights, steps_since_start: Tensor,
                    dt: float = 1.0 / 30.0, *,
-                   geometry: InteractionGeometry | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                   geometry: InteractionGeometry | None = None,
+                   bodies: RewardBodies = SMPLX_BODIES) -> tuple[Tensor, dict[str, Tensor]]:
     """Reward [N] of each world against the reference at the same frame, and every factor.
 
     ``object_points`` [N,P,3] object frame; ``steps_since_start`` [N] control steps since the
@@ -342,7 +367,8 @@ def compute_reward(sim: SimState, prev: PrevVelocities, ref: RefFrame, object_po
     it with the observation and terminations; otherwise the graph error is computed here.
 
     Every factor's error is computed by the same function as its factor function above; the
-    errors are then exponentiated together (one op for all factors).
+    errors are then exponentiated together (one op for all factors). ``bodies``: the body subsets
+    of the embodiment simulated (default the SMPL-X humanoid's).
     """
     w = weights
     active = steps_since_start > ENERGY_WARMUP_STEPS
@@ -351,7 +377,7 @@ def compute_reward(sim: SimState, prev: PrevVelocities, ref: RefFrame, object_po
     if geometry is not None:
         ig_err = geometry.reward_error
     else:
-        k = _ids(KEY_BODIES, labels)
+        k = _ids(bodies.key, labels)
         pts = object_points_world(object_points, sim.object_pos, sim.object_rot)
         ref_pts = object_points_world(object_points, ref.object_pos, ref.object_rot)
         ig_err = ig_reward_error(sim.body_pos[:, k], pts, ref.body_pos[:, k], ref_pts, sim.object_pos,
@@ -360,9 +386,9 @@ def compute_reward(sim: SimState, prev: PrevVelocities, ref: RefFrame, object_po
     op_err, or_err = object_frame_errors(sim, ref)
     eg2_a, eg2_b = object_energy_error(sim.object_lin_vel, sim.object_ang_vel, prev.object_lin_vel,
                                        prev.object_ang_vel, active, dt)
-    wanted, hand_err = hand_contact_errors(contact, labels)
+    wanted, hand_err = hand_contact_errors(contact, labels, bodies)
     errors = torch.stack([
-        body_pos_error(sim, ref, proximity),
+        body_pos_error(sim, ref, proximity, bodies),
         body_rot_error(sim, ref, proximity),
         (ref.body_lin_vel - sim.body_lin_vel).square().mean(dim=(1, 2)),
         (ref.body_ang_vel - sim.body_ang_vel).square().mean(dim=(1, 2)),
@@ -371,7 +397,7 @@ def compute_reward(sim: SimState, prev: PrevVelocities, ref: RefFrame, object_po
         (ref.object_lin_vel - sim.object_lin_vel).square().mean(-1),
         (ref.object_ang_vel - sim.object_ang_vel).square().mean(-1),
         eg2_a, eg2_b, ig_err, hand_err[:, 0], hand_err[:, 1],
-        other_contact_error(contact, labels),
+        other_contact_error(contact, labels, bodies),
         penalty_contact_error(contact, labels),
         contact_force_error(sim.body_contact_force),
     ])

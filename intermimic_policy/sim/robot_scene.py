@@ -58,13 +58,15 @@ def robot_spec(desc: RobotDescription) -> Any:
     return spec
 
 
-def build_robot_scene(desc: RobotDescription, obj: Any = None, timestep: float | None = None) -> RobotScene:
-    """The robot with floor, light, tracking camera and (optionally) a free object, compiled."""
+def build_robot_scene(desc: RobotDescription, obj: Any = None, timestep: float | None = None,
+                      config: Any = None) -> RobotScene:
+    """The robot with floor, light, tracking camera and (optionally) a free object, compiled
+    (``config``: a ``sim.scene.SceneConfig``, default settings when None)."""
     import mujoco
 
     from intermimic_policy.sim import scene as hs  # noqa: I001
 
-    cfg = hs.SceneConfig()
+    cfg = config if config is not None else hs.SceneConfig()
     spec = robot_spec(desc)
     spec.modelname = f"{desc.name}_scene"
     spec.option.timestep = timestep or 1.0 / smplx_body.PHYSICS_HZ

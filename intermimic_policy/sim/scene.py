@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -87,6 +88,8 @@ class Scene:
     object_geom_ids: np.ndarray  # collision parts of the object
     floor_geom_id: int
     content_hash: str  # sha256 of the xml
+    # the body simulated (embodiment.description.EmbodimentSpec); None: the SMPL-X humanoid
+    embodiment: Any = None
 
 
 def build_scene(

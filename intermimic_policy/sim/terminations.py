@@ -87,13 +87,16 @@ def ig_deviation(key_pos: Tensor, points: Tensor, ref_key_pos: Tensor, ref_point
     return ig_deviation_ratio(key_pos, points, ref_key_pos, ref_points, floor, centre, ref_centre) > ratio
 
 
-def update_hand_contact_lost(counters: Tensor, contact: Tensor, labels: Tensor) -> Tensor:
+def update_hand_contact_lost(counters: Tensor, contact: Tensor, labels: Tensor,
+                             hands: tuple[tuple[int, ...], tuple[int, ...]] = (LEFT_HAND_BODIES, RIGHT_HAND_BODIES),
+                             ) -> Tensor:
     """Consecutive steps each hand [N, 2] (left, right) missed a contact the reference wants.
 
     m = (reference labels any +1 on the hand) and (no body of the hand in contact); n <- (n+m) m.
+    ``hands``: the (left, right) hand bodies of the embodiment (default: the SMPL-X humanoid's).
     """
-    ids = _ids(LEFT_HAND_BODIES + RIGHT_HAND_BODIES, labels)
-    shape = (-1, 2, len(LEFT_HAND_BODIES))
+    ids = _ids(hands[0] + hands[1], labels)
+    shape = (-1, 2, len(hands[0]))
     wanted = (labels.index_select(1, ids).reshape(shape) > LABEL_THRESHOLD).any(-1)
     touching = contact.index_select(1, ids).bool().reshape(shape).any(-1)
     m = (wanted & ~touching).to(counters.dtype)
@@ -125,6 +128,7 @@ def check_terminations(sim: SimState, ref: RefFrame, object_points: Tensor, t: T
                        config: TerminationConfig, episode_cap: int | None = None, *,
                        geometry: InteractionGeometry | None = None,
                        errors: tuple[Tensor, Tensor] | None = None,
+                       key_bodies: tuple[int, ...] = KEY_BODIES,
                        ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """(reset [N], terminated [N], reasons) for each world after a step.
 
@@ -140,7 +144,7 @@ def check_terminations(sim: SimState, ref: RefFrame, object_points: Tensor, t: T
     reasons: dict[str, Tensor] = {"nonfinite": nonfinite_state(sim)}
     reasons["fall"] = active & fall(sim.body_pos[:, 0, 2], cfg.fall_height)
     if cfg.early_termination:
-        k = _ids(KEY_BODIES, sim.body_pos)
+        k = _ids(key_bodies, sim.body_pos)
         key, ref_key = sim.body_pos.index_select(1, k), ref.body_pos.index_select(1, k)
         if geometry is not None:
             if geometry.floor != cfg.ig_floor:

@@ -127,13 +127,15 @@ class InitialState(WorldBatch):
         ], dim=-1)
 
     @classmethod
-    def from_flat(cls, x: Tensor) -> InitialState:
-        if x.dim() != 2 or x.shape[1] != cls.DIM:
-            raise ValueError(f"flat initial state must be [N, {cls.DIM}], got {list(x.shape)}")
-        n, j = x.shape[0], 3 * NUM_JOINTS
+    def from_flat(cls, x: Tensor, num_joints: int = NUM_JOINTS) -> InitialState:
+        """Inverse of :meth:`flatten` for a body with ``num_joints`` joints (default: SMPL-X's)."""
+        dim = 13 + 3 * num_joints * 2 + 13
+        if x.dim() != 2 or x.shape[1] != dim:
+            raise ValueError(f"flat initial state must be [N, {dim}], got {list(x.shape)}")
+        n, j = x.shape[0], 3 * num_joints
         parts = torch.split(x, [3, 4, 3, 3, j, j, 3, 4, 3, 3], dim=-1)
-        return cls(parts[0], parts[1], parts[2], parts[3], parts[4].reshape(n, NUM_JOINTS, 3),
-                   parts[5].reshape(n, NUM_JOINTS, 3), parts[6], parts[7], parts[8], parts[9])
+        return cls(parts[0], parts[1], parts[2], parts[3], parts[4].reshape(n, num_joints, 3),
+                   parts[5].reshape(n, num_joints, 3), parts[6], parts[7], parts[8], parts[9])
 
     @classmethod
     def from_sim(cls, sim: SimState) -> InitialState:

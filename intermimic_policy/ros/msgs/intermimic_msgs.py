@@ -12,7 +12,7 @@ from cyclonedds.idl import IdlStruct
 from intermimic_policy.ros.msgs.geometry_msgs import Pose, Vector3
 from intermimic_policy.ros.msgs.std_msgs import Header
 
-__all__ = ["ContactState", "HOIFrame", "HOIWindow", "PDTargets"]
+__all__ = ["ContactState", "HOIFrame", "HOIWindow", "PDTargets", "RobotHOIFrame", "RobotHOIWindow"]
 
 
 @dataclass
@@ -134,3 +134,74 @@ class PDTargets(IdlStruct, typename="intermimic_msgs.msg.dds_.PDTargets_"):
     kd: Annotated[list[float], types.sequence(types.float64)] = field(default_factory=list)
     # Feed-forward torque (N m).
     effort: Annotated[list[float], types.sequence(types.float64)] = field(default_factory=list)
+
+
+@dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class RobotHOIFrame(IdlStruct, typename="intermimic_msgs.msg.dds_.RobotHOIFrame_"):
+    """``intermimic_msgs/msg/RobotHOIFrame``.
+
+    One reference frame of a human-object interaction (HOI) clip retargeted to a robot
+    (`intermimic retarget CLIP --robot NAME`).
+
+    Conventions as HOIFrame: world frame z-up, metres, radians, xyzw quaternions in float arrays.
+    Sizes are the robot's (intermimic_policy.embodiment.description.EmbodimentSpec): joint order is
+    its actuated joints' order (the URDF's depth-first order), body order its bodies' (root link
+    first); a consumer checks every length against its own embodiment.
+    """
+
+    __ros_type__ = "intermimic_msgs/msg/RobotHOIFrame"
+    __rihs01__ = "RIHS01_ed0f0f9034687588a21fa2410b45401777d5da28ffdc62c9938d7a9bf6b0265f"
+
+    header: Header = field(default_factory=Header)
+    # The robot's name (config/robots/<robot>.yaml).
+    robot: str = ""
+    # Index of this frame in its clip (0 = first kept frame) and the clip's frame rate.
+    frame_index: types.uint32 = 0
+    fps: types.float64 = 0.0
+    # Root link position and orientation in the world frame.
+    root_pose: Pose = field(default_factory=Pose)
+    # Joint positions (rad), one per actuated joint.
+    joint_positions: Annotated[list[float], types.sequence(types.float64)] = field(
+        default_factory=list
+    )
+    # Global body positions, body-major: [b0x, b0y, b0z, b1x, ...], B x 3.
+    body_positions: Annotated[list[float], types.sequence(types.float32)] = field(
+        default_factory=list
+    )
+    # Global body orientations, body-major xyzw quaternions, B x 4.
+    body_rotations: Annotated[list[float], types.sequence(types.float32)] = field(
+        default_factory=list
+    )
+    # Object pose in the world frame and its asset name.
+    object_pose: Pose = field(default_factory=Pose)
+    object_name: str = ""
+    # Per-body contact label: +1 must touch, -1 must not touch, 0 unknown (the hands carry the source's).
+    body_contact_labels: Annotated[list[int], types.sequence(types.int8)] = field(
+        default_factory=list
+    )
+    # Whether the object is in contact with the robot in this frame.
+    object_contact: bool = False
+
+
+@dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class RobotHOIWindow(IdlStruct, typename="intermimic_msgs.msg.dds_.RobotHOIWindow_"):
+    """``intermimic_msgs/msg/RobotHOIWindow``.
+
+    A window of consecutive robot reference frames: the current frame and its lookahead.
+
+    frames[k] is clip frame start_frame + k; frames past the clip end repeat the last frame
+    (as HOIWindow).
+    """
+
+    __ros_type__ = "intermimic_msgs/msg/RobotHOIWindow"
+    __rihs01__ = "RIHS01_48b2c7de8ece5d01a84126f822f6533e47cb30fed71a69270f9e0485037b882b"
+
+    header: Header = field(default_factory=Header)
+    start_frame: types.uint32 = 0
+    frames: Annotated[list[RobotHOIFrame], types.sequence(RobotHOIFrame)] = field(
+        default_factory=list
+    )

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from intermimic_policy.embodiment import joint_map, smplx_body
-from intermimic_policy.embodiment.smplx_body import BODY_NAMES, NUM_BODIES, NUM_DOFS, NUM_JOINTS
+from intermimic_policy.embodiment import joint_convert, smplx_body
+from intermimic_policy.embodiment.description import EmbodimentSpec, smplx_embodiment
+from intermimic_policy.embodiment.smplx_body import BODY_NAMES, NUM_DOFS, NUM_JOINTS
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.state.frames import InitialState, SimState
@@ -57,10 +58,12 @@ _TAILS: dict[str, tuple[int, ...]] = {
 }
 
 
-def validate_reset_state(state: InitialState, n: int) -> None:
+def validate_reset_state(state: InitialState, n: int, num_joints: int = NUM_JOINTS) -> None:
     """Raise a :class:`BackendError` naming the first field with a wrong shape or a NaN."""
     for name, tail in _TAILS.items():
         value = getattr(state, name)
+        if name.startswith("joint_"):
+            tail = (num_joints, 3)
         want = (n, *tail)
         if tuple(value.shape) != want:
             raise BackendError(f"reset state: {name} has shape {tuple(value.shape)}, expected {want}")
@@ -153,6 +156,12 @@ class ModelLayout:
     nv: int
     nu: int
     qpos0: np.ndarray  # [nq]
+    # the body driven (the scene's ``embodiment``; None: the SMPL-X humanoid)
+    embodiment: EmbodimentSpec | None = None
+
+    @property
+    def body(self) -> EmbodimentSpec:
+        return self.embodiment if self.embodiment is not None else smplx_embodiment()
 
     @property
     def has_object(self) -> bool:
@@ -188,7 +197,9 @@ def instrument_scene(scene: Any, physics_dt: float | None = None) -> tuple[mujoc
     raw_object_body = _attr(scene, "object_body_id")
     object_body = -1 if raw_object_body is None else int(raw_object_body)
     object_name = base.body(object_body).name if object_body >= 0 else None
-    for name in BODY_NAMES:
+    emb = getattr(scene, "embodiment", None)
+    body_names = emb.body_names if emb is not None else BODY_NAMES
+    for name in body_names:
         s = spec.add_sensor(name=_ANY_PREFIX + name, type=mujoco.mjtSensor.mjSENS_CONTACT,
                             objtype=mujoco.mjtObj.mjOBJ_BODY, objname=name)
         # intprm = (data fields bitmask: found | force, reduce: 3 = netforce, num slots)
@@ -212,7 +223,7 @@ def instrument_scene(scene: Any, physics_dt: float | None = None) -> tuple[mujoc
         model.opt.timestep = float(base.opt.timestep)
 
     def adr(prefix: str) -> np.ndarray:
-        return np.array([model.sensor_adr[model.sensor(prefix + n).id] for n in BODY_NAMES], dtype=np.int64)
+        return np.array([model.sensor_adr[model.sensor(prefix + n).id] for n in body_names], dtype=np.int64)
 
     layout = ModelLayout(
         humanoid_body_ids=np.asarray(_attr(scene, "humanoid_body_ids"), dtype=np.int64),
@@ -226,17 +237,19 @@ def instrument_scene(scene: Any, physics_dt: float | None = None) -> tuple[mujoc
         object_qvel_adr=int(_attr(scene, "object_qvel_adr")) if object_body >= 0 else -1,
         body_rootid=np.asarray(model.body_rootid, dtype=np.int64).copy(),
         any_contact_adr=adr(_ANY_PREFIX),
-        object_contact_adr=adr(_OBJ_PREFIX) if object_name is not None else np.full(NUM_BODIES, -1),
+        object_contact_adr=adr(_OBJ_PREFIX) if object_name is not None else np.full(len(body_names), -1),
         nq=model.nq, nv=model.nv, nu=model.nu,
         qpos0=np.array(model.qpos0, dtype=np.float64),
+        embodiment=emb,
     )
     _check_layout(layout)
     return model, layout
 
 
 def _check_layout(layout: ModelLayout) -> None:
-    shapes = {"humanoid_body_ids": (NUM_BODIES,), "joint_qpos_adr": (NUM_DOFS,),
-              "joint_qvel_adr": (NUM_DOFS,), "actuator_ids": (NUM_DOFS,)}
+    emb = layout.body
+    shapes = {"humanoid_body_ids": (emb.num_bodies,), "joint_qpos_adr": (emb.num_dofs,),
+              "joint_qvel_adr": (emb.num_dofs,), "actuator_ids": (emb.num_dofs,)}
     for key, shape in shapes.items():
         if getattr(layout, key).shape != shape:
             raise BackendError(f"scene {key} has shape {getattr(layout, key).shape}, expected {shape}")
@@ -260,8 +273,9 @@ def reset_vectors(layout: ModelLayout, state: InitialState) -> tuple[Tensor, Ten
     qvel = torch.zeros(n, layout.nv, dtype=torch.float64)
     ctrl = torch.zeros(n, layout.nu, dtype=torch.float64)
     root_rot = quat.normalize(s.root_rot)
-    angles = joint_map.hinge_angles_from_rotvec(s.joint_rotvec)
-    rates = joint_map.hinge_rates_from_angular_velocity(angles, s.joint_ang_vel)
+    emb = layout.body
+    angles = joint_convert.hinge_angles_from_rotvec(emb, s.joint_rotvec)
+    rates = joint_convert.hinge_rates_from_angular_velocity(emb, angles, s.joint_ang_vel)
     r, v = layout.root_qpos_adr, layout.root_qvel_adr
     qpos[:, r:r + 3] = s.root_pos
     qpos[:, r + 3:r + 7] = quat.xyzw_to_wxyz(root_rot)
@@ -338,8 +352,9 @@ def extract_state(
     lin, ang = _origin_velocity(cvel[:, index.body], body_pos, subtree_com[:, index.body_root])
     angles = qpos[:, index.joint_qpos]
     rates = qvel[:, index.joint_qvel]
-    joint_rotvec = joint_map.rotvec_from_hinge_angles(angles)
-    joint_ang_vel = joint_map.angular_velocity_from_hinge_rates(angles, rates)
+    emb = index.layout.body
+    joint_rotvec = joint_convert.rotvec_from_hinge_angles(emb, angles)
+    joint_ang_vel = joint_convert.angular_velocity_from_hinge_rates(emb, angles, rates)
     any_force = -sensordata[:, index.any_force]
     contact = (sensordata[:, index.any_found] > 0) & (any_force.abs() > contact_threshold).any(-1)
     n = body_pos.shape[0]
@@ -351,7 +366,7 @@ def extract_state(
         obj_rot = quat.wxyz_to_xyzw(xquat[:, ob])
         obj_lin, obj_ang = _origin_velocity(cvel[:, ob].clone(), obj_pos, subtree_com[:, index.obj_root])
     else:
-        obj_contact = torch.zeros(n, NUM_BODIES, dtype=torch.bool, device=body_pos.device)
+        obj_contact = torch.zeros(n, body_pos.shape[1], dtype=torch.bool, device=body_pos.device)
         obj_pos = torch.zeros(n, 3, dtype=body_pos.dtype, device=body_pos.device)
         obj_rot = quat.identity_like(obj_pos)
         obj_lin = torch.zeros_like(obj_pos)
@@ -374,9 +389,9 @@ def extract_state(
     )
 
 
-def check_targets(pd_targets: Tensor, num_worlds: int) -> None:
-    if tuple(pd_targets.shape) != (num_worlds, NUM_DOFS):
-        raise BackendError(f"PD targets have shape {tuple(pd_targets.shape)}, expected ({num_worlds}, {NUM_DOFS})")
+def check_targets(pd_targets: Tensor, num_worlds: int, num_dofs: int = NUM_DOFS) -> None:
+    if tuple(pd_targets.shape) != (num_worlds, num_dofs):
+        raise BackendError(f"PD targets have shape {tuple(pd_targets.shape)}, expected ({num_worlds}, {num_dofs})")
 
 
 def sorted_env_ids(env_ids: Tensor, num_worlds: int) -> tuple[np.ndarray, Tensor]:

@@ -83,7 +83,7 @@ class MujocoCPUBackend:
         ids, order = sorted_env_ids(env_ids, self.num_worlds)
         if ids.size == 0:
             return
-        validate_reset_state(state, len(ids))
+        validate_reset_state(state, len(ids), self.layout.body.num_joints)
         qpos, qvel, ctrl = reset_vectors(self.layout, state.index(order))
         self._qpos[ids] = qpos.numpy()
         self._qvel[ids] = qvel.numpy()
@@ -98,7 +98,7 @@ class MujocoCPUBackend:
         self._warnings = self._unstable_counts()
 
     def step(self, pd_targets: Tensor) -> None:
-        check_targets(pd_targets, self.num_worlds)
+        check_targets(pd_targets, self.num_worlds, self.layout.body.num_dofs)
         targets = pd_targets.detach().to("cpu", torch.float64).numpy()
         if not np.isfinite(targets).all():
             raise BackendError("PD targets contain NaN or inf")

@@ -118,7 +118,7 @@ class MujocoWarpBackend:
         ids, order = sorted_env_ids(env_ids, self.num_worlds)
         if ids.size == 0:
             return
-        validate_reset_state(state, len(ids))
+        validate_reset_state(state, len(ids), self.layout.body.num_joints)
         qpos, qvel, ctrl = reset_vectors(self.layout, state.index(order))
         rows = torch.as_tensor(ids.astype(np.int64), device=self.device)
         dtype = self._qpos.dtype
@@ -130,7 +130,7 @@ class MujocoWarpBackend:
         self._failed[rows] = False
 
     def step(self, pd_targets: Tensor) -> None:
-        check_targets(pd_targets, self.num_worlds)
+        check_targets(pd_targets, self.num_worlds, self.layout.body.num_dofs)
         targets = pd_targets.detach().to(self.device, self._ctrl.dtype)
         if not torch.isfinite(targets).all():
             raise BackendError("PD targets contain NaN or inf")
