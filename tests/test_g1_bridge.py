@@ -73,7 +73,7 @@ def test_g1_bridge_steps_on_pd_targets_for_its_joints(core: BridgeCore, g1_clip:
 def test_g1_bridge_records_a_robot_motion(g1_clip: Path, tmp_path: Path) -> None:
     emb = embodiment_for("g1")
     motion = load_robot_motion(g1_clip)
-    core = BridgeCore(motion, SimBridgeConfig(clip=str(g1_clip), robot="g1", duration_s=1.0))
+    core = BridgeCore(motion, SimBridgeConfig(clip=str(g1_clip), robot="g1", record=str(tmp_path / "g1_run.npz")))
     try:
         for tick in range(1, 6):
             core.step(np.clip(motion.joint_pos[tick], emb.lower, emb.upper))
