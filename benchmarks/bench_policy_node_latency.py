@@ -60,6 +60,7 @@ from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, P
 from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
+from intermimic_policy.ros.policy_node import apply_rt_priority
 from intermimic_policy.ros.transport import make_node
 from intermimic_policy.runtime.base import read_policy_file
 
@@ -203,9 +204,10 @@ class Driver:
         self.joints.publish(j)
 
 
-def run_echo(domain: int, prefix: str, seconds: float) -> int:
+def run_echo(domain: int, prefix: str, seconds: float, rt_priority: int = 0) -> int:
     """The DDS floor's peer: subscribed to the node's five inputs; answers each JointState with a
     prebuilt PDTargets of the policy node's size, stamped with its stamp."""
+    apply_rt_priority(rt_priority)  # as the policy node (before DDS starts its threads)
     node = make_node("bench_echo", backend="cyclone", domain_id=domain)
     pub = node.create_publisher(f"{prefix}/pd_targets", PDTargets)
     names, zeros = list(DOF_NAMES), np.zeros(len(DOF_NAMES))
@@ -234,10 +236,10 @@ def _env() -> dict[str, str]:
 
 
 def run_node(policy: Path, rate: float, physics_hz: float, objects: list[str], domain: int, prefix: str,
-             lockstep: bool, seconds: float, tmp: Path) -> subprocess.Popen[str]:
+             lockstep: bool, seconds: float, tmp: Path, rt_priority: int) -> subprocess.Popen[str]:
     cfg = {"policy_node": {
         "policy": str(policy), "transport": "cyclone", "domain_id": domain, "lockstep": lockstep,
-        "control_hz": rate, "physics_hz": physics_hz, "objects": objects,
+        "control_hz": rate, "physics_hz": physics_hz, "objects": objects, "rt_priority": rt_priority,
         "soft_start_s": 0.0, "max_slew_rad": 0.0, "status_hz": 5.0, "node_name": "bench_policy_node",
         "timeouts": {"reference_s": 1.0, "object_pose_s": 1.0, "state_s": 1.0, "contacts_s": 1.0},
         "topics": {k: f"{prefix}/{k}" for k in TOPICS},
@@ -249,8 +251,9 @@ def run_node(policy: Path, rate: float, physics_hz: float, objects: list[str], d
                             env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def run_echo_process(domain: int, prefix: str, seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, __file__, "--echo", str(domain), prefix, str(seconds + 60)],
+def run_echo_process(domain: int, prefix: str, seconds: float, rt_priority: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, "--echo", str(domain), prefix, str(seconds + 60),
+                             str(rt_priority)],
                             env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -329,13 +332,13 @@ def prepare(rate: float, args: argparse.Namespace, tmp: Path) -> Setup:
     return Setup(rate, physics_hz, policy, back_and_forth(clip, frames, rate), [f"{clip.object_name}={cloud}"])
 
 
-def measure(setup: Setup, mode: str, seconds: float, tmp: Path) -> dict[str, float]:
+def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int) -> dict[str, float]:
     rate = setup.rate
     domain = 100 + (os.getpid() + int(rate) + (7 if mode == "realtime" else 0)) % 120
     out: dict[str, float] = {}
     # the floor: same driver, same messages, an echo instead of the policy node
     prefix = f"/bench{uuid.uuid4().hex[:8]}"
-    echo = run_echo_process(domain, prefix, seconds)
+    echo = run_echo_process(domain, prefix, seconds, rt_priority)
     driver = Driver(domain, prefix, setup.motion)
     try:
         if not driver.wait_matched(60.0):
@@ -347,7 +350,7 @@ def measure(setup: Setup, mode: str, seconds: float, tmp: Path) -> dict[str, flo
         _stop(echo)
     prefix = f"/bench{uuid.uuid4().hex[:8]}"
     proc = run_node(setup.policy, rate, setup.physics_hz, setup.objects, domain, prefix, mode == "lockstep",
-                    seconds, tmp)
+                    seconds, tmp, rt_priority)
     driver = Driver(domain, prefix, setup.motion)
     try:
         if not driver.wait_matched(90.0):
@@ -355,6 +358,8 @@ def measure(setup: Setup, mode: str, seconds: float, tmp: Path) -> dict[str, flo
             raise RuntimeError(f"policy node did not come up (exit {proc.poll()}): {log}")
         out.update(drive(driver, rate, mode, seconds, f"node {mode} {rate:g} Hz"))
         s = driver.status
+        if rt_priority and not s.get("scheduling", "").startswith("fifo"):
+            raise RuntimeError(f"policy node did not get SCHED_FIFO: {s.get('scheduling')}")
         if s.get("mode") != "running":
             raise RuntimeError(f"policy node ended the run in mode {s.get('mode')!r}: {s.get('reason')}")
         for key in ("tick_ms_p50", "tick_ms_p99", "tick_ms_max", "latency_ms_p99", "jitter_ms_p99",
@@ -403,7 +408,7 @@ def write_readme(path: Path, table: str, note: str) -> None:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--echo":
-        return run_echo(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+        return run_echo(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=600.0, help="measured seconds per rate and mode "
                         "(and again for the DDS floor)")
@@ -413,9 +418,12 @@ def main() -> int:
     parser.add_argument("--random-teacher", action="store_true",
                         help="a random-init teacher of upstream's size (1024-1024-512) instead of --policy")
     parser.add_argument("--clip", default=DEFAULT_CLIP, help="clip file, or a path under $INTERMIMIC_DATA/motions")
+    parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
+                        help="SCHED_FIFO priority of all three processes (node, echo, driver); 0: normal scheduling")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("--readme", default="", help="write the table into this README's benchmark block")
     args = parser.parse_args()
+    scheduling = apply_rt_priority(args.rt_priority)  # the driver (the robot) as the node
     load_before = load_average()
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench_policy_node_") as d:
@@ -423,7 +431,7 @@ def main() -> int:
         for rate in args.rates:
             setup = prepare(rate, args, tmp)
             for mode in args.modes:
-                r = measure(setup, mode, args.duration, tmp)
+                r = measure(setup, mode, args.duration, tmp, args.rt_priority)
                 rows.append({"rate": rate, "mode": mode, "seconds": args.duration, "load": load_average(),
                              "figures": r})
                 ok = r["rt_p99"] <= TARGET_P99_MS and r["rt_p99"] <= 3 * r["floor_rt_p99"] and r["missed"] == 0
@@ -435,7 +443,8 @@ def main() -> int:
     policy = "random-init teacher 1024-1024-512" if args.random_teacher else Path(args.policy).name
     note = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPUs, load "
             f"average {load_before} at the start and {load_average()} at the end; `--duration {args.duration:g}`, "
-            f"policy {policy}, clip {args.clip} (back and forth), ONNX Runtime on one thread.")
+            f"policy {policy}, clip {args.clip} (back and forth), ONNX Runtime on one thread, scheduling "
+            f"{scheduling} (`--rt-priority {args.rt_priority}`).")
     print(note)
     if args.json:
         Path(args.json).write_text(json.dumps({"note": note, "rows": rows}, indent=2))

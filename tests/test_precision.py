@@ -97,3 +97,26 @@ def test_loader_refuses_a_precision_the_contract_does_not_declare(int8_parts: tu
     # an fp16 engine of a contract that declares fp32 (refused before any GPU is looked for)
     with pytest.raises(PolicyLoadError, match="fp16 engine was asked for, but the contract declares fp32"):
         load_policy(SHIPPED, backend="tensorrt", fp16=True)
+
+
+INT8 = SHIPPED.with_name("example_teacher_int8.onnx")
+
+
+def test_shipped_int8_policy_is_the_accepted_quantization_of_the_shipped_fp32_one() -> None:
+    """The int8 asset declares int8 with a passing acceptance against THIS fp32 file, and it holds:
+    run closed loop on the example clip again, it has the recorded success and an E_h within the
+    stated tolerance of the fp32 policy's (``intermimic eval --example`` on both)."""
+    import hashlib
+
+    from intermimic_policy.runtime.quantize import closed_loop
+    from intermimic_policy.sim.evaluate import load_onnx_policy
+
+    int8 = load_policy(INT8, backend="onnxruntime")
+    a = int8.contract.precision_acceptance
+    assert int8.contract.precision == "int8" and a is not None and a.passed
+    assert a.reference_sha256 == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
+    assert a.tolerance_cm <= 1.0 and a.reference_success
+    success, e_h = closed_loop(load_onnx_policy(str(INT8)))
+    assert success == a.reference_success
+    assert abs(e_h - a.reference_e_h_cm) <= a.tolerance_cm
+    assert abs(e_h - a.e_h_cm) < 1e-6  # the simulation is deterministic: the record is reproducible
