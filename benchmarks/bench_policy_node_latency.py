@@ -69,8 +69,8 @@ LOOKAHEAD = 20
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_POLICY = REPO / "intermimic_policy" / "assets" / "policies" / "example_teacher.onnx"
 DEFAULT_CLIP = "OMOMO_new/sub2_largetable_000.pt"
-README_BEGIN = "<!-- bench_policy_node_latency: begin (written by the benchmark's --readme) -->"
-README_END = "<!-- bench_policy_node_latency: end -->"
+README_BEGIN = "<!-- bench_policy_node_latency{tag}: begin (written by the benchmark's --readme) -->"
+README_END = "<!-- bench_policy_node_latency{tag}: end -->"
 
 
 def clip_path(clip: str) -> Path:
@@ -394,15 +394,17 @@ def load_average() -> str:
         return "unknown"
 
 
-def write_readme(path: Path, table: str, note: str) -> None:
-    """Replace the block between the README's markers with this run's table (atomically)."""
+def write_readme(path: Path, table: str, note: str, tag: str = "") -> None:
+    """Replace the block between the README's markers (``tag``: which block) with this run's
+    table (atomically)."""
+    begin, end = README_BEGIN.format(tag=f" {tag}" if tag else ""), README_END.format(tag=f" {tag}" if tag else "")
     text = path.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"{path} has no {README_BEGIN!r} ... {README_END!r} block to fill")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin!r} ... {end!r} block to fill")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(f"{head}{README_BEGIN}\n{note}\n\n{table}\n{README_END}{tail}")
+    tmp.write_text(f"{head}{begin}\n{note}\n\n{table}\n{end}{tail}")
     os.replace(tmp, path)
 
 
@@ -422,6 +424,7 @@ def main() -> int:
                         help="SCHED_FIFO priority of all three processes (node, echo, driver); 0: normal scheduling")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("--readme", default="", help="write the table into this README's benchmark block")
+    parser.add_argument("--readme-tag", default="", help="which block (markers carry the tag)")
     args = parser.parse_args()
     scheduling = apply_rt_priority(args.rt_priority)  # the driver (the robot) as the node
     load_before = load_average()
@@ -449,7 +452,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"note": note, "rows": rows}, indent=2))
     if args.readme:
-        write_readme(Path(args.readme), table, note)
+        write_readme(Path(args.readme), table, note, args.readme_tag)
     return 0
 
 
