@@ -83,6 +83,49 @@ class ContractMismatch(IntermimicError):
                          f"{lines}")
 
 
+# The arithmetic a policy may run at. fp32 is the exported graph; a reduced precision (an int8
+# graph from ``runtime.quantize``, an fp16 engine) is only deployable when the contract declares it
+# together with the closed-loop check it passed (``PrecisionAcceptance``): the golden tolerance of
+# fp32 says nothing about whether a quantized policy still completes its clip.
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class PrecisionAcceptance:
+    """A reduced precision's closed-loop equivalence check against the fp32 policy it came from:
+    same success on ``clip`` and E_h within ``tolerance_cm`` of the fp32 policy's."""
+
+    reference_sha256: str  # the fp32 policy file it was compared against
+    clip: str
+    reference_success: bool
+    success: bool
+    reference_e_h_cm: float
+    e_h_cm: float
+    tolerance_cm: float
+
+    @property
+    def passed(self) -> bool:
+        return (self.success == self.reference_success and math.isfinite(self.e_h_cm)
+                and math.isfinite(self.reference_e_h_cm)
+                and abs(self.e_h_cm - self.reference_e_h_cm) <= self.tolerance_cm)
+
+    def describe(self) -> str:
+        return (f"on {self.clip}: success {self.success} (fp32 {self.reference_success}), E_h {self.e_h_cm:.2f} cm "
+                f"(fp32 {self.reference_e_h_cm:.2f} cm, tolerance {self.tolerance_cm:g} cm)")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"reference_sha256": self.reference_sha256, "clip": self.clip,
+                "reference_success": self.reference_success, "success": self.success,
+                "reference_e_h_cm": self.reference_e_h_cm, "e_h_cm": self.e_h_cm, "tolerance_cm": self.tolerance_cm}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> PrecisionAcceptance:
+        return cls(reference_sha256=str(d["reference_sha256"]), clip=str(d["clip"]),
+                   reference_success=bool(d["reference_success"]), success=bool(d["success"]),
+                   reference_e_h_cm=_number(d["reference_e_h_cm"], "reference_e_h_cm"),
+                   e_h_cm=_number(d["e_h_cm"], "e_h_cm"), tolerance_cm=_number(d["tolerance_cm"], "tolerance_cm"))
+
+
 @dataclass(frozen=True)
 class NormalizationStats:
     """Observation normaliser baked into the graph; informational (the graph already applies it)."""
@@ -150,10 +193,23 @@ class PolicyContract:
     # Where the policy came from (plain JSON data, not compared by check_compatible): e.g. the
     # pipeline config digest, training samples, wall time and code revision of a shipped policy.
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    # the arithmetic the graph is accepted at (``PRECISIONS``) and, below fp32, the check it passed
+    precision: str = "fp32"
+    precision_acceptance: PrecisionAcceptance | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ContractError(f"contract kind {self.kind!r} is not one of {KINDS}")
+        if self.precision not in PRECISIONS:
+            raise ContractError(f"contract precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.precision != "fp32":
+            a = self.precision_acceptance
+            if a is None:
+                raise ContractError(f"contract declares precision {self.precision} without the closed-loop "
+                                    "acceptance it must pass (make it with python -m intermimic_policy.runtime.quantize)")
+            if not a.passed:
+                raise ContractError(f"contract declares precision {self.precision}, but its closed-loop acceptance "
+                                    f"failed ({a.describe()})")
         n = len(self.joint_names)
         for name in ("kp", "kd", "action_offset", "action_scale"):
             values = getattr(self, name)
@@ -250,6 +306,11 @@ class PolicyContract:
             "output": {"name": self.output_name, "dim": self.output_dim, "dtype": "float32"},
             "created_by": self.created_by,
             "provenance": dict(self.provenance),
+            # fp32 contracts stay exactly what they were before precisions existed
+            **({} if self.precision == "fp32" else {
+                "precision": self.precision,
+                "precision_acceptance": None if self.precision_acceptance is None
+                else self.precision_acceptance.to_dict()}),
         }
 
     @classmethod
@@ -295,6 +356,9 @@ class PolicyContract:
                 contract_version=version,
                 created_by=str(d.get("created_by", "unknown")),
                 provenance=dict(d.get("provenance") or {}),  # type: ignore[call-overload]
+                precision=str(d.get("precision", "fp32")),
+                precision_acceptance=None if d.get("precision_acceptance") is None
+                else PrecisionAcceptance.from_dict(d["precision_acceptance"]),  # type: ignore[arg-type]
             )
         except ContractError as exc:
             if str(exc).startswith(f"{source}:"):

@@ -26,7 +26,9 @@ from intermimic_policy.observation.numpy_obs import NumpyObservation, ObjectClou
 from intermimic_policy.observation.spec import ObservationSpecError, student_spec, teacher_spec
 from intermimic_policy.ros import fast_cdr
 from intermimic_policy.ros import messages_convert as convert
+from intermimic_policy.ros.msgs.geometry_msgs import PoseStamped, PoseWithCovariance, TwistWithCovariance
 from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, PDTargets
+from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
 from intermimic_policy.ros.node_config import PolicyNodeConfig
@@ -134,6 +136,13 @@ def _messages() -> list:
         convert.contact_state_message(g.random(52) > 0.5, g.random(52) > 0.5, g.normal(size=(52, 3)), 7),
         ContactState(),
         frame,
+        convert.odometry_message(g.normal(size=3), np.array([0.1, -0.2, 0.3, 0.9]) / np.linalg.norm([0.1, -0.2, 0.3, 0.9]),
+                                 g.normal(size=3), g.normal(size=3), 9_000_000_123),
+        Odometry(header=Header(frame_id="map"), child_frame_id="",
+                 pose=PoseWithCovariance(covariance=g.normal(size=36).tolist()),
+                 twist=TwistWithCovariance(covariance=g.normal(size=36).tolist())),
+        convert.pose_stamped_message(g.normal(size=3), np.array([0.0, 0.0, 0.6, 0.8]), 11),
+        PoseStamped(),
     ]
 
 
@@ -158,4 +167,29 @@ def test_fast_codecs_write_cyclones_bytes_and_read_them_back() -> None:
     with pytest.raises(ValueError):
         JointState.deserialize(reference[0][:200])
     with pytest.raises(ValueError):
-        HOIFrame.deserialize(reference[-1][:-60])
+        HOIFrame.deserialize(reference[5][:-60])
+    with pytest.raises(ValueError):
+        Odometry.deserialize(reference[6][:-8])
+    assert all(getattr(type(m), "_fast_cdr", False) for m in messages)  # every per-tick message is covered
+
+
+def test_numpy_hinge_angles_equal_the_training_joint_map(motions_root: Path) -> None:
+    """The node's Rodrigues route to hinge angles equals ``joint_map``'s quaternion route on a real
+    clip's joints, on tiny angles (the small-angle series) and near pi (where the axis flips)."""
+    from intermimic_policy.observation.numpy_obs import hinge_angles_from_rotvec
+
+    clip = load_motion(motions_root / CLIPS[0]).joint_rotvec.astype(np.float64)  # [T, 51, 3]
+    g = np.random.default_rng(3)
+    axes = g.normal(size=(3, 51, 3))
+    axes /= np.linalg.norm(axes, axis=-1, keepdims=True)
+    tiny = axes[0] * 10.0 ** g.uniform(-12, -5, (51, 1))
+    wide = axes[1] * g.uniform(0.5, 3.1, (51, 1))
+    zero = np.zeros((51, 3))
+    for rotvec in (*clip[::10], tiny, wide, zero):
+        want = joint_map.hinge_angles_from_rotvec(torch.from_numpy(rotvec)).numpy()
+        got = hinge_angles_from_rotvec(rotvec)
+        assert got.shape == (153,)
+        np.testing.assert_allclose(got, want, atol=1e-9, rtol=0)
+    batched = hinge_angles_from_rotvec(clip[:5])
+    assert batched.shape == (5, 153)
+    np.testing.assert_allclose(batched[3], hinge_angles_from_rotvec(clip[3]), atol=0, rtol=0)

@@ -6,7 +6,8 @@ policy tick. Their layout is simple (XCDR1, little endian, ``@final``): a header
 names that never changes, and arrays of numbers. Here the arrays are read and written as numpy
 buffers in one call each, and the name block is encoded once and then compared/copied as bytes.
 
-Scope: ``JointState``, ``PDTargets``, ``ContactState`` and ``HOIFrame`` in XCDR1 little endian
+Scope: ``JointState``, ``PDTargets``, ``ContactState``, ``HOIFrame``, ``Odometry`` and
+``PoseStamped`` (the node's per-tick inputs and output) in XCDR1 little endian
 (what Cyclone and ROS 2 put on the wire by default). Any other encoding (big endian, XCDR2)
 falls back to the library's own code, so a peer with another encoding still works. Deserialised
 samples carry lists as the library's do (made by numpy in one ``tolist`` per field); tests check bytes and values against the library both ways.
@@ -25,8 +26,18 @@ from typing import Any
 import numpy as np
 
 from intermimic_policy.ros.msgs.builtin_interfaces import Time
-from intermimic_policy.ros.msgs.geometry_msgs import Point, Pose, Quaternion, Vector3
+from intermimic_policy.ros.msgs.geometry_msgs import (
+    Point,
+    Pose,
+    PoseStamped,
+    PoseWithCovariance,
+    Quaternion,
+    Twist,
+    TwistWithCovariance,
+    Vector3,
+)
 from intermimic_policy.ros.msgs.intermimic_msgs import ContactState, HOIFrame, PDTargets
+from intermimic_policy.ros.msgs.nav_msgs import Odometry
 from intermimic_policy.ros.msgs.sensor_msgs import JointState
 from intermimic_policy.ros.msgs.std_msgs import Header
 
@@ -35,6 +46,8 @@ _U32 = struct.Struct("<I")
 _TIME = struct.Struct("<iI")
 _F64 = struct.Struct("<d")
 _POSE = struct.Struct("<7d")
+_TWIST = struct.Struct("<6d")
+_COV = struct.Struct("<36d")
 _NAME_BLOCKS = 16  # distinct name lists remembered per field
 
 
@@ -341,11 +354,49 @@ def _frame_read(r: _Reader, names: _NameBlocks) -> HOIFrame:
                 body_contact_labels=labels, object_contact=bool(flag[0]))
 
 
+def _pose_stamped_write(w: _Writer, m: PoseStamped, names: _NameBlocks) -> None:
+    _write_header(w, m.header)
+    _write_pose(w, m.pose)
+
+
+def _pose_stamped_read(r: _Reader, names: _NameBlocks) -> PoseStamped:
+    header = _read_header(r)
+    return _new(PoseStamped, header=header, pose=_read_pose(r))
+
+
+def _odometry_write(w: _Writer, m: Odometry, names: _NameBlocks) -> None:
+    _write_header(w, m.header)
+    w.string(m.child_frame_id)
+    _write_pose(w, m.pose.pose)
+    _write_fixed(w, m.pose.covariance, "<f8", 36, "Odometry.pose.covariance")
+    lin, ang = m.twist.twist.linear, m.twist.twist.angular
+    w.raw(_TWIST.pack(lin.x, lin.y, lin.z, ang.x, ang.y, ang.z))
+    _write_fixed(w, m.twist.covariance, "<f8", 36, "Odometry.twist.covariance")
+
+
+def _odometry_read(r: _Reader, names: _NameBlocks) -> Odometry:
+    header = _read_header(r)
+    child = r.string()
+    pose = _read_pose(r)
+    pose_cov = list(_COV.unpack_from(r.data, r.pos))
+    r.pos += _COV.size
+    lx, ly, lz, ax, ay, az = _TWIST.unpack_from(r.data, r.pos)
+    r.pos += _TWIST.size
+    twist_cov = list(_COV.unpack_from(r.data, r.pos))
+    r.pos += _COV.size
+    twist = _new(Twist, linear=_new(Vector3, x=lx, y=ly, z=lz), angular=_new(Vector3, x=ax, y=ay, z=az))
+    return _new(Odometry, header=header, child_frame_id=child,
+                pose=_new(PoseWithCovariance, pose=pose, covariance=pose_cov),
+                twist=_new(TwistWithCovariance, twist=twist, covariance=twist_cov))
+
+
 CODECS: dict[type, _Codec] = {
     JointState: _Codec(JointState, _joint_state_write, _joint_state_read),
     PDTargets: _Codec(PDTargets, _pd_write, _pd_read),
     ContactState: _Codec(ContactState, _contacts_write, _contacts_read),
     HOIFrame: _Codec(HOIFrame, _frame_write, _frame_read),
+    PoseStamped: _Codec(PoseStamped, _pose_stamped_write, _pose_stamped_read),
+    Odometry: _Codec(Odometry, _odometry_write, _odometry_read),
 }
 
 

@@ -24,10 +24,10 @@ import torch
 
 from intermimic_policy.embodiment.description import EmbodimentSpec
 from intermimic_policy.embodiment.smplx_body import BODY_NAMES, DOF_NAMES, NUM_BODIES, NUM_DOFS
-from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.motion.robot_motion import RobotMotion
 from intermimic_policy.motion.validate import validate_motion
+from intermimic_policy.observation.numpy_obs import quat_matrix_one
 from intermimic_policy.ros.msgs import ns_from_time, time_from_ns
 from intermimic_policy.ros.msgs.geometry_msgs import (
     Point,
@@ -226,12 +226,12 @@ def joint_state_message(angles: np.ndarray, rates: np.ndarray, stamp_ns: int,
 def odometry_message(pos: np.ndarray, rot: np.ndarray, lin_vel_world: np.ndarray, ang_vel_world: np.ndarray,
                      stamp_ns: int, frame_id: str = WORLD_FRAME, child_frame_id: str = BASE_FRAME) -> Odometry:
     """Root pose in ``frame_id``; the twist in ``child_frame_id`` (the root frame), as ROS specifies."""
-    q = torch.as_tensor(np.asarray(rot, dtype=np.float64))
     lin = np.asarray(lin_vel_world, dtype=np.float64)
     ang = np.asarray(ang_vel_world, dtype=np.float64)
     if child_frame_id and child_frame_id != frame_id:
-        lin = quat.rotate_inverse(q, torch.as_tensor(lin)).numpy()
-        ang = quat.rotate_inverse(q, torch.as_tensor(ang)).numpy()
+        # R^T v (numpy: a per-tick call must not pay torch's dispatch)
+        r = quat_matrix_one(np.asarray(rot, dtype=np.float64).reshape(4))
+        lin, ang = lin @ r, ang @ r
     return Odometry(
         header=header(stamp_ns, frame_id), child_frame_id=child_frame_id,
         pose=PoseWithCovariance(pose=pose(pos, rot)),

@@ -111,6 +111,9 @@ class PolicyNodeConfig:
     max_window_frames: int = 128  # a longer HOIWindow is refused unparsed
     clock_jump_s: float = 1.0  # a state stamp this far behind the newest is a restarted clock
     tick_deadline_ms: float = 0.0  # a tick (state in -> targets out) longer than this is a deadline miss; 0: a quarter period
+    # SCHED_FIFO priority (1..99) of the node's process, set before DDS starts its threads (they
+    # inherit it): a shared CPU then cannot delay a tick behind other work. 0: normal scheduling.
+    rt_priority: int = 0
     topic_prefix: str = ""  # prepended to every topic name (two runs on one host never cross)
     topics: Topics = field(default_factory=Topics)
     qos: QosConfig = field(default_factory=QosConfig)
@@ -155,6 +158,8 @@ class PolicyNodeConfig:
                 raise bad(key, f"must be within 17..100000 (the policy reads 17 frames ahead), got {value}")
         if not (math.isfinite(self.clock_jump_s) and self.clock_jump_s > 0):
             raise bad("clock_jump_s", f"must be a positive number of seconds, got {self.clock_jump_s}")
+        if isinstance(self.rt_priority, bool) or not isinstance(self.rt_priority, int) or not 0 <= self.rt_priority <= 99:
+            raise bad("rt_priority", f"must be an integer SCHED_FIFO priority in 0..99 (0: off), got {self.rt_priority!r}")
         if not (math.isfinite(self.tick_deadline_ms) and self.tick_deadline_ms >= 0):
             raise bad("tick_deadline_ms", f"must be a finite number >= 0, got {self.tick_deadline_ms}")
         why = validate_prefix(self.topic_prefix)

@@ -22,7 +22,9 @@ Run: ``python -m intermimic_policy.ros.policy_node --config config/sim_hoi.yaml 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -162,6 +164,7 @@ class PolicyNode(NodeLifetime):
         self.pending_rx: float | None = None
         self.last_answered: int | None = None
         self.last_result: TickResult | None = None
+        self.scheduling = "normal"  # what ``apply_rt_priority`` applied to the process
 
     @property
     def latencies_ms(self) -> deque[float]:
@@ -244,6 +247,7 @@ class PolicyNode(NodeLifetime):
             "frame": "" if c.buffer.cursor is None else str(c.buffer.cursor),
             "clip_end": "" if c.buffer.clip_end is None else str(c.buffer.clip_end),
             **self.stats.values(),
+            "scheduling": self.scheduling,
             "reference_restarts": str(c.buffer.restarts), "reference_skipped_frames": str(c.buffer.skipped_frames),
             "reference_dropped_frames": str(c.buffer.dropped_frames),
         }
@@ -276,6 +280,29 @@ class PolicyNode(NodeLifetime):
         return self.node.spin_once(timeout_s)
 
 
+def apply_rt_priority(priority: int) -> str:
+    """Run this process under SCHED_FIFO at ``priority`` (0: leave it); call before any thread
+    starts (threads inherit the policy). Returns what was applied, for the log and the status: a
+    refusal (no CAP_SYS_NICE / rtprio limit) is reported, never fatal."""
+    if priority <= 0:
+        return "normal"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        logger.warning("rt_priority %d not applied (%s): running with normal scheduling; grant CAP_SYS_NICE or an "
+                       "rtprio limit (ulimit -r) to the node", priority, exc)
+        return f"refused ({exc.__class__.__name__})"
+    return f"fifo {priority}"
+
+
+def freeze_startup_objects() -> None:
+    """Move everything built at start-up (modules, policy, tables, the node) out of the garbage
+    collector's reach: a full collection then walks only what the loop allocates, so it cannot
+    stall a tick for milliseconds (``gc.freeze``; the loop itself allocates little)."""
+    gc.collect()
+    gc.freeze()
+
+
 # -- command line --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="intermimic_policy_node",
@@ -293,7 +320,10 @@ def _run(args: argparse.Namespace, params_file: str | None, stop: StopFlag) -> N
     config = load_node_config(args.config or params_file, policy=args.policy, lockstep=args.lockstep,
                               domain_id=args.domain_id, transport=args.transport,
                               **({"robot": args.robot} if args.robot else {}))
+    scheduling = apply_rt_priority(config.rt_priority)
     with PolicyNode(config) as node:
+        node.scheduling = scheduling
+        freeze_startup_objects()
         logger.info("policy %s %s on %s; lockstep=%s", Path(config.policy).name, describe(node.controller),
                     node.node.backend, config.lockstep)
         node.spin(args.duration, until=stop)

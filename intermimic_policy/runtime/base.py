@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -52,6 +52,35 @@ class PolicyFile:
     output_shape: tuple[int | str, ...]
 
 
+# operators an int8-quantized graph (``onnxruntime.quantization``: dynamic or static) is made of
+_INT8_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QuantizeLinear", "DequantizeLinear",
+                       "QLinearMatMul", "QLinearConv", "QGemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+
+
+def graph_precision(model: Any) -> str:
+    """The arithmetic an ONNX graph computes in: "int8" (quantized operators), "fp16" (half
+    weights) or "fp32"."""
+    import onnx
+
+    if any(node.op_type in _INT8_OPS for node in model.graph.node):
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def check_precision(graph: str, contract: PolicyContract, source: str) -> None:
+    """Refuse a graph whose arithmetic its contract does not declare (and the reverse): a reduced
+    precision is deployable only with the closed-loop acceptance the contract carries."""
+    if graph == contract.precision:
+        return
+    if graph == "fp32" and contract.precision == "fp16":
+        return  # an fp16 acceptance of an fp32 graph: the engine is built in fp16
+    raise PolicyLoadError(f"{source}: the graph computes in {graph} but its contract declares {contract.precision}; "
+                          "a reduced precision is only deployable with a contract that declares it and the "
+                          "closed-loop check it passed (python -m intermimic_policy.runtime.quantize)")
+
+
 def read_policy_file(path: str | os.PathLike[str]) -> PolicyFile:
     """Parse an exported policy; every failure is a ``PolicyLoadError`` that names the file."""
     import onnx
@@ -76,6 +105,7 @@ def read_policy_file(path: str | os.PathLike[str]) -> PolicyFile:
     except ContractError as exc:
         raise PolicyLoadError(str(exc)) from exc
 
+    check_precision(graph_precision(model), contract, str(p))
     init_names = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in init_names]
 

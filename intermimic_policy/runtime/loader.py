@@ -62,6 +62,9 @@ def load_policy(
         require_deployable(policy_file.contract, expected, source=f"policy {Path(path)}")
     elif expected is not None:
         require_compatible(policy_file.contract, expected, source=f"policy {Path(path)}")
+    if fp16 and policy_file.contract.precision != "fp16":
+        raise PolicyLoadError(f"{policy_file.path}: an fp16 engine was asked for, but the contract declares "
+                              f"{policy_file.contract.precision}: a precision the contract does not declare is refused")
     policy: Policy
     if chosen == "tensorrt":
         policy = TensorRTPolicy(policy_file, fp16=fp16, cache_dir=cache_dir)
