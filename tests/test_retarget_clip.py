@@ -38,10 +38,10 @@ def test_contacts_feet_limits_on_real_clip(setup) -> None:
     assert report["contact_error_cm"] <= 2 * report["source_contact_error_cm"] + 0.1
     assert report["planted_fraction"] > 0.3
     assert report["foot_skate_cm_s"] <= 1.0 < report["source_foot_skate_cm_s"]
-    assert report["floor_penetration_cm"] <= 1.0
+    assert report["floor_penetration_cm"] <= 0.25  # the floor pass: 2 mm at most (issue target 1 cm)
     # Against the object's convex collision parts, which sit 4-7 mm outside its visual surface (where
-    # the palm is placed): the 1 cm target is not met yet by the palm (see the retarget report).
-    assert report["object_penetration_cm"] <= 2.0
+    # the palm is placed): the 1 cm target is not met yet by the Dex3 thumb (see the retarget report).
+    assert report["object_penetration_cm"] <= 1.75
     assert report["joint_limit_violations"] == 0
     m = result.motion
     assert m.joint_names == g1.joint_names and m.num_frames == motion.num_frames

@@ -34,9 +34,10 @@ class RetargetConfig:
     contact_weight: float = 1000.0  # hand on the object surface
     foot_weight: float = 1e4  # planted sole position: feet first (no skating) when hands cannot reach
     foot_rot_weight: float = 5.0  # planted sole flat, fixed yaw
-    # Palm normal against the surface normal while in contact. Off by default: the G1 Dex3 thumb sticks
-    # out of the palm face by 12 cm at rest (6 cm curled), so a palm laid flat drives the thumb in.
-    palm_weight: float = 0.0
+    # Palm normal against the surface normal while in contact: gentle, so the palm does not touch with
+    # its back (the hand inside the object), yet the G1 Dex3 thumb, which stands 9.5 cm out of the
+    # palm face at rest, is not driven into the surface by a palm laid flat.
+    palm_weight: float = 1.0
     free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
 
@@ -132,6 +133,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             iters = cfg.ik.iterations
         collision = Collision(geom.hulls, obj_rot[t], obj_pos[t]) if geom is not None else None
         q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else ())
+        q = solver.lift_above_floor(q, cfg.ik.floor_tolerance)
         if new_locks:
             pin.framesForwardKinematics(model, solver.data, q)
             for f in new_locks:
