@@ -46,6 +46,7 @@ class IKConfig:
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 10  # collision points the IK checks (the metrics check all of them)
     candidate_buffer: float = 0.05  # m: points this close to the object at a frame's start are watched
+    depth_band: float = 0.01  # m: object depth is computed for points this close to a part's box
     floor_buffer: float = 0.15  # m: ... and this close to the floor (a swing foot drops fast)
 
 
@@ -273,7 +274,7 @@ class FrameSolver:
                 worst = max(worst, float(pen.max()))
             if collision is not None and len(self._obj_w):
                 local = (pts[self._obj_w] - collision.pos) @ collision.rot
-                depth, normal = hull_depth(collision.hulls, local, cfg.candidate_buffer)
+                depth, normal = hull_depth(collision.hulls, local, cfg.depth_band)
                 depth += cfg.object_margin  # > 0: inside the margin
                 self._active_obj |= depth > 0
                 ev["obj"], ev["obj_n"] = depth, normal
