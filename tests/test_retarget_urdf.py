@@ -141,7 +141,7 @@ def test_robot_yaml_is_read_strictly(tmp_path) -> None:
         "site.yaml": (TINY_YAML.replace("link: left_foot, pos:", "link: left_foot, poss:"), r"site\.yaml: sites\.\w+\.poss: unknown key"),
         "type.yaml": (TINY_YAML + "posture_weight: heavy\n", r"type\.yaml: posture_weight: must be a number"),
         "pose.yaml": (TINY_YAML.replace('{"_knee": 0.2}', '{"_knee": bent}'), r"pose\.yaml: default_pose\._knee: must be a number"),
-        "missing.yaml": ("\n".join(l for l in TINY_YAML.splitlines() if not l.startswith("root_link")), r"missing\.yaml: root_link: missing key"),
+        "missing.yaml": ("\n".join(ln for ln in TINY_YAML.splitlines() if not ln.startswith("root_link")), r"missing\.yaml: root_link: missing key"),
     }
     for name, (text, pattern) in cases.items():
         assert text != TINY_YAML, name  # the edit really happened

@@ -46,7 +46,7 @@ class IKConfig:
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 10  # collision points the IK checks (the metrics check all of them)
     candidate_buffer: float = 0.05  # m: points this close to the object at a frame's start are watched
-    depth_band: float = 0.01  # m: object depth is computed for points this close to a part's box
+    depth_band: float = 0.02  # m: object depth is computed for points this close to a part's box
     floor_buffer: float = 0.15  # m: ... and this close to the floor (a swing foot drops fast)
 
 
