@@ -252,7 +252,7 @@ class FrameSolver:
             if st:
                 worst = max(worst, float(np.abs(e).max()))
         for f, axis, target, st in self._dir:
-            e = np.cross(oMf[f].rotation @ axis, target)
+            e = _cross((oMf[f].rotation @ axis)[None], target[None])[0]
             parts.append(e)
             if st:
                 worst = max(worst, float(np.abs(e).max()))
