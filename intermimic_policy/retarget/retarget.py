@@ -48,6 +48,7 @@ class RetargetResult:
     targets: ClipTargets
     seconds: float  # wall time of the IK loop
     cpu_seconds: float  # CPU time of the IK loop (this process; one thread = one core)
+    targets_cpu_seconds: float = 0.0  # CPU time of the targets (scaling, contact points, planted feet)
 
     @property
     def frames_per_s(self) -> float:
@@ -68,7 +69,9 @@ def _yaw_matrix(R: np.ndarray) -> np.ndarray:
 def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometry | None,
                   config: RetargetConfig | None = None) -> RetargetResult:
     cfg = config or RetargetConfig()
+    targets_start = time.process_time()
     tg = build_targets(desc, motion, geom, cfg.targets)
+    targets_cpu = time.process_time() - targets_start
     solver = FrameSolver(desc, cfg.ik)
     model = desc.model
     pairs = desc.config.pairs
@@ -153,4 +156,4 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         foot_contact=tg.foot_planted.copy(), name=motion.name, source=motion.source or motion.name,
         meta={"scale": f"{tg.scale:.6f}", "robot_hash": desc.content_hash, "retargeter": "intermimic.retarget/1"},
     )
-    return RetargetResult(robot_motion, tg, seconds, cpu_seconds)
+    return RetargetResult(robot_motion, tg, seconds, cpu_seconds, targets_cpu)

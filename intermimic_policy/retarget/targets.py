@@ -189,10 +189,11 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             continue
         local = np.einsum("tji,tj->ti", obj_r, point - obj_t)  # source hand point, object frame
         # Source baseline: nearest labelled hand body to the surface.
-        for t in np.where(contact[:, h])[0]:
-            bodies = [b for b in hand.source_bodies if labels[t, b] == CONTACT_MUST_TOUCH]
-            loc_b = (body_pos[t, bodies] - obj_t[t]) @ obj_r[t]
-            src_dist[t, h] = float(geom.surface.closest(loc_b)[1].min())
+        src = list(hand.source_bodies)
+        tt, bb = np.nonzero(contact[:, h, None] & (labels[:, src] == CONTACT_MUST_TOUCH))  # all at once
+        loc_b = np.einsum("nji,nj->ni", obj_r[tt], body_pos[tt, np.asarray(src)[bb]] - obj_t[tt])
+        d = geom.surface.closest(loc_b)[1]
+        np.fmin.at(src_dist[:, h], tt, d)  # NaN where no body touches: fmin keeps the distance
         c_local, _, _ = geom.surface.closest(local)
         for a, b in _segments(contact[:, h]):
             seg = c_local[a:b]
