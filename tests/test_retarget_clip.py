@@ -38,10 +38,10 @@ def test_contacts_feet_limits_on_real_clip(setup) -> None:
     assert report["contact_error_cm"] <= 2 * report["source_contact_error_cm"] + 0.1
     assert report["planted_fraction"] > 0.3
     assert report["foot_skate_cm_s"] <= 1.0 < report["source_foot_skate_cm_s"]
-    assert report["floor_penetration_cm"] <= 1.0
+    assert report["floor_penetration_cm"] <= 0.25  # the floor pass: 2 mm at most (issue target 1 cm)
     # Against the object's convex collision parts, which sit 4-7 mm outside its visual surface (where
-    # the palm is placed): the 1 cm target is not met yet by the palm (see the retarget report).
-    assert report["object_penetration_cm"] <= 2.0
+    # the palm is placed): the 1 cm target is not met yet by the Dex3 thumb (see the retarget report).
+    assert report["object_penetration_cm"] <= 1.75
     assert report["joint_limit_violations"] == 0
     m = result.motion
     assert m.joint_names == g1.joint_names and m.num_frames == motion.num_frames
@@ -101,3 +101,23 @@ def test_g1_embodiment_table(setup) -> None:
     assert np.allclose(offset - scale, e.lower) and np.allclose(offset + scale, e.upper)
     assert "left_hand_palm_link" in e.contact_bodies and "right_ankle_roll_link" in e.contact_bodies
     assert e.root_body == "pelvis" and e.control_hz == 30.0
+
+
+def test_overhead_lift_stays_within_reach(motions_root) -> None:
+    """Clip 007 lifts the table overhead (2.1 m): scaled by the leg ratio the G1's shorter arms miss it
+    by ~4 cm on average (14 cm at worst); scaled by the overhead-reach ratio the hands stay on it."""
+    from intermimic_policy.retarget.retarget import RetargetConfig
+    from intermimic_policy.retarget.targets import TargetConfig, clip_scale, reach_scale
+
+    g1 = load_robot("g1")
+    motion = load_motion(motions_root / "OMOMO_new/sub2_largetable_007.pt").slice(0, 110)
+    assert reach_scale(g1, motion) < clip_scale(g1, motion) - 0.05  # the G1's arms are short for its legs
+    geom = object_geometry(load_object(motion.object_name))
+    errors = {}
+    for reach in (True, False):
+        result = retarget_clip(g1, motion, geom, RetargetConfig(targets=TargetConfig(reach_height=reach)))
+        errors[reach] = evaluate(g1, result.motion, result.targets, geom)
+    assert errors[True]["contact_frames"] > 150 and motion.object_pos[:, 2].max() > 2.0
+    assert errors[True]["contact_error_cm"] <= 1.0 < errors[False]["contact_error_cm"]
+    assert errors[True]["contact_error_max_cm"] <= 3.0
+    assert errors[True]["joint_limit_violations"] == 0 and errors[True]["floor_penetration_cm"] <= 0.25

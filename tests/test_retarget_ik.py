@@ -87,3 +87,31 @@ def test_hull_depth_is_exact_for_boxes() -> None:
     assert np.allclose(depth[inside], ref[inside], atol=1e-9)
     assert np.allclose(np.linalg.norm(normal[inside], axis=1), 1.0)
     assert np.all(depth[ref < -0.05] < 0)
+
+
+def test_every_step_is_verified_and_the_floor_is_kept(g1) -> None:
+    """The solver never returns a configuration costlier than its start (rejected steps are taken
+    back), and the floor pass leaves no collision point deeper than its tolerance."""
+    rng = np.random.default_rng(2)
+    solver = FrameSolver(g1, IKConfig(floor_margin=-10.0))  # tasks only: the cost is theirs
+    q0 = g1.neutral_q()
+    frames = ["left_palm", "right_palm", "left_sole"]
+    for _ in range(5):
+        # Far, conflicting targets: full Gauss-Newton steps overshoot and must be taken back.
+        targets = g1.frame_positions(q0, frames) + rng.normal(0.0, 0.4, size=(3, 3))
+        tasks = [Task(g1.frame_id(f), "pos", p, 1e3) for f, p in zip(frames, targets, strict=True)]
+        solver._group_tasks(tasks, set())
+        solver._watch = np.zeros(0, np.int64)
+        pin.framesForwardKinematics(solver.model, solver.data, q0)
+        start = solver._evaluate(None, q0)[0]
+        q = solver.solve(q0, tasks, g1.lower, g1.upper, None, iterations=3)
+        solver._group_tasks(tasks, set())
+        solver._watch = np.zeros(0, np.int64)
+        pin.framesForwardKinematics(solver.model, solver.data, q)
+        assert solver._evaluate(None, q)[0] <= start + 1e-9
+        lifted = solver.lift_above_floor(q, 0.002)
+        assert g1.lowest_point(lifted) >= -0.002 - 1e-9
+        assert np.allclose(lifted[3:], q[3:]) and lifted[2] >= q[2]
+    sunk = q0.copy()
+    sunk[2] -= 0.05
+    assert g1.lowest_point(solver.lift_above_floor(sunk, 0.002)) == pytest.approx(-0.002, abs=1e-6)

@@ -128,3 +128,23 @@ def test_bad_yaml_is_named(tmp_path) -> None:
         load_robot(tmp_path / "bad2.yaml")
     with pytest.raises(RobotError, match="unknown robot"):
         load_robot("no_such_robot")
+
+
+def test_robot_yaml_is_read_strictly(tmp_path) -> None:
+    """The robot YAML goes through config_io: a typo is refused, naming the file and the key."""
+    from intermimic_policy.embodiment.robot import RobotError
+
+    (tmp_path / "tiny.urdf").write_text(tiny_urdf())
+    cases = {
+        "typo.yaml": (TINY_YAML + "posture_wieght: 0.05\n", r"typo\.yaml: posture_wieght: unknown key"),
+        "nested.yaml": (TINY_YAML.replace("body: L_Knee,", "body: L_Knee, rott: 1.0,"), r"nested\.yaml: pairs\[\d+\]\.rott: unknown key"),
+        "site.yaml": (TINY_YAML.replace("link: left_foot, pos:", "link: left_foot, poss:"), r"site\.yaml: sites\.\w+\.poss: unknown key"),
+        "type.yaml": (TINY_YAML + "posture_weight: heavy\n", r"type\.yaml: posture_weight: must be a number"),
+        "pose.yaml": (TINY_YAML.replace('{"_knee": 0.2}', '{"_knee": bent}'), r"pose\.yaml: default_pose\._knee: must be a number"),
+        "missing.yaml": ("\n".join(ln for ln in TINY_YAML.splitlines() if not ln.startswith("root_link")), r"missing\.yaml: root_link: missing key"),
+    }
+    for name, (text, pattern) in cases.items():
+        assert text != TINY_YAML, name  # the edit really happened
+        (tmp_path / name).write_text(text)
+        with pytest.raises(RobotError, match=pattern):
+            load_robot(tmp_path / name)

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pinocchio as pin
 import trimesh
-import yaml
 
+from intermimic_policy import config_io
 from intermimic_policy.embodiment import smplx_body
 from intermimic_policy.errors import IntermimicError
 
@@ -175,67 +175,126 @@ def _resolve_urdf(text: str, yaml_dir: Path) -> Path:
     raise RobotError(f"robot URDF {text!r} not found in {[str(c) for c in candidates]}{hint}")
 
 
+# The YAML as written (read strictly by config_io: unknown keys and wrong types are refused, the
+# error naming the file and the dotted key); load_robot_config interprets it into a RobotConfig.
+
+
+@dataclass(frozen=True)
+class _ScaleYaml:
+    rule: str = "leg_length"
+    value: float | None = None
+    robot_legs: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class _GainYaml:
+    match: str
+    kp: float
+    kd: float
+
+
+@dataclass(frozen=True)
+class _SiteYaml:
+    link: str
+    pos: tuple[float, ...] = (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class _PairYaml:
+    body: str
+    frame: str
+    pos: float = 1.0
+    rot: float = 0.0
+    rot_offset: tuple[tuple[float, ...], ...] | None = None
+    chain: str | None = None
+
+
+@dataclass(frozen=True)
+class _HandYaml:
+    name: str
+    site: str
+    source_bodies: str | tuple[str, ...]
+    point: str | tuple[str, ...]
+    chain: str | None = None
+    normal: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _FootYaml:
+    name: str
+    site: str
+    link: str
+    source_bodies: str | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _RobotYaml:
+    name: str
+    urdf: str
+    root_link: str
+    pairs: tuple[_PairYaml, ...]
+    scale: _ScaleYaml = field(default_factory=_ScaleYaml)
+    gains: tuple[_GainYaml, ...] = ()
+    default_pose: dict[str, Any] = field(default_factory=dict)
+    posture_weight: float = 0.02
+    posture_extra: dict[str, Any] = field(default_factory=dict)
+    dense_links: tuple[str, ...] = ()
+    sites: dict[str, Any] = field(default_factory=dict)
+    hands: tuple[_HandYaml, ...] = ()
+    feet: tuple[_FootYaml, ...] = ()
+    armature: float = 0.01
+
+
 def load_robot_config(robot: str | os.PathLike[str]) -> RobotConfig:
     path = resolve_robot_yaml(robot)
-    raw_text = path.read_text()
-    try:
-        raw = yaml.safe_load(raw_text)
-    except yaml.YAMLError as exc:
-        raise RobotError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise RobotError(f"{path}: expected a mapping at the top level")
-    for key in ("name", "urdf", "root_link", "pairs"):
-        if key not in raw:
-            raise RobotError(f"{path}: missing key {key!r}")
     w = str(path)
-    scale = raw.get("scale", {"rule": "leg_length"})
-    rule = str(scale.get("rule", "leg_length"))
-    if rule not in ("leg_length", "fixed"):
-        raise RobotError(f"{w}: scale.rule must be leg_length or fixed, got {rule!r}")
-    value = scale.get("value")
-    if rule == "fixed" and not (isinstance(value, (int, float)) and value > 0):
+    try:
+        doc = config_io.read_yaml(path)
+        for key in ("name", "urdf", "root_link", "pairs"):
+            if key not in doc:
+                raise config_io.ConfigError(f"{w}: {key}: missing key")
+        raw = config_io.from_dict(_RobotYaml, doc, w)
+        sites = tuple(Site(str(n), (s := config_io.from_dict(_SiteYaml, v, w, f"sites.{n}")).link,
+                           _vec3(s.pos, f"{w}: sites.{n}.pos")) for n, v in raw.sites.items())
+        default_pose = {str(k): config_io.convert(float, v, w, f"default_pose.{k}") for k, v in raw.default_pose.items()}
+        posture_extra = {str(k): config_io.convert(float, v, w, f"posture_extra.{k}") for k, v in raw.posture_extra.items()}
+    except config_io.ConfigError as exc:
+        raise RobotError(str(exc)) from None
+    scale = raw.scale
+    if scale.rule not in ("leg_length", "fixed"):
+        raise RobotError(f"{w}: scale.rule must be leg_length or fixed, got {scale.rule!r}")
+    if scale.rule == "fixed" and not (scale.value is not None and scale.value > 0):
         raise RobotError(f"{w}: scale.rule fixed needs a positive scale.value")
-    legs = tuple(tuple(str(x) for x in leg) for leg in scale.get("robot_legs", ()))
-    if rule == "leg_length" and not legs:
+    if scale.rule == "leg_length" and not scale.robot_legs:
         raise RobotError(f"{w}: scale.rule leg_length needs scale.robot_legs (hip, knee, ankle frames per leg)")
     pairs: list[BodyPair] = []
-    for i, p in enumerate(raw["pairs"]):
-        off = p.get("rot_offset")
-        rot = tuple(tuple(float(v) for v in row) for row in off) if off is not None else BodyPair.rot_offset
+    for i, p in enumerate(raw.pairs):
+        rot = p.rot_offset if p.rot_offset is not None else BodyPair.rot_offset
         if np.asarray(rot).shape != (3, 3) or not np.allclose(np.asarray(rot) @ np.asarray(rot).T, np.eye(3), atol=1e-6):
             raise RobotError(f"{w}: pairs[{i}].rot_offset is not a 3x3 rotation matrix")
-        _source_ids([p["body"]], f"{w}: pairs[{i}]")
-        chain = p.get("chain")
-        if chain is not None and chain not in [q.body for q in pairs]:
-            raise RobotError(f"{w}: pairs[{i}].chain {chain!r} must name the body of an earlier pair")
-        pairs.append(BodyPair(str(p["body"]), str(p["frame"]), float(p.get("pos", 1.0)), float(p.get("rot", 0.0)), rot,
-                              str(chain) if chain is not None else None))
-    sites = tuple(Site(str(n), str(s["link"]), _vec3(s.get("pos", (0, 0, 0)), f"{w}: sites.{n}.pos"))
-                  for n, s in (raw.get("sites") or {}).items())
+        _source_ids([p.body], f"{w}: pairs[{i}]")
+        if p.chain is not None and p.chain not in [q.body for q in pairs]:
+            raise RobotError(f"{w}: pairs[{i}].chain {p.chain!r} must name the body of an earlier pair")
+        pairs.append(BodyPair(p.body, p.frame, p.pos, p.rot, rot, p.chain))
     hands = tuple(
-        HandContact(str(h["name"]), str(h["site"]), _source_ids(h["source_bodies"], f"{w}: hands"),
-                    _source_ids(h["point"], f"{w}: hands"), str(h["chain"]) if h.get("chain") else None,
-                    _unit3(h["normal"], f"{w}: hands normal") if h.get("normal") is not None else None)
-        for h in raw.get("hands") or ()
+        HandContact(h.name, h.site, _source_ids(h.source_bodies, f"{w}: hands[{i}].source_bodies"),
+                    _source_ids(h.point, f"{w}: hands[{i}].point"), h.chain,
+                    _unit3(h.normal, f"{w}: hands[{i}].normal") if h.normal is not None else None)
+        for i, h in enumerate(raw.hands)
     )
     for h in hands:
         if h.chain is not None and h.chain not in [q.body for q in pairs]:
             raise RobotError(f"{w}: hand {h.name!r} chain {h.chain!r} must name the body of a pair")
-    feet = tuple(
-        FootContact(str(f["name"]), str(f["site"]), str(f["link"]), _source_ids(f["source_bodies"], f"{w}: feet"))
-        for f in raw.get("feet") or ()
-    )
-    gains = tuple(GainRule(str(g["match"]), float(g["kp"]), float(g["kd"])) for g in raw.get("gains") or ())
+    feet = tuple(FootContact(f.name, f.site, f.link, _source_ids(f.source_bodies, f"{w}: feet[{i}].source_bodies"))
+                 for i, f in enumerate(raw.feet))
     return RobotConfig(
-        name=str(raw["name"]), urdf=_resolve_urdf(str(raw["urdf"]), path.parent), root_link=str(raw["root_link"]),
-        scale_rule=rule, scale_value=float(value) if value is not None else None, robot_legs=legs, gains=gains,
-        default_pose={str(k): float(v) for k, v in (raw.get("default_pose") or {}).items()},
-        posture_weight=float(raw.get("posture_weight", 0.02)),
-        posture_extra={str(k): float(v) for k, v in (raw.get("posture_extra") or {}).items()},
-        sites=sites, pairs=tuple(pairs), hands=hands, feet=feet, armature=float(raw.get("armature", 0.01)),
-        dense_links=tuple(str(x) for x in raw.get("dense_links") or ()),
-        source=str(path),
-        content_hash=hashlib.sha256(raw_text.encode()).hexdigest()[:16],
+        name=raw.name, urdf=_resolve_urdf(raw.urdf, path.parent), root_link=raw.root_link,
+        scale_rule=scale.rule, scale_value=scale.value, robot_legs=scale.robot_legs,
+        gains=tuple(GainRule(g.match, g.kp, g.kd) for g in raw.gains),
+        default_pose=default_pose, posture_weight=raw.posture_weight, posture_extra=posture_extra,
+        sites=sites, pairs=tuple(pairs), hands=hands, feet=feet, armature=raw.armature,
+        dense_links=raw.dense_links, source=w,
+        content_hash=hashlib.sha256(path.read_bytes()).hexdigest()[:16],
     )
 
 

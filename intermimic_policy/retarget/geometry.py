@@ -69,18 +69,18 @@ def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple
     if not len(near):
         return depth, normal
     p = points[near]
+    inside_box = np.all((p[:, None] > hulls.part_lo[None] - margin) & (p[:, None] < hulls.part_hi[None] + margin), axis=2)
+    pi, pk = np.nonzero(inside_box)  # (point, part) pairs, all parts at once
     best = np.full(len(near), -np.inf)
     best_n = np.zeros((len(near), 3))
-    inside_box = np.all((p[:, None] > hulls.part_lo[None] - margin) & (p[:, None] < hulls.part_hi[None] + margin), axis=2)
-    for k in np.flatnonzero(inside_box.any(axis=0)):
-        idx = np.flatnonzero(inside_box[:, k])
-        f = hulls.face_counts[k]
-        s = p[idx] @ hulls.normals[k, :f].T + hulls.offsets[k, :f]  # [m, F] signed plane distances
+    if len(pi):
+        s = np.einsum("pi,pfi->pf", p[pi], hulls.normals[pk]) + hulls.offsets[pk]  # signed plane distances
         face = np.argmax(s, axis=1)
-        d = -s[np.arange(len(idx)), face]  # > 0 inside the part
-        better = d > best[idx]
-        best[idx[better]] = d[better]
-        best_n[idx[better]] = hulls.normals[k, face[better]]
+        d = -s[np.arange(len(pi)), face]  # > 0 inside the part
+        order = np.lexsort((d, pi))  # per point, its deepest part last
+        last = order[np.r_[pi[order][1:] != pi[order][:-1], True]]
+        best[pi[last]] = d[last]
+        best_n[pi[last]] = hulls.normals[pk[last], face[last]]
     depth[near] = best
     normal[near] = best_n
     return depth, normal

@@ -10,7 +10,10 @@ where [lo, hi] is the URDF position range intersected with the velocity limit ar
 frame (|q_t - q_{t-1}| <= v_max / fps). The box constraints are handled exactly by a small active-set
 loop (clamp the violators, re-solve for the free DOF), so no QP library is needed and a frame costs
 a few 49x49 solves. Penetration of the floor and of the object's convex parts enters as stiff
-one-sided residuals on the robot's collision points that are inside (or within a margin).
+one-sided (hinge) terms on the robot's collision points near them. Every step is verified against
+the full cost (Levenberg-Marquardt): a step that makes it worse is taken back and retried with more
+damping, so a frame never ends on an overshoot. Tasks are grouped by kind, so evaluating the cost is
+a few vector operations.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ class IKConfig:
     floor_weight: float = 2000.0
     object_margin: float = 0.003  # keep collision points this far outside the object's parts
     floor_margin: float = 0.0
+    floor_tolerance: float = 0.002  # m: after each frame the root rises until no point is deeper
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 10  # collision points the IK checks (the metrics check all of them)
     candidate_buffer: float = 0.05  # m: points this close to the object at a frame's start are watched
+    depth_band: float = 0.02  # m: object depth is computed for points this close to a part's box
     floor_buffer: float = 0.15  # m: ... and this close to the floor (a swing foot drops fast)
-    recheck_depth: float = 0.01  # m: object depth after the last step that earns extra iterations
 
 
 @dataclass
@@ -137,32 +141,6 @@ class FrameSolver:
         M = self._links[self.point_link]
         return np.einsum("nij,nj->ni", M[:, :3, :3], self.points_local) + M[:, :3, 3]
 
-    def _points_subset(self, idx: np.ndarray) -> np.ndarray:
-        """World positions of points ``idx`` only (placements of their links only)."""
-        links = self.point_link[idx]
-        uniq, inv = np.unique(links, return_inverse=True)
-        oMf = self.data.oMf
-        Ms = np.array([oMf[self.link_frame_list[int(li)]].homogeneous for li in uniq])[inv]
-        self._links[links] = Ms
-        return np.einsum("nij,nj->ni", Ms[:, :3, :3], self.points_local[idx]) + Ms[:, :3, 3]
-
-    def _point_rows(self, idx: np.ndarray, pts: np.ndarray, normals: np.ndarray, cache: dict[int, np.ndarray]) -> np.ndarray:
-        """Rows n . J_point dq for points ``idx`` (world positions ``pts``) along ``normals``
-        (n . v_p = n . v + w . (arm x n))."""
-        links = self.point_link[idx]
-        uniq, inv = np.unique(links, return_inverse=True)
-        Js = []
-        for li in uniq:
-            fid = self.link_frame_list[int(li)]
-            J = cache.get(fid)
-            if J is None:
-                J = cache[fid] = pin.getFrameJacobian(self.model, self.data, fid, LWA)
-            Js.append(J)
-        J = np.stack(Js)[inv]  # [k, 6, nv]
-        arm = pts - self._links[links, :3, 3]
-        c = np.cross(arm, normals)
-        return np.einsum("ki,kij->kj", normals, J[:, :3]) + np.einsum("ki,kij->kj", c, J[:, 3:])
-
     def residuals(self, q: np.ndarray, collision: Collision | None) -> tuple[float, float]:
         """(floor depth, object depth) in metres at q (positive = penetrating)."""
         pin.framesForwardKinematics(self.model, self.data, q)
@@ -174,130 +152,202 @@ class FrameSolver:
             obj = float(hull_depth(collision.hulls, local)[0].max())
         return floor, obj
 
+    def lift_above_floor(self, q: np.ndarray, tolerance: float) -> np.ndarray:
+        """q with the root raised so that no collision point is more than ``tolerance`` below the
+        floor: what the last iterations left (a planted sole pressed in by the hands' pull) goes."""
+        pin.framesForwardKinematics(self.model, self.data, q)
+        low = float(self._points()[:, 2].min())
+        if low < -tolerance:
+            q = q.copy()
+            q[2] += -tolerance - low
+        return q
+
     # -- one frame ---------------------------------------------------------------------------
     def solve(self, q: np.ndarray, tasks: list[Task], lo: np.ndarray, hi: np.ndarray,
               collision: Collision | None, iterations: int, strict: list[int] | None = None,
               holding: tuple[int, ...] = ()) -> np.ndarray:
         """Iterate from q; ``lo``/``hi`` bound the joint coordinates; ``strict`` tasks (indices)
         keep iterating (up to max_iterations) until their error is below tolerance; ``holding``
-        hands (indices) are in contact: their points are left out of the object rows."""
+        hands (indices) are in contact: their points are left out of the object rows.
+
+        Every step is verified (Levenberg-Marquardt): a step that raises the cost is taken back and
+        retried with more damping, so the returned q is never worse than the start."""
         cfg, model, data = self.config, self.model, self.data
-        q = q.copy()
+        self._group_tasks(tasks, set(strict or ()))
         n_iter = max(iterations, 1)
+        max_it = max(cfg.max_iterations, n_iter)
+        pin.framesForwardKinematics(model, data, q)
+        pts_all = self._points()
+        near_floor = np.flatnonzero(pts_all[:, 2] < cfg.floor_margin + cfg.floor_buffer)
+        near_obj = np.zeros(0, np.int64)
+        if collision is not None:  # points near a convex part's box: cheap and enough
+            exclude = np.zeros(len(pts_all), bool)
+            for h in holding:
+                exclude |= self.hand_points[h]
+            near_obj = near_parts(collision, pts_all, cfg.candidate_buffer, exclude)
+        watch, inv = np.unique(np.r_[near_floor, near_obj], return_inverse=True)
+        self._watch, self._floor_w, self._obj_w = watch, inv[: len(near_floor)], inv[len(near_floor):]
+        self._w_links, self._w_inv = np.unique(self.point_link[watch], return_inverse=True)
+        self._w_local = self.points_local[watch]
+        self._active_floor = np.zeros(len(near_floor), bool)
+        self._active_obj = np.zeros(len(near_obj), bool)
+
+        best_q = q.copy()
+        best_cost, worst, ev = self._evaluate(collision, q)
+        mu, fresh = 0.0, True
+        H, g = self._linearize(best_q, collision, ev)
         it = 0
-        mu = 0.0
-        best: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None
         while True:
-            pin.computeJointJacobians(model, data, q)
-            pin.updateFramePlacements(model, data)
-            cache: dict[int, np.ndarray] = {}
-            blocks, errs, weights = [], [], []
-            worst = 0.0
-            for k, t in enumerate(tasks):
-                J = cache.get(t.frame)
-                if J is None:
-                    J = cache[t.frame] = pin.getFrameJacobian(model, data, t.frame, LWA)
-                M = data.oMf[t.frame]
-                if t.kind == "pos":
-                    e = t.target - M.translation
-                    Jr = J[:3]
-                elif t.kind == "dir":
-                    assert t.axis is not None
-                    e = np.cross(M.rotation @ t.axis, t.target)
-                    Jr = J[3:]
-                else:
-                    e = pin.log3(t.target @ M.rotation.T)
-                    Jr = J[3:]
-                if len(t.axes) < 3:
-                    e, Jr = e[list(t.axes)], Jr[list(t.axes)]
-                if strict is not None and k in strict:
-                    worst = max(worst, float(np.abs(e).max()))
-                blocks.append(Jr)
-                errs.append(e)
-                weights.append(np.full(len(e), t.weight))
-            if it == 0:  # watch the points near the floor or the object for this frame's iterations
-                pts_all = self._points()
-                near_floor = pts_all[:, 2] < cfg.floor_margin + cfg.floor_buffer
-                near_obj = np.zeros(len(pts_all), bool)
-                if collision is not None:
-                    local = (pts_all - collision.pos) @ collision.rot
-                    hb, m = collision.hulls, cfg.candidate_buffer  # near a part's box: cheap and enough
-                    near_obj = np.zeros(len(local), bool)
-                    box = np.flatnonzero(np.all((local > hb.lo - m) & (local < hb.hi + m), axis=1))
-                    if len(box):
-                        inside = (local[box, None] > hb.part_lo[None] - m) & (local[box, None] < hb.part_hi[None] + m)
-                        near_obj[box] = inside.all(axis=2).any(axis=1)
-                    for h in holding:
-                        near_obj &= ~self.hand_points[h]
-                watch = np.flatnonzero(near_floor | near_obj)
-                watch_obj = near_obj[watch]
-                active_floor = np.zeros(len(watch), bool)
-                active_obj = np.zeros(len(watch), bool)
-            if len(watch):
-                # A point once found penetrating keeps its row for the rest of the frame (held at the
-                # margin): rows that switch on and off between iterations make Gauss-Newton oscillate.
-                pts = self._points_subset(watch) if it > 0 else pts_all[watch]
-                active_floor |= pts[:, 2] < cfg.floor_margin
-                below = np.flatnonzero(active_floor)
-                if len(below):
-                    up = np.tile([0.0, 0.0, 1.0], (len(below), 1))
-                    blocks.append(self._point_rows(watch[below], pts[below], up, cache))
-                    depth = cfg.floor_margin - pts[below, 2]
-                    errs.append(depth)
-                    weights.append(np.full(len(below), cfg.floor_weight))
-                    worst = max(worst, float(depth.max()) - cfg.floor_margin)
-                if collision is not None and watch_obj.any():
-                    sel = np.flatnonzero(watch_obj)
-                    local = (pts[sel] - collision.pos) @ collision.rot
-                    depth, normal = hull_depth(collision.hulls, local, cfg.candidate_buffer)
-                    active_obj[sel] |= depth > -cfg.object_margin
-                    keep = active_obj[sel] & np.isfinite(depth)
-                    inside = np.flatnonzero(keep)
-                    if len(inside):
-                        nw = normal[inside] @ collision.rot.T
-                        blocks.append(self._point_rows(watch[sel[inside]], pts[sel[inside]], nw, cache))
-                        errs.append(depth[inside] + cfg.object_margin)
-                        weights.append(np.full(len(inside), cfg.object_weight))
-                        worst = max(worst, float(depth[inside].max()))
-            A = np.vstack(blocks)
-            b = np.concatenate(errs)
-            w = np.concatenate(weights)
-            post = self.desc.default_q - q[7:]
-            cost = float(b @ (w * b)) + float(self.posture[6:] @ (post * post))
-            if best is not None and cost > best[0]:
-                # Levenberg-Marquardt: the step made things worse (a singular straight knee, a row that
-                # switched on): go back and damp harder.
-                mu = max(10.0 * mu, 1e-2)
-                _, q, H, g = best
-                q = q.copy()
-            else:
-                Aw = A * w[:, None]
-                H = A.T @ Aw + np.diag(self.reg + self.posture)
-                g = Aw.T @ b
-                g[6:] += self.posture[6:] * post
-                best = (cost, q.copy(), H, g)
+            if not fresh:  # linearise at the newly accepted point
+                H, g = self._linearize(best_q, collision, ev)
                 mu = 0.0 if mu < 1e-3 else 0.1 * mu
+                fresh = True
             Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
-            dq = solve_box_ls(Hd, g, lo - q[7:], hi - q[7:], 6)
-            q = pin.integrate(model, q, dq)
+            dq = solve_box_ls(Hd, g, lo - best_q[7:], hi - best_q[7:], 6)
+            q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
             it += 1
-            done = worst <= cfg.tolerance or float(np.abs(dq).max()) < cfg.step_tolerance
-            if it >= max(cfg.max_iterations, n_iter) or (it >= n_iter and done):
-                # The last step is unverified: if it pushed a watched point into the floor or the
-                # object, take up to two more iterations (their rows are then active).
-                if it < max(cfg.max_iterations, n_iter) + 2 and len(watch) and self._penetrates(q, watch, watch_obj, collision):
-                    continue
+            pin.framesForwardKinematics(model, data, q)
+            cost, w_new, ev_new = self._evaluate(collision, q)
+            if cost <= best_cost:
+                best_q, best_cost, worst, ev, fresh = q, cost, w_new, ev_new, False
+                small = float(np.abs(dq).max()) < cfg.step_tolerance
+            else:  # worse: take it back, damp harder (a singular straight knee, a row that switched on)
+                mu = max(10.0 * mu, 1e-2)
+                small = False
+            if it >= max_it or (it >= n_iter and (worst <= cfg.tolerance or small)):
                 break
-        return q
+        return best_q
 
-    def _penetrates(self, q: np.ndarray, watch: np.ndarray, watch_obj: np.ndarray, collision: Collision | None) -> bool:
-        cfg = self.config
-        pin.framesForwardKinematics(self.model, self.data, q)
-        pts = self._points_subset(watch)
-        if float(pts[:, 2].min()) < cfg.floor_margin - cfg.tolerance:
-            return True
-        if collision is not None and watch_obj.any():
-            local = (pts[watch_obj] - collision.pos) @ collision.rot
-            return bool(hull_depth(collision.hulls, local)[0].max() > cfg.recheck_depth)
-        return False
+    def _group_tasks(self, tasks: list[Task], strict: set[int]) -> None:
+        """Tasks by kind, as arrays: each evaluation is then a few vector operations."""
+        pos = [(k, t) for k, t in enumerate(tasks) if t.kind == "pos"]
+        rot = [(k, t) for k, t in enumerate(tasks) if t.kind == "rot"]
+        dirs = [(k, t) for k, t in enumerate(tasks) if t.kind == "dir"]
+        self._pos_f = [t.frame for _, t in pos]
+        self._pos_t = np.array([t.target for _, t in pos], dtype=np.float64).reshape(-1, 3)
+        wp = np.zeros((len(pos), 3))
+        for i, (_, t) in enumerate(pos):
+            wp[i, list(t.axes)] = t.weight
+        self._pos_strict = np.array([k in strict for k, _ in pos], bool)
+        self._rot = [(t.frame, np.asarray(t.target), k in strict) for k, t in rot]
+        self._dir = [(t.frame, np.asarray(t.axis), np.asarray(t.target), k in strict) for k, t in dirs]
+        self._task_w = np.concatenate([wp.reshape(-1), np.repeat([t.weight for _, t in rot], 3),
+                                       np.repeat([t.weight for _, t in dirs], 3)])
+        self._pos_axes = wp > 0
+
+    def _evaluate(self, collision: Collision | None, q: np.ndarray) -> tuple[float, float, dict]:
+        """(cost, worst strict / penetration residual, state) at the placements in ``self.data``.
+        Floor and object enter the cost as hinges (zero outside the margin), so costs of different
+        configurations compare; the rows that have been active this frame stay sticky."""
+        cfg, oMf = self.config, self.data.oMf
+        worst = 0.0
+        e_pos = self._pos_t - np.array([oMf[f].translation for f in self._pos_f]).reshape(-1, 3)
+        if self._pos_strict.any():
+            worst = float(np.abs(e_pos[self._pos_strict] * self._pos_axes[self._pos_strict]).max())
+        parts = [e_pos.reshape(-1)]
+        for f, target, st in self._rot:
+            e = pin.log3(target @ oMf[f].rotation.T)
+            parts.append(e)
+            if st:
+                worst = max(worst, float(np.abs(e).max()))
+        for f, axis, target, st in self._dir:
+            e = _cross((oMf[f].rotation @ axis)[None], target[None])[0]
+            parts.append(e)
+            if st:
+                worst = max(worst, float(np.abs(e).max()))
+        e_all = np.concatenate(parts)
+        post = self.desc.default_q - q[7:]
+        cost = float(e_all @ (self._task_w * e_all)) + float(self.posture[6:] @ (post * post))
+        ev: dict = {"e": e_all}
+        if len(self._watch):
+            Ms = np.array([oMf[self.link_frame_list[li]].homogeneous for li in self._w_links])
+            M = Ms[self._w_inv]
+            pts = np.einsum("nij,nj->ni", M[:, :3, :3], self._w_local) + M[:, :3, 3]
+            ev["pts"], ev["origins"] = pts, M[:, :3, 3]
+            if len(self._floor_w):
+                depth = cfg.floor_margin - pts[self._floor_w, 2]
+                self._active_floor |= depth > 0
+                ev["floor"] = depth
+                pen = np.maximum(depth, 0.0)
+                cost += cfg.floor_weight * float(pen @ pen)
+                worst = max(worst, float(pen.max()))
+            if collision is not None and len(self._obj_w):
+                local = (pts[self._obj_w] - collision.pos) @ collision.rot
+                depth, normal = hull_depth(collision.hulls, local, cfg.depth_band)
+                depth += cfg.object_margin  # > 0: inside the margin
+                self._active_obj |= depth > 0
+                ev["obj"], ev["obj_n"] = depth, normal
+                pen = np.maximum(depth, 0.0)
+                cost += cfg.object_weight * float(pen @ pen)
+                worst = max(worst, float(pen.max()))
+        return cost, worst, ev
+
+    def _linearize(self, q: np.ndarray, collision: Collision | None, ev: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Gauss-Newton normal equations at q (whose placements and residuals were just evaluated)."""
+        cfg, model, data = self.config, self.model, self.data
+        pin.computeJointJacobians(model, data, q)
+        cache: dict[int, np.ndarray] = {}
+
+        def jac(f: int) -> np.ndarray:
+            J = cache.get(f)
+            if J is None:
+                J = cache[f] = pin.getFrameJacobian(model, data, f, LWA)
+            return J
+
+        blocks = [np.stack([jac(f)[:3] for f in self._pos_f]).reshape(-1, self.nv) if self._pos_f else np.zeros((0, self.nv))]
+        blocks += [jac(f)[3:] for f, _, _ in self._rot] + [jac(f)[3:] for f, _, _, _ in self._dir]
+        bs, ws = [ev["e"]], [self._task_w]
+        if len(self._watch):
+            pts, origins = ev["pts"], ev["origins"]
+            Jw = np.stack([jac(self.link_frame_list[li]) for li in self._w_links])  # [k, 6, nv]
+
+            def rows(sel: np.ndarray, normals: np.ndarray) -> np.ndarray:
+                """n . J_point dq for watched points ``sel`` (n . v_p = n . v + w . (arm x n))."""
+                J = Jw[self._w_inv[sel]]
+                c = _cross(pts[sel] - origins[sel], normals)
+                return np.einsum("ki,kij->kj", normals, J[:, :3]) + np.einsum("ki,kij->kj", c, J[:, 3:])
+
+            # Rows once active stay for the frame (held at the margin): rows that switch on and off
+            # between iterations make Gauss-Newton oscillate.
+            act = np.flatnonzero(self._active_floor)
+            if len(act):
+                normals = np.zeros((len(act), 3))
+                normals[:, 2] = 1.0
+                blocks.append(rows(self._floor_w[act], normals))
+                bs.append(ev["floor"][act])
+                ws.append(np.full(len(act), cfg.floor_weight))
+            act = np.flatnonzero(self._active_obj & np.isfinite(ev.get("obj", np.zeros(0))))
+            if collision is not None and len(act):
+                blocks.append(rows(self._obj_w[act], ev["obj_n"][act] @ collision.rot.T))
+                bs.append(ev["obj"][act])
+                ws.append(np.full(len(act), cfg.object_weight))
+        A = np.vstack(blocks)
+        b = np.concatenate(bs)
+        w = np.concatenate(ws)
+        Aw = A * w[:, None]
+        H = A.T @ Aw + np.diag(self.reg + self.posture)
+        g = Aw.T @ b
+        g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
+        return H, g
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product (np.cross is slow on small arrays)."""
+    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
+                     a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
+                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
+
+
+def near_parts(collision: Collision, pts: np.ndarray, buffer: float, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the points within ``buffer`` of some convex part's bounding box."""
+    hb = collision.hulls
+    local = (pts - collision.pos) @ collision.rot
+    near = np.all((local > hb.lo - buffer) & (local < hb.hi + buffer), axis=1)
+    if exclude is not None:
+        near &= ~exclude
+    idx = np.flatnonzero(near)
+    if len(idx):
+        inside = (local[idx, None] > hb.part_lo[None] - buffer) & (local[idx, None] < hb.part_hi[None] + buffer)
+        idx = idx[inside.all(axis=2).any(axis=1)]
+    return idx

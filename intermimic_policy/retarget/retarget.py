@@ -34,9 +34,10 @@ class RetargetConfig:
     contact_weight: float = 1000.0  # hand on the object surface
     foot_weight: float = 1e4  # planted sole position: feet first (no skating) when hands cannot reach
     foot_rot_weight: float = 5.0  # planted sole flat, fixed yaw
-    # Palm normal against the surface normal while in contact. Off by default: the G1 Dex3 thumb sticks
-    # out of the palm face by 12 cm at rest (6 cm curled), so a palm laid flat drives the thumb in.
-    palm_weight: float = 0.0
+    # Palm normal against the surface normal while in contact: gentle, so the palm does not touch with
+    # its back (the hand inside the object), yet the G1 Dex3 thumb, which stands 9.5 cm out of the
+    # palm face at rest, is not driven into the surface by a palm laid flat.
+    palm_weight: float = 1.0
     free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
 
@@ -47,6 +48,7 @@ class RetargetResult:
     targets: ClipTargets
     seconds: float  # wall time of the IK loop
     cpu_seconds: float  # CPU time of the IK loop (this process; one thread = one core)
+    targets_cpu_seconds: float = 0.0  # CPU time of the targets (scaling, contact points, planted feet)
 
     @property
     def frames_per_s(self) -> float:
@@ -67,7 +69,9 @@ def _yaw_matrix(R: np.ndarray) -> np.ndarray:
 def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometry | None,
                   config: RetargetConfig | None = None) -> RetargetResult:
     cfg = config or RetargetConfig()
+    targets_start = time.process_time()
     tg = build_targets(desc, motion, geom, cfg.targets)
+    targets_cpu = time.process_time() - targets_start
     solver = FrameSolver(desc, cfg.ik)
     model = desc.model
     pairs = desc.config.pairs
@@ -132,6 +136,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             iters = cfg.ik.iterations
         collision = Collision(geom.hulls, obj_rot[t], obj_pos[t]) if geom is not None else None
         q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else ())
+        q = solver.lift_above_floor(q, cfg.ik.floor_tolerance)
         if new_locks:
             pin.framesForwardKinematics(model, solver.data, q)
             for f in new_locks:
@@ -151,4 +156,4 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         foot_contact=tg.foot_planted.copy(), name=motion.name, source=motion.source or motion.name,
         meta={"scale": f"{tg.scale:.6f}", "robot_hash": desc.content_hash, "retargeter": "intermimic.retarget/1"},
     )
-    return RetargetResult(robot_motion, tg, seconds, cpu_seconds)
+    return RetargetResult(robot_motion, tg, seconds, cpu_seconds, targets_cpu)

@@ -32,6 +32,7 @@ def summarize(per_clip: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"clips": len(rows), "frames": frames}
     cpu = sum(r["cpu_seconds"] for r in rows)
     out["frames_per_s"] = round(frames / max(cpu, 1e-9), 1)
+    out["frames_per_s_with_targets"] = round(frames / max(cpu + sum(r["targets_cpu_seconds"] for r in rows), 1e-9), 1)
     out["frames_per_wall_s"] = round(frames / max(sum(r["wall_seconds"] for r in rows), 1e-9), 1)
     for key in _MEAN_KEYS:
         weight = "contact_frames" if "contact" in key else "frames"
@@ -115,6 +116,7 @@ def retarget_files(clips: Sequence[str | os.PathLike[str]], robot: str, out: str
         row = evaluate(desc, result.motion, result.targets, geom)
         row["frames_per_s"] = round(result.frames_per_s, 1)
         row["cpu_seconds"] = round(result.cpu_seconds, 4)
+        row["targets_cpu_seconds"] = round(result.targets_cpu_seconds, 4)
         row["wall_seconds"] = round(result.seconds, 4)
         if write:
             row["motion"] = str(save_robot_motion(result.motion, out_dir / f"{name}.npz"))

@@ -3,7 +3,8 @@
 * Scale: source positions shrink (or grow) by ``s`` about the floor point under the source pelvis,
   so the robot walks the source's path while its limbs keep their proportions. The object keeps its
   size (the robot handles the real object) and its horizontal path; its height above where it starts
-  is scaled by ``s``, so what the source lifts to its chest the robot lifts to its own chest.
+  is scaled by ``s``, or by the overhead-reach ratio where that is smaller (the G1's arms are short
+  for its legs), so what the source lifts overhead the robot lifts to its own overhead reach.
 * Hands: a hand is in contact when any of its source bodies is labelled +1. Its target is the object
   surface point nearest the source hand point, stored in the object frame (so it rides with the
   object), smoothed over the contact segment and projected back onto the surface. Around a segment
@@ -38,7 +39,8 @@ class TargetConfig:
     foot_height: float = 0.05  # planted: foot body within this of its clip floor level (m)...
     foot_speed: float = 0.25  # ...and slower than this (m/s, horizontal)
     min_planted_frames: int = 3
-    scale_object_height: bool = True  # object height above its first frame scaled by s (else as the source)
+    scale_object_height: bool = True  # object height above its first frame scaled (else as the source)
+    reach_height: bool = True  # ... by the overhead-reach ratio where it is below s (short arms lift less)
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +88,31 @@ def clip_scale(desc: RobotDescription, motion: HOIMotion) -> float:
         assert cfg.scale_value is not None
         return cfg.scale_value
     return desc.leg_length() / source_leg_length(motion)
+
+
+def reach_scale(desc: RobotDescription, motion: HOIMotion) -> float:
+    """Robot / source overhead reach (shoulder height above the sole plus arm length, first hand):
+    what the source lifts overhead the robot lifts to its own overhead reach. Falls back to the
+    leg-length scale when the YAML pairs no shoulder, elbow and wrist."""
+    cfg = desc.config
+    frames = {p.body: p.frame for p in cfg.pairs}
+    if not cfg.hands or not cfg.feet:
+        return clip_scale(desc, motion)
+    hand = cfg.hands[0]
+    side = smplx_body.BODY_NAMES[hand.point[0]][:2]  # "L_" / "R_"
+    chain = [f"{side}Shoulder", f"{side}Elbow", f"{side}Wrist"]
+    if not all(b in frames for b in chain):
+        return clip_scale(desc, motion)
+    p = desc.frame_positions(pin.neutral(desc.model), [frames[b] for b in chain] + [hand.site, cfg.feet[0].site])
+    robot = p[0, 2] - p[4, 2] + float(np.linalg.norm(np.diff(p[:4], axis=0), axis=1).sum())
+    rest = source_rest_positions(motion)
+    ids = [smplx_body.body_index(b) for b in chain]
+    hand_rest = rest[list(hand.point)].mean(axis=0)
+    arm = float(np.linalg.norm(np.diff(np.vstack([rest[ids], hand_rest]), axis=0), axis=1).sum())
+    ankle = smplx_body.body_index(f"{side}Ankle")
+    floor = float(np.percentile(motion.body_pos[:, ankle, 2], 5))  # ankle height above the floor, standing
+    source = rest[ids[0], 2] - rest[ankle, 2] + floor + arm
+    return float(robot / source)
 
 
 def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -144,7 +171,8 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
     # The robot lifts what the source lifts by s times as much (a table raised to a person's chest
     # goes to the robot's chest); resting and horizontal positions stay, so nothing slides.
     robot_obj = obj_t.copy()
-    robot_obj[:, 2] = obj_t[0, 2] + s * (obj_t[:, 2] - obj_t[0, 2]) if cfg.scale_object_height else obj_t[:, 2]
+    s_obj = min(s, reach_scale(desc, motion)) if cfg.reach_height else s
+    robot_obj[:, 2] = obj_t[0, 2] + s_obj * (obj_t[:, 2] - obj_t[0, 2]) if cfg.scale_object_height else obj_t[:, 2]
     for h, hand in enumerate(hands):
         lab = labels[:, list(hand.source_bodies)]
         contact[:, h] = (lab == CONTACT_MUST_TOUCH).any(axis=1) & motion.object_contact.astype(bool)
@@ -161,10 +189,11 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             continue
         local = np.einsum("tji,tj->ti", obj_r, point - obj_t)  # source hand point, object frame
         # Source baseline: nearest labelled hand body to the surface.
-        for t in np.where(contact[:, h])[0]:
-            bodies = [b for b in hand.source_bodies if labels[t, b] == CONTACT_MUST_TOUCH]
-            loc_b = (body_pos[t, bodies] - obj_t[t]) @ obj_r[t]
-            src_dist[t, h] = float(geom.surface.closest(loc_b)[1].min())
+        src = list(hand.source_bodies)
+        tt, bb = np.nonzero(contact[:, h, None] & (labels[:, src] == CONTACT_MUST_TOUCH))  # all at once
+        loc_b = np.einsum("nji,nj->ni", obj_r[tt], body_pos[tt, np.asarray(src)[bb]] - obj_t[tt])
+        d = geom.surface.closest(loc_b)[1]
+        np.fmin.at(src_dist[:, h], tt, d)  # NaN where no body touches: fmin keeps the distance
         c_local, _, _ = geom.surface.closest(local)
         for a, b in _segments(contact[:, h]):
             seg = c_local[a:b]
