@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "interrupt": set(),
     "errors": set(),
     "geometry": {"errors"},
-    "embodiment": {"errors", "geometry", "motion"},  # smplx_shape fits skeletons to clips (lazily)
+    "embodiment": {"errors", "geometry", "motion", "config_io"},  # smplx_shape fits skeletons to clips (lazily); robot YAML read strictly
     "motion": {"errors", "geometry", "embodiment"},
     "state": {"errors", "geometry", "embodiment"},
     "observation": {"errors", "geometry", "embodiment", "state"},
