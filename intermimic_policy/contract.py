@@ -84,7 +84,7 @@ class ContractMismatch(IntermimicError):
 
 
 # The arithmetic a policy may run at. fp32 is the exported graph; a reduced precision (an int8
-# graph from ``runtime.quantize``, an fp16 engine) is only deployable when the contract declares it
+# graph from ``runtime.quantize_cli``, an fp16 engine) is only deployable when the contract declares it
 # together with the closed-loop check it passed (``PrecisionAcceptance``): the golden tolerance of
 # fp32 says nothing about whether a quantized policy still completes its clip.
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -206,7 +206,7 @@ class PolicyContract:
             a = self.precision_acceptance
             if a is None:
                 raise ContractError(f"contract declares precision {self.precision} without the closed-loop "
-                                    "acceptance it must pass (make it with python -m intermimic_policy.runtime.quantize)")
+                                    "acceptance it must pass (make it with python -m intermimic_policy.runtime.quantize_cli)")
             if not a.passed:
                 raise ContractError(f"contract declares precision {self.precision}, but its closed-loop acceptance "
                                     f"failed ({a.describe()})")

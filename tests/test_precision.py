@@ -2,7 +2,7 @@
 that precision with a passing closed-loop acceptance, and refuses every other combination.
 
 Real parts: the shipped fp32 policy, ONNX Runtime's own dynamic int8 quantization of it, the real
-loader. (The closed-loop acceptance itself runs ``sim.evaluate``: ``runtime.quantize``.)
+loader. (The closed-loop acceptance itself runs ``sim.evaluate``: ``runtime.quantize_cli``.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from intermimic_policy.contract import ContractError, GoldenPairs, PrecisionAcce
 from intermimic_policy.runtime.base import PolicyLoadError, graph_precision, read_policy_file
 from intermimic_policy.runtime.loader import load_policy
 from intermimic_policy.runtime.onnxruntime_backend import OnnxRuntimePolicy
-from intermimic_policy.runtime.quantize import quantized_graph, with_contract
+from intermimic_policy.runtime.quantize_cli import quantized_graph, with_contract
 
 SHIPPED = Path(__file__).resolve().parents[1] / "intermimic_policy" / "assets" / "policies" / "example_teacher.onnx"
 
@@ -108,7 +108,7 @@ def test_shipped_int8_policy_is_the_accepted_quantization_of_the_shipped_fp32_on
     stated tolerance of the fp32 policy's (``intermimic eval --example`` on both)."""
     import hashlib
 
-    from intermimic_policy.runtime.quantize import closed_loop
+    from intermimic_policy.runtime.quantize_cli import closed_loop
     from intermimic_policy.sim.evaluate import load_onnx_policy
 
     int8 = load_policy(INT8, backend="onnxruntime")

@@ -78,7 +78,7 @@ def check_precision(graph: str, contract: PolicyContract, source: str) -> None:
         return  # an fp16 acceptance of an fp32 graph: the engine is built in fp16
     raise PolicyLoadError(f"{source}: the graph computes in {graph} but its contract declares {contract.precision}; "
                           "a reduced precision is only deployable with a contract that declares it and the "
-                          "closed-loop check it passed (python -m intermimic_policy.runtime.quantize)")
+                          "closed-loop check it passed (python -m intermimic_policy.runtime.quantize_cli)")
 
 
 def read_policy_file(path: str | os.PathLike[str]) -> PolicyFile:

@@ -10,7 +10,7 @@ written into the new file's contract (``precision: int8`` and the ``PrecisionAcc
 runtime refuses an int8 graph without it. Golden pairs are re-recorded from the int8 graph (same
 inputs), so loading still proves the weights are the ones accepted.
 
-    python -m intermimic_policy.runtime.quantize SRC.onnx DST.onnx [--tolerance-cm 1.0] [--int8-layers 1]
+    python -m intermimic_policy.runtime.quantize_cli SRC.onnx DST.onnx [--tolerance-cm 1.0] [--int8-layers 1]
 """
 
 from __future__ import annotations
