@@ -32,9 +32,10 @@ tick it waits on).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -100,6 +101,7 @@ from intermimic_policy.runtime.base import Policy
 from intermimic_policy.runtime.loader import load_policy
 
 logger = logging.getLogger("intermimic.ros.policy_node")
+_S = TypeVar("_S", JointSample, RootSample, PoseSample, ContactSample)
 
 MODES = ("waiting", "soft_start", "running", "safe_hold")
 # inputs by the name used in counters, staleness reports and the status
@@ -423,37 +425,34 @@ class PolicyController:
             k.rejected[name] += 1
         return False
 
-    def on_joint_state(self, msg: JointState, now: float) -> bool:
+    def _admit(self, topic: str, parse: Callable[[], _S], now: float) -> _S | None:
+        """Parse one state input and check its stamp; a rejected or stale one is counted, None."""
         try:
-            sample = parse_joint_state(msg, self._joint_order)
+            sample = parse()
         except MessageRejected as exc:
-            self._reject("joint_states", exc, now)
-            return False
-        if not self._stamp_ok("joint_states", sample.stamp_ns, now):
+            self._reject(topic, exc, now)
+            return None
+        return sample if self._stamp_ok(topic, sample.stamp_ns, now) else None
+
+    def on_joint_state(self, msg: JointState, now: float) -> bool:
+        sample = self._admit("joint_states", lambda: parse_joint_state(msg, self._joint_order), now)
+        if sample is None:
             return False
         self.joints = sample
         self._accept("joint_states", now)
         return True
 
     def on_odometry(self, msg: Odometry, now: float) -> bool:
-        try:
-            sample = parse_odometry(msg)
-        except MessageRejected as exc:
-            self._reject("odom", exc, now)
-            return False
-        if not self._stamp_ok("odom", sample.stamp_ns, now):
+        sample = self._admit("odom", lambda: parse_odometry(msg), now)
+        if sample is None:
             return False
         self.root = sample
         self._accept("odom", now)
         return True
 
     def on_object_pose(self, msg: PoseStamped, now: float) -> bool:
-        try:
-            sample = parse_pose_stamped(msg)
-        except MessageRejected as exc:
-            self._reject("object_pose", exc, now)
-            return False
-        if not self._stamp_ok("object_pose", sample.stamp_ns, now):
+        sample = self._admit("object_pose", lambda: parse_pose_stamped(msg), now)
+        if sample is None:
             return False
         self.object_pose = sample
         self._object_velocity.update(sample)
@@ -461,12 +460,8 @@ class PolicyController:
         return True
 
     def on_contacts(self, msg: ContactState, now: float) -> bool:
-        try:
-            sample = parse_contacts(msg, self._body_order)
-        except MessageRejected as exc:
-            self._reject("contacts", exc, now)
-            return False
-        if not self._stamp_ok("contacts", sample.stamp_ns, now):
+        sample = self._admit("contacts", lambda: parse_contacts(msg, self._body_order), now)
+        if sample is None:
             return False
         self.contacts = sample
         self._accept("contacts", now)
