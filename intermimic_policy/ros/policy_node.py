@@ -25,6 +25,7 @@ import argparse
 import gc
 import logging
 import os
+import resource
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -70,6 +71,17 @@ LATENCY_WINDOW = 2048
 
 
 # -- the node ------------------------------------------------------------------------------------
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+
+
+def thread_cpu_and_switches() -> tuple[float, int]:
+    """CPU seconds of the calling thread and its context switches so far (voluntary +
+    involuntary): the difference over a tick says whether the tick was slow work or time spent
+    off the CPU."""
+    ru = resource.getrusage(_RUSAGE_THREAD)
+    return time.thread_time(), ru.ru_nvcsw + ru.ru_nivcsw
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if len(values) else float("nan")
 
@@ -87,14 +99,23 @@ class LoopStats:
         self.tick_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # tick start -> published
         self.latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # state arrival -> published
         self.jitter_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)  # |interval - period| of stamps
+        # the tick's own CPU time: tick_ms - tick_cpu_ms is time the thread was off the CPU
+        # (preempted by other threads/processes, or waiting), so slow work and a busy machine
+        # are told apart in the field
+        self.tick_cpu_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.preempted_ticks = 0  # ticks during which the thread was switched out (any context switch)
         self.deadline_misses = 0
         self.state_gaps = 0  # stamps that skipped whole periods (the state source missed ticks)
         self.late_inputs = 0  # real time: ticks run before every input of the stamp arrived
         self._last_stamp: int | None = None
 
-    def record(self, started: float, arrived: float, done: float, stamp_ns: int) -> None:
+    def record(self, started: float, arrived: float, done: float, stamp_ns: int,
+               cpu_s: float | None = None, switches: int = 0) -> None:
         tick = done - started
         self.tick_ms.append(tick * 1e3)
+        if cpu_s is not None:
+            self.tick_cpu_ms.append(cpu_s * 1e3)
+        self.preempted_ticks += switches > 0
         self.latency_ms.append((done - arrived) * 1e3)
         if tick > self.deadline_s:
             self.deadline_misses += 1
@@ -112,6 +133,9 @@ class LoopStats:
             "tick_ms_max": _ms(max(t) if t else float("nan")),
             "latency_ms_p50": _ms(_percentile(lat, 50)), "latency_ms_p99": _ms(_percentile(lat, 99)),
             "latency_ms_max": _ms(max(lat) if lat else float("nan")),
+            "tick_cpu_ms_p50": _ms(_percentile(self.tick_cpu_ms, 50)),
+            "tick_cpu_ms_p99": _ms(_percentile(self.tick_cpu_ms, 99)),
+            "preempted_ticks": str(self.preempted_ticks),
             "jitter_ms_p99": _ms(_percentile(jit, 99)), "deadline_ms": _ms(self.deadline_s * 1e3),
             "deadline_misses": str(self.deadline_misses), "state_gaps": str(self.state_gaps),
             "late_inputs": str(self.late_inputs),
@@ -165,6 +189,7 @@ class PolicyNode(NodeLifetime):
         self.last_answered: int | None = None
         self.last_result: TickResult | None = None
         self.scheduling = "normal"  # what ``apply_rt_priority`` applied to the process
+        self._cpu0, self._switches0 = thread_cpu_and_switches()  # at the start of the current tick
 
     @property
     def latencies_ms(self) -> deque[float]:
@@ -201,6 +226,7 @@ class PolicyNode(NodeLifetime):
         if not force and "joint_states" not in c.faults and not matched:
             return
         started = self.clock()
+        self._cpu0, self._switches0 = thread_cpu_and_switches()
         if self.config.lockstep:
             result = c.tick(started, s, matched=matched and not force)
         else:
@@ -232,7 +258,9 @@ class PolicyNode(NodeLifetime):
             return
         self.pub_targets.publish(result.message)
         done = self.clock()
-        self.stats.record(started, arrived if arrived is not None else started, done, stamp_ns)
+        cpu, switches = thread_cpu_and_switches()
+        self.stats.record(started, arrived if arrived is not None else started, done, stamp_ns,
+                          cpu - self._cpu0, switches - self._switches0)
         self.controller.prepare()
         if result.clipped_limit or result.clipped_slew:
             logger.debug("clamped joints: limits %s, slew %s", result.clipped_limit, result.clipped_slew)
