@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from intermimic_policy.errors import IntermimicError
-from intermimic_policy.interrupt import call
+from intermimic_policy.interrupt import call, exit_process
 
 COMMAND_MODULES: tuple[str, ...] = (
     "intermimic_policy.sim.replay_cli",
@@ -75,4 +75,4 @@ def main(argv: Sequence[str] | None = None, command_modules: Sequence[str] = COM
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

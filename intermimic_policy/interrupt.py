@@ -6,6 +6,7 @@ run (atomic writers remove their temporary files) because the interrupt is an ex
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +33,9 @@ def call(prog: str, main: Callable[[], int | None]) -> int:
     seen: list[int] = []
 
     def on_sigint(signum: int, frame: object) -> None:
+        # further Ctrl-Cs are ignored from here on: one interrupt, one unwinding (a second
+        # KeyboardInterrupt inside a ``finally`` or at shutdown would end with a traceback)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         seen.append(signum)
         raise KeyboardInterrupt
 
@@ -61,7 +65,24 @@ def run_module_main(module: str, prog: str, argv: Sequence[str] | None = None) -
     def run() -> int | None:
         return importlib.import_module(module).main(argv)  # type: ignore[no-any-return]
 
-    sys.exit(call(prog, run))
+    exit_process(call(prog, run))
+
+
+def exit_process(code: int) -> None:
+    """End the process with ``code``; after an interrupt (130) at once, output flushed.
+
+    Why not ``sys.exit(130)`` there: CPython ends a process by SIGINT (status -2) instead of the
+    requested code once any KeyboardInterrupt went unhandled through a C-level ``PyRun_*`` (an
+    extension initialising under the Ctrl-C), and a teardown of half-imported extensions can
+    fail too. The run's own ``finally`` blocks have all run when ``call`` returns."""
+    if code != EXIT_INTERRUPTED:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed, or no stream at all
+            pass
+    os._exit(code)
 
 
 def ignore_sigint() -> None:

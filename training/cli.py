@@ -7,7 +7,6 @@ library's CLI. Nothing heavy is imported here, so ``intermimic policy info`` sta
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    library_cli.exit_process(main())
