@@ -363,7 +363,7 @@ def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int
         if s.get("mode") != "running":
             raise RuntimeError(f"policy node ended the run in mode {s.get('mode')!r}: {s.get('reason')}")
         for key in ("tick_ms_p50", "tick_ms_p99", "tick_ms_max", "tick_cpu_ms_p50", "tick_cpu_ms_p99",
-                    "preempted_ticks", "latency_ms_p99", "jitter_ms_p99",
+                    "blocked_ticks", "preempted_ticks", "latency_ms_p99", "jitter_ms_p99",
                     "deadline_misses", "state_gaps", "late_inputs", "safe_hold_events", "lookahead_waits"):
             out[f"node_{key}"] = float(s.get(key, "nan"))
     finally:

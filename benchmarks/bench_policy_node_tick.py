@@ -1,5 +1,8 @@
 """Where the policy node's tick time goes: the same node, driver and messages in ONE process,
-ticked back to back ("hot") and paced at the control period ("paced", as a robot drives it).
+ticked back to back ("hot"), paced at the control period ("paced", as a robot drives it) and paced
+with the policy run once on the last observation just before each state ("prewarmed": its 7 MB
+of weights back in cache, which tells the weights' share of the cold cost) and paced by busy-waiting the period ("spun":
+the CPU never idles, so what a sleeping CPU loses shows apart from what other work evicts).
 
 Why: the node's tick (state in -> targets published) measured ~1.5-1.9 ms p50 when the node runs
 as its own process but ~1 ms in one process. This runs the node exactly as ``policy_node`` does
@@ -33,13 +36,18 @@ from intermimic_policy.ros.node_config import load_node_config  # noqa: E402
 from intermimic_policy.ros.policy_node import PolicyNode, freeze_startup_objects  # noqa: E402
 
 
-def run(node: PolicyNode, driver: Driver, rate: float, ticks: int, paced: bool, k0: int) -> dict[str, float]:
+def run(node: PolicyNode, driver: Driver, rate: float, ticks: int, paced: bool, k0: int,
+        prewarm: bool = False, spin: bool = False) -> dict[str, float]:
     period = 1.0 / rate
     node.stats.tick_ms.clear()
     node.stats.tick_cpu_ms.clear()
-    switched0 = node.stats.preempted_ticks
+    blocked0, preempted0 = node.stats.blocked_ticks, node.stats.preempted_ticks
     for i in range(ticks):
         k = k0 + i
+        if prewarm and node.controller.last_observation is not None:
+            # the policy once on the last observation (output dropped) just before the state
+            # goes out: its weights are back in cache when the real tick runs
+            node.controller.policy(node.controller.last_observation)
         driver.publish_frame(k + 20)
         stamp = int((k + 1) * period * 1e9)
         driver.publish_state(k, stamp)
@@ -47,12 +55,17 @@ def run(node: PolicyNode, driver: Driver, rate: float, ticks: int, paced: bool, 
         while node.last_answered != stamp and time.monotonic() < end:
             node.spin_once(0.01)
         driver.node.spin_once(0.0)
-        if paced:
+        if spin:  # busy-wait the period: the CPU never idles between ticks
+            until = time.perf_counter() + period
+            while time.perf_counter() < until:
+                pass
+        elif paced:
             time.sleep(period)
     t, c = np.asarray(node.stats.tick_ms), np.asarray(node.stats.tick_cpu_ms)
     return {"ticks": float(len(t)), "tick_ms_p50": float(np.median(t)), "tick_ms_p99": float(np.percentile(t, 99)),
             "tick_cpu_ms_p50": float(np.median(c)), "tick_cpu_ms_p99": float(np.percentile(c, 99)),
-            "switched_ticks": float(node.stats.preempted_ticks - switched0)}
+            "blocked_ticks": float(node.stats.blocked_ticks - blocked0),
+            "preempted_ticks": float(node.stats.preempted_ticks - preempted0)}
 
 
 def main() -> int:
@@ -61,14 +74,16 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--policy", default=str(SHIPPED_POLICY))
     p.add_argument("--clip", default="OMOMO_new/sub2_largetable_000.pt")
-    p.add_argument("--modes", nargs="+", default=["hot", "paced"], choices=("hot", "paced"))
-    p.add_argument("--profile", default="", help="pyinstrument text profile of the paced ticks to this file")
+    p.add_argument("--modes", nargs="+", default=["hot", "paced", "prewarmed", "spun"],
+                   choices=("hot", "paced", "prewarmed", "spun"))
+    p.add_argument("--profile", default="", help="cProfile (tottime) of of the paced ticks to this file")
     p.add_argument("--json", default="")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         setup = prepare(args.rate, argparse.Namespace(random_teacher=False, policy=args.policy, clip=args.clip,
-                                                      duration=2 * args.ticks / args.rate + 10), tmp)
+                                                      duration=(len(args.modes) + 1) * args.ticks / args.rate + 10),
+                         tmp)
         domain = 100 + os.getpid() % 120
         prefix = f"/tick{uuid.uuid4().hex[:8]}"
         cfg = {"policy_node": {
@@ -94,14 +109,20 @@ def main() -> int:
                 for mode in args.modes:
                     profiler = None
                     if args.profile and mode == "paced":
-                        from pyinstrument import Profiler
+                        import cProfile
 
-                        profiler = Profiler(interval=0.0001)
-                        profiler.start()
-                    out[mode] = run(node, driver, args.rate, args.ticks, mode == "paced", k0)
+                        profiler = cProfile.Profile()
+                        profiler.enable()
+                    out[mode] = run(node, driver, args.rate, args.ticks, mode != "hot", k0, prewarm=mode == "prewarmed",
+                                    spin=mode == "spun")
                     if profiler is not None:
-                        profiler.stop()
-                        Path(args.profile).write_text(profiler.output_text(unicode=False, color=False))
+                        profiler.disable()
+                        import io
+                        import pstats
+
+                        text = io.StringIO()
+                        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(40)
+                        Path(args.profile).write_text(text.getvalue())
                     k0 += args.ticks
                     print(mode, " ".join(f"{k} {v:.3f}" for k, v in out[mode].items()), flush=True)
             finally:

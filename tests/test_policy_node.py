@@ -478,6 +478,8 @@ def test_lockstep_answers_every_state_tick_with_its_stamp(running: Any, teacher:
     np.testing.assert_allclose(hold.kd, 2.0 * np.asarray(c.kd))
     assert node.controller.mode == "safe_hold" and node.controller.counters.safe_hold_events == 1
     assert node.controller.counters.rejected["joint_states"] == 1
+    # every published tick has its CPU time beside its wall time (the hold included)
+    assert len(node.stats.tick_cpu_ms) == len(node.stats.tick_ms) == 7
 
 
 def test_stopping_the_reference_reaches_safe_hold_within_its_timeout(running: Any, motion: HOIMotion) -> None:
@@ -582,3 +584,21 @@ def test_node_expectations_come_from_its_own_config_not_the_policy(teacher_onnx:
     assert expected_for(config).control_hz == config.control_hz == 30.0
     with pytest.raises(ContractMismatch, match="control_hz"):
         load_checked_policy(replace(config, control_hz=50.0, physics_hz=250.0))
+
+
+def test_loop_stats_report_the_ticks_cpu_time_and_switched_out_ticks() -> None:
+    from intermimic_policy.ros.policy_node import LoopStats, thread_cpu_and_switches
+
+    stats = LoopStats(0.02, 0.005)
+    stats.record(1.0, 1.0, 1.002, 0, cpu_s=0.001)
+    stats.record(2.0, 2.0, 2.004, 20_000_000, cpu_s=0.003, blocked=2, preempted=1)
+    stats.record(2.5, 2.5, 2.501, 30_000_000, cpu_s=0.001, blocked=1)
+    stats.record(3.0, 3.0, 3.001, 40_000_000)  # no CPU figure: the wall time alone
+    values = stats.values()
+    assert list(stats.tick_cpu_ms) == pytest.approx([1.0, 3.0, 1.0])
+    assert values["tick_cpu_ms_p50"] == "1.000" and values["tick_cpu_ms_p99"] == "2.960"
+    assert values["blocked_ticks"] == "2" and values["preempted_ticks"] == "1"
+    before = thread_cpu_and_switches()
+    sum(range(100_000))
+    after = thread_cpu_and_switches()
+    assert all(b >= a for a, b in zip(before, after))

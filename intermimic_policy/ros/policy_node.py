@@ -74,12 +74,12 @@ LATENCY_WINDOW = 2048
 _RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 
 
-def thread_cpu_and_switches() -> tuple[float, int]:
-    """CPU seconds of the calling thread and its context switches so far (voluntary +
-    involuntary): the difference over a tick says whether the tick was slow work or time spent
-    off the CPU."""
+def thread_cpu_and_switches() -> tuple[float, int, int]:
+    """CPU seconds of the calling thread and its voluntary (it blocked: a lock, a syscall) and
+    involuntary (preempted) context switches so far: the differences over a tick say whether
+    the tick was slow work or time spent off the CPU, and why."""
     ru = resource.getrusage(_RUSAGE_THREAD)
-    return time.thread_time(), ru.ru_nvcsw + ru.ru_nivcsw
+    return time.thread_time(), ru.ru_nvcsw, ru.ru_nivcsw
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -103,19 +103,21 @@ class LoopStats:
         # (preempted by other threads/processes, or waiting), so slow work and a busy machine
         # are told apart in the field
         self.tick_cpu_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
-        self.preempted_ticks = 0  # ticks during which the thread was switched out (any context switch)
+        self.blocked_ticks = 0  # ticks during which the thread blocked (voluntary context switch)
+        self.preempted_ticks = 0  # ticks during which the thread was preempted (involuntary switch)
         self.deadline_misses = 0
         self.state_gaps = 0  # stamps that skipped whole periods (the state source missed ticks)
         self.late_inputs = 0  # real time: ticks run before every input of the stamp arrived
         self._last_stamp: int | None = None
 
     def record(self, started: float, arrived: float, done: float, stamp_ns: int,
-               cpu_s: float | None = None, switches: int = 0) -> None:
+               cpu_s: float | None = None, blocked: int = 0, preempted: int = 0) -> None:
         tick = done - started
         self.tick_ms.append(tick * 1e3)
         if cpu_s is not None:
             self.tick_cpu_ms.append(cpu_s * 1e3)
-        self.preempted_ticks += switches > 0
+        self.blocked_ticks += blocked > 0
+        self.preempted_ticks += preempted > 0
         self.latency_ms.append((done - arrived) * 1e3)
         if tick > self.deadline_s:
             self.deadline_misses += 1
@@ -135,7 +137,7 @@ class LoopStats:
             "latency_ms_max": _ms(max(lat) if lat else float("nan")),
             "tick_cpu_ms_p50": _ms(_percentile(self.tick_cpu_ms, 50)),
             "tick_cpu_ms_p99": _ms(_percentile(self.tick_cpu_ms, 99)),
-            "preempted_ticks": str(self.preempted_ticks),
+            "blocked_ticks": str(self.blocked_ticks), "preempted_ticks": str(self.preempted_ticks),
             "jitter_ms_p99": _ms(_percentile(jit, 99)), "deadline_ms": _ms(self.deadline_s * 1e3),
             "deadline_misses": str(self.deadline_misses), "state_gaps": str(self.state_gaps),
             "late_inputs": str(self.late_inputs),
@@ -189,7 +191,7 @@ class PolicyNode(NodeLifetime):
         self.last_answered: int | None = None
         self.last_result: TickResult | None = None
         self.scheduling = "normal"  # what ``apply_rt_priority`` applied to the process
-        self._cpu0, self._switches0 = thread_cpu_and_switches()  # at the start of the current tick
+        self._tick0 = thread_cpu_and_switches()  # at the start of the current tick
 
     @property
     def latencies_ms(self) -> deque[float]:
@@ -226,7 +228,7 @@ class PolicyNode(NodeLifetime):
         if not force and "joint_states" not in c.faults and not matched:
             return
         started = self.clock()
-        self._cpu0, self._switches0 = thread_cpu_and_switches()
+        self._tick0 = thread_cpu_and_switches()
         if self.config.lockstep:
             result = c.tick(started, s, matched=matched and not force)
         else:
@@ -258,9 +260,10 @@ class PolicyNode(NodeLifetime):
             return
         self.pub_targets.publish(result.message)
         done = self.clock()
-        cpu, switches = thread_cpu_and_switches()
+        cpu, blocked, preempted = thread_cpu_and_switches()
+        cpu0, blocked0, preempted0 = self._tick0
         self.stats.record(started, arrived if arrived is not None else started, done, stamp_ns,
-                          cpu - self._cpu0, switches - self._switches0)
+                          cpu - cpu0, blocked - blocked0, preempted - preempted0)
         self.controller.prepare()
         if result.clipped_limit or result.clipped_slew:
             logger.debug("clamped joints: limits %s, slew %s", result.clipped_limit, result.clipped_slew)
