@@ -13,7 +13,8 @@ answers a tick whose inputs stay incomplete past ``patience`` (lockstep: with a 
 with the newest inputs, counted as ``late_inputs``) and holds when inputs go stale.
 
 Reported in the status (and the launch report): the node's own tick time (state in -> targets
-out, p50/p99/max), the interval jitter of the ticks against the contract's period, deadline
+out, p50/p99/max) beside its CPU time and the ticks that were preempted or blocked (wall minus
+CPU is time off the CPU), the interval jitter of the ticks against the contract's period, deadline
 misses (ticks longer than ``tick_deadline_ms``) and the counters of ``policy_core``.
 
 Run: ``python -m intermimic_policy.ros.policy_node --config config/sim_hoi.yaml [--policy F.onnx]``.
