@@ -48,6 +48,10 @@ def main() -> int:
     print(f"{'clip':24s} " + " ".join(f"{c[:14]:>14s}" for c in COLUMNS))
     for name, row in report["clips"].items():
         print(f"{name:24s} " + " ".join(f"{row[c]!s:>14s}" for c in COLUMNS))
+    print("deepest object penetration per clip (link @ frame):")
+    for name, row in report["clips"].items():
+        if row.get("object_penetration_frame", -1) >= 0:
+            print(f"  {name:24s} {row['object_penetration_cm']:6.2f} cm  {row['object_penetration_link']} @ {row['object_penetration_frame']}")
     o = report["overall"]
     print(f"{'OVERALL':24s} " + " ".join(f"{o.get(c)!s:>14s}" for c in COLUMNS))
     print(f"frames/s on one core (CPU time of the IK): {o['frames_per_s']} (with the targets: "

@@ -7,7 +7,8 @@
 * ``foot_skate_cm_s``: mean horizontal speed of the robot's sole sites between consecutive frames
   where the foot is planted (both feet); ``source_foot_skate_cm_s`` the same for the source feet.
 * ``penetration_cm``: max depth of any robot collision point below the floor or inside the object's
-  convex parts (what the simulator collides with), split as floor / object.
+  convex parts (what the simulator collides with), split as floor / object; the link and frame of
+  each maximum are reported (``*_penetration_link`` / ``*_penetration_frame``, -1: none) to find it.
 * ``joint_limit_violations``: (frame, joint) entries outside the URDF position range, plus those whose
   speed exceeds the URDF velocity limit.
 """
@@ -40,6 +41,7 @@ def evaluate(desc: RobotDescription, motion: RobotMotion, targets: ClipTargets,
     floor_pen = 0.0
     obj_pen = 0.0
     floor_link = obj_link = ""
+    floor_frame = obj_frame = -1
     obj_r = Rotation.from_quat(motion.object_rot.astype(np.float64)).as_matrix()
     obj_t = motion.object_pos.astype(np.float64)
     for t in range(t_n):
@@ -54,12 +56,12 @@ def evaluate(desc: RobotDescription, motion: RobotMotion, targets: ClipTargets,
             pts[sel] = cp.local[sel] @ M.rotation.T + M.translation
         i = int(np.argmin(pts[:, 2]))
         if -pts[i, 2] > floor_pen:
-            floor_pen, floor_link = float(-pts[i, 2]), cp.link_names[i]
+            floor_pen, floor_link, floor_frame = float(-pts[i, 2]), cp.link_names[i], t
         if geom is not None:
             depth, _ = hull_depth(geom.hulls, (pts - obj_t[t]) @ obj_r[t])
             i = int(np.argmax(depth))
             if depth[i] > obj_pen:
-                obj_pen, obj_link = float(depth[i]), cp.link_names[i]
+                obj_pen, obj_link, obj_frame = float(depth[i]), cp.link_names[i], t
 
     robot_err: list[float] = []
     source_err: list[float] = []
@@ -99,6 +101,8 @@ def evaluate(desc: RobotDescription, motion: RobotMotion, targets: ClipTargets,
         "object_penetration_cm": round(max(obj_pen, 0.0) * 100, 3),
         "floor_penetration_link": floor_link,
         "object_penetration_link": obj_link,
+        "floor_penetration_frame": floor_frame,
+        "object_penetration_frame": obj_frame,
         "joint_limit_violations": pos_viol + vel_viol,
         "joint_position_violations": pos_viol,
         "joint_velocity_violations": vel_viol,
