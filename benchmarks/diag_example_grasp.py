@@ -28,9 +28,10 @@ from intermimic_policy.motion.example import make_example_motion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import eval_config
 from intermimic_policy.sim.perturb import Perturbation, parse_perturb
+from training.config import load_pipeline_config
 from training.expert import make_expert
 
-SHIPPED_GAINS = {"ankle_p": 4.52, "ankle_d": 0.40, "hip_p": 0.86, "hip_d": 0.017, "grip_p": 1.07, "grip_d": 0.036}
+EXAMPLE_RECIPE = "config/pipeline/example.yaml"  # the shipped policy's recipe: its expert's gains
 
 
 def object_contacts(model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, int]:
@@ -45,7 +46,8 @@ def object_contacts(model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, int
 
 
 def run(policy: str | None, perturb: Perturbation, every: int) -> list[dict[str, object]]:
-    act = make_expert("balance", SHIPPED_GAINS)
+    warm = load_pipeline_config(EXAMPLE_RECIPE).teacher.bc_warmstart
+    act = make_expert(warm.expert, warm.expert_gains)
     overrides: dict[str, Any] = {}
     onnx = None
     if policy is not None:

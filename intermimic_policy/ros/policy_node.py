@@ -192,7 +192,6 @@ class PolicyNode(NodeLifetime):
         self.last_answered: int | None = None
         self.last_result: TickResult | None = None
         self.scheduling = "normal"  # what ``apply_rt_priority`` applied to the process
-        self._tick0 = thread_cpu_and_switches()  # at the start of the current tick
 
     @property
     def latencies_ms(self) -> deque[float]:
@@ -229,7 +228,7 @@ class PolicyNode(NodeLifetime):
         if not force and "joint_states" not in c.faults and not matched:
             return
         started = self.clock()
-        self._tick0 = thread_cpu_and_switches()
+        tick0 = thread_cpu_and_switches()
         if self.config.lockstep:
             result = c.tick(started, s, matched=matched and not force)
         else:
@@ -239,7 +238,7 @@ class PolicyNode(NodeLifetime):
         if result.message is None and not force:
             self.last_result = result
             return
-        self._emit(result, started, self.pending_rx, s)
+        self._emit(result, started, tick0, self.pending_rx, s)
         if result.message is not None:
             self.last_answered, self.pending_stamp = s, None
 
@@ -255,14 +254,15 @@ class PolicyNode(NodeLifetime):
             # no state tick to answer (the robot or simulator is gone): report the hold
             c.enter_safe_hold(stale.describe())
 
-    def _emit(self, result: TickResult, started: float, arrived: float | None, stamp_ns: int) -> None:
+    def _emit(self, result: TickResult, started: float, tick0: tuple[float, int, int], arrived: float | None,
+              stamp_ns: int) -> None:
         self.last_result = result
         if result.message is None:
             return
         self.pub_targets.publish(result.message)
         done = self.clock()
         cpu, blocked, preempted = thread_cpu_and_switches()
-        cpu0, blocked0, preempted0 = self._tick0
+        cpu0, blocked0, preempted0 = tick0
         self.stats.record(started, arrived if arrived is not None else started, done, stamp_ns,
                           cpu - cpu0, blocked - blocked0, preempted - preempted0)
         self.controller.prepare()
