@@ -11,7 +11,7 @@ from intermimic_policy.sim.env_config import eval_config
 from training.config import BCWarmStartConfig, ConfigError
 from training.expert import BalanceGains, make_expert, rollout_scores
 
-TUNED = {"ankle_p": 4.52, "ankle_d": 0.40, "hip_p": 0.86, "hip_d": 0.017, "grip_p": 1.07, "grip_d": 0.036}
+TUNED = {"ankle_p": 5.301, "ankle_d": 0.532, "hip_p": 0.92, "hip_d": 0.015, "grip_p": 0.867, "grip_d": 0.069}
 
 
 def test_balance_expert_completes_the_example_clip_where_pd_replay_falls() -> None:

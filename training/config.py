@@ -92,6 +92,9 @@ class BCWarmStartConfig:
     # completes the example clip where PD replay falls at 1.8 s). Its gains: BalanceGains fields.
     expert: str = "pd-replay"
     expert_gains: dict[str, float] = field(default_factory=dict)
+    # the balance expert adds the gravity feed-forward of the upper body to its targets
+    # (training.gravity_compensation): without it the arms sag 8-12 cm at the example's grasp
+    expert_feedforward: bool = True
 
     def __post_init__(self) -> None:
         if self.iterations < 0:

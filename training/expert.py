@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -31,6 +32,7 @@ from intermimic_policy.embodiment import smplx_body as sb
 from intermimic_policy.embodiment.skeleton import default_skeleton
 from intermimic_policy.geometry import quaternion as quat
 from intermimic_policy.sim.env import HOIEnv
+from training.gravity_compensation import gravity_target_offsets
 
 _ANKLES = tuple(sb.JOINT_NAMES.index(n) for n in ("L_Ankle", "R_Ankle"))
 _HIPS = tuple(sb.JOINT_NAMES.index(n) for n in ("L_Hip", "R_Hip"))
@@ -90,13 +92,36 @@ def balance_features(env: HOIEnv, mass: Tensor) -> tuple[Tensor, Tensor, Tensor,
     return local(c_sim - c_ref), local(v_sim - v_ref), local(tilt), local(rate)
 
 
-def expert_targets(env: HOIEnv, gains: Tensor, mass: Tensor) -> Tensor:
-    """Joint rotation-vector targets [N, 51, 3]: the reference at t+1 plus the balance residuals.
+def gravity_feedforward(env: HOIEnv) -> Tensor:
+    """Per reference frame target offsets [clips, frames, 51, 3] that hold the upper body up
+    against gravity (:mod:`training.gravity_compensation`); computed once per env."""
+    ff = _FEEDFORWARD.get(env)
+    if ff is None:
+        lib = env.motion_library
+        ff = torch.zeros(lib.num_clips, lib.max_frames, sb.NUM_JOINTS, 3)
+        for c in range(lib.num_clips):
+            frames = torch.arange(int(lib.num_frames[c]), device=env.device)
+            ref = lib.initial_state(torch.full_like(frames, c), frames)
+            ff[c, : len(frames)] = gravity_target_offsets(
+                env.skeleton, ref.root_pos.cpu(), ref.root_rot.cpu(), ref.joint_rotvec.cpu())
+        ff = _FEEDFORWARD[env] = ff.to(env.device)
+    return ff
+
+
+_FEEDFORWARD: weakref.WeakKeyDictionary[HOIEnv, Tensor] = weakref.WeakKeyDictionary()
+
+
+def expert_targets(env: HOIEnv, gains: Tensor, mass: Tensor, feedforward: bool = True) -> Tensor:
+    """Joint rotation-vector targets [N, 51, 3]: the reference at t+1 plus the balance residuals
+    (and, with ``feedforward``, the gravity offsets of :func:`gravity_feedforward`).
 
     ``gains`` is [G] (all worlds) or [N, G] (per world), in :class:`BalanceGains` order."""
     n = env.num_worlds
     g = gains.to(env.device, torch.float32).expand(n, NUM_GAINS)
     target = env.motion_library.joint_rotvec(env.clip, env.t + 1).reshape(n, sb.NUM_JOINTS, 3).clone()
+    if feedforward:
+        lib = env.motion_library
+        target += gravity_feedforward(env)[env.clip, lib.clamp_frames(env.clip, env.t + 1)]
     e, v, tilt, rate = balance_features(env, mass)
     ankle = g[:, :1] * e + g[:, 1:2] * v  # [N, 2] (forward, left)
     hip = g[:, 2:3] * tilt + g[:, 3:4] * rate  # [N, 2] (roll, pitch)
@@ -116,9 +141,9 @@ def expert_targets(env: HOIEnv, gains: Tensor, mass: Tensor) -> Tensor:
     return target
 
 
-def expert_actions(env: HOIEnv, gains: Tensor, mass: Tensor) -> Tensor:
+def expert_actions(env: HOIEnv, gains: Tensor, mass: Tensor, feedforward: bool = True) -> Tensor:
     """The expert's actions [N, 153] in the env's action space."""
-    return env.targets_to_action(expert_targets(env, gains, mass))
+    return env.targets_to_action(expert_targets(env, gains, mass, feedforward))
 
 
 @dataclass
@@ -132,7 +157,8 @@ class TuneResult:
         return {"gains": asdict(self.gains), "score": self.score, "history": self.history, "wall_s": self.wall_s}
 
 
-def rollout_scores(env: HOIEnv, gains: Tensor, clip: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def rollout_scores(env: HOIEnv, gains: Tensor, clip: int = 0,
+                   feedforward: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Run every world from frame 0 of ``clip`` with its own gains [N, 4] until it ends;
     (frames reached [N], mean E_h per world [N], mean E_o per world [N]). ``env`` must not auto-reset."""
     n = env.num_worlds
@@ -143,7 +169,7 @@ def rollout_scores(env: HOIEnv, gains: Tensor, clip: int = 0) -> tuple[Tensor, T
     eh_sum, eo_sum, eh_n = torch.zeros(n), torch.zeros(n), torch.zeros(n)
     while bool(env.active.any()):
         live = env.active.clone()
-        _, _, _, _, info = env.step(expert_actions(env, gains, mass))
+        _, _, _, _, info = env.step(expert_actions(env, gains, mass, feedforward))
         eh_sum += torch.where(live, info["E_h"].cpu(), torch.zeros(n))
         eo_sum += torch.where(live, info["E_o"].cpu(), torch.zeros(n))
         eh_n += live.float()
@@ -188,9 +214,11 @@ def tune_gains(env: HOIEnv, iterations: int = 6, init: BalanceGains | None = Non
     return TuneResult(BalanceGains.from_vector(best_g), best_s, history, time.perf_counter() - t0)
 
 
-def make_expert(name: str, gains: dict[str, float] | None = None) -> Callable[[HOIEnv], Tensor] | None:
+def make_expert(name: str, gains: dict[str, float] | None = None,
+                feedforward: bool = True) -> Callable[[HOIEnv], Tensor] | None:
     """The warm start's expert by name: None for "pd-replay" (the env's own), else a function
-    env -> actions for "balance" with :class:`BalanceGains` (defaults overridden by ``gains``)."""
+    env -> actions for "balance" with :class:`BalanceGains` (defaults overridden by ``gains``),
+    with or without the gravity ``feedforward``."""
     if name == "pd-replay":
         return None
     if name != "balance":
@@ -202,6 +230,6 @@ def make_expert(name: str, gains: dict[str, float] | None = None) -> Callable[[H
         mass = masses.get(id(env))
         if mass is None:
             mass = masses[id(env)] = body_masses(env)
-        return expert_actions(env, vector, mass)
+        return expert_actions(env, vector, mass, feedforward)
 
     return act

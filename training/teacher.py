@@ -155,7 +155,8 @@ class TeacherTrainer:
         seed_everything(cfg.seed)
         self.env = HOIEnv(env_config(cfg), self.motions)
         self.vec_env = HOIVecEnv(self.env)
-        self.vec_env.set_expert(make_expert(cfg.bc_warmstart.expert, cfg.bc_warmstart.expert_gains))
+        self.vec_env.set_expert(make_expert(cfg.bc_warmstart.expert, cfg.bc_warmstart.expert_gains,
+                                            feedforward=cfg.bc_warmstart.expert_feedforward))
         policy = TeacherPolicy.build(self.env.num_obs, self.env.num_actions, cfg.ppo, self.env.obs_spec,
                                      self.env.config.upstream_action_map)
         self.runner = PPORunner(self.vec_env, policy, cfg.ppo, cfg.device)

@@ -60,8 +60,13 @@ _SMOOTH_WEIGHT = 1.0
 _GRIP_WEIGHT = 300.0
 _KEY_SPACING = 5  # frames between solved key poses
 _KNUCKLE_UNCURL = 0.35  # rad: the knuckles open too, so the palm (not the fingertips) meets the face
-_BODY_CLEARANCE = 0.015
-_FOREARM_CLEARANCE = 0.005
+# The body keeps 3 cm from the box, and so does the thick forearm end beside the palm (capsule
+# radius 4.2 cm against the palm's 0.8 cm half-thickness): with less, the PD sag and the squeeze's
+# reaction put the forearms on the box's top edges, which then lift and tip it (measured: 0.5 cm
+# clearance with the grip 8 cm below the top, box tipped 20-40 deg, hand contact lost).
+_BODY_CLEARANCE = 0.03
+_FOREARM_CLEARANCE = 0.03
+_GRIP_FINGERS_DOWN = 1.0  # rad the fingers tip down from horizontal while reaching and gripping
 
 _L_WRIST, _R_WRIST = sb.body_index("L_Wrist"), sb.body_index("R_Wrist")
 _ANKLES = (sb.body_index("L_Ankle"), sb.body_index("R_Ankle"))
@@ -84,8 +89,9 @@ class ExampleConfig:
 
     box_start: tuple[float, float, float] = (0.40, 0.0, 0.30)  # resting on the floor, in front
     lift: float = 0.25  # m the box centre rises
-    grip_height: float = 0.22  # palm centre above the box centre: well above it, so the box hangs
-    # from the hands (a grip at or below the centre tips the box over as soon as it leaves the floor)
+    grip_height: float = 0.10  # palm centre above the box centre: above it, so the box hangs from
+    # the hands (at or below the centre it tips over as it leaves the floor), yet 20 cm below the top
+    # so that the forearms, angled out, pass beside the faces rather than over the top edges
     pregrasp_gap: float = 0.06
     # Palms aim this far INSIDE the side faces while gripping: the simulated hands stop at the
     # surface, so the PD error of shoulders and elbows squeezes the box (~30 N per hand), and
@@ -385,18 +391,19 @@ def _key_schedule(cfg: ExampleConfig, last: float, stand_height: float, frames: 
     stand, approach (hands above and outside the box), pre-grasp, grasp, lift, hold, put down,
     release, stand."""
     grip, pre, sq = cfg.grip_height, cfg.pregrasp_gap, -cfg.squeeze
+    fd = _GRIP_FINGERS_DOWN
     t = _phase_times(cfg)
     # phase boundary: gap, dz, fingers_down, flat hand, relaxed, pelvis weight
     table = np.array([
         (t[0], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
         (t[1], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
-        (t[2], 0.12, grip + 0.15, 0.5, 0.5, 0.0, 0.0),
-        (t[3], pre, grip, 0.5, 1.0, 0.0, 1.0),
-        (t[4], sq, grip, 0.5, 1.0, 0.0, 1.0),
-        (t[5], sq, grip, 0.5, 1.0, 0.0, 0.0),
-        (t[6], sq, grip, 0.5, 1.0, 0.0, 0.0),
-        (t[7], sq, grip, 0.5, 1.0, 0.0, 1.0),
-        (t[8], pre, grip, 0.5, 1.0, 0.0, 1.0),
+        (t[2], 0.12, grip + 0.15, fd, 0.5, 0.0, 0.0),
+        (t[3], pre, grip, fd, 1.0, 0.0, 1.0),
+        (t[4], sq, grip, fd, 1.0, 0.0, 1.0),
+        (t[5], sq, grip, fd, 1.0, 0.0, 0.0),
+        (t[6], sq, grip, fd, 1.0, 0.0, 0.0),
+        (t[7], sq, grip, fd, 1.0, 0.0, 1.0),
+        (t[8], pre, grip, fd, 1.0, 0.0, 1.0),
         (t[9], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
         (t[10], 0.30, grip, 0.0, 0.0, 1.0, 0.0),
     ])
