@@ -101,12 +101,12 @@ def test_every_step_is_verified_and_the_floor_is_kept(g1) -> None:
         targets = g1.frame_positions(q0, frames) + rng.normal(0.0, 0.4, size=(3, 3))
         tasks = [Task(g1.frame_id(f), "pos", p, 1e3) for f, p in zip(frames, targets, strict=True)]
         solver._group_tasks(tasks, set())
-        solver._watch = np.zeros(0, np.int64)
+        solver._floor_w = np.zeros(0, np.int64)
         pin.framesForwardKinematics(solver.model, solver.data, q0)
         start = solver._evaluate(None, q0)[0]
         q = solver.solve(q0, tasks, g1.lower, g1.upper, None, iterations=3)
         solver._group_tasks(tasks, set())
-        solver._watch = np.zeros(0, np.int64)
+        solver._floor_w = np.zeros(0, np.int64)
         pin.framesForwardKinematics(solver.model, solver.data, q)
         assert solver._evaluate(None, q)[0] <= start + 1e-9
         lifted = solver.lift_above_floor(q, 0.002)
