@@ -44,9 +44,11 @@ class IKConfig:
     root_damping: float = 1e-4
     # Collision points may end this deep in the object's convex parts (a hard constraint per step):
     # the parts sit 4-7 mm outside the visual surface, where the palm's contact site is placed.
-    object_allowance: float = 0.004
+    object_allowance: float = 0.007
     penetration_tolerance: float = 0.001  # m: a step may not leave a point deeper than allowance + this
-    penetration_weight: float = 1e5  # step check, for a frame that starts deeper: cost of the excess (m^-2)
+    max_push: float = 0.01  # m: a deep point need only come this far out per step (rows stay feasible)
+    penetration_weight: float = 1e6  # step check, for a frame that starts deeper: cost of the excess (m^-2)
+    object_links: str = "."  # links kept out of the object (regex)
     constraint_band: float = 0.03  # m: points this close to a part get a constraint row (farther ones
     # that a step drives in are found by the step check and get one then)
     floor_weight: float = 2000.0
@@ -164,6 +166,7 @@ class FrameSolver:
         # parts), so those points get no object rows; the fingers still do.
         names = np.asarray(cp.link_names)[keep]
         self.hand_points = [names == d.config.site(h.site).link for h in d.config.hands]
+        self.free_points = ~np.array([bool(re.search(self.config.object_links, n)) for n in names])
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
         reg = np.full(self.nv, self.config.damping)
         reg[:6] = self.config.root_damping
@@ -218,9 +221,9 @@ class FrameSolver:
         pin.framesForwardKinematics(model, data, q)
         self._floor_w = np.flatnonzero(self._points()[:, 2] < cfg.floor_margin + cfg.floor_buffer)
         self._active_floor = np.zeros(len(self._floor_w), bool)
-        self._exclude = None
+        self._exclude = self.free_points
         if holding:
-            self._exclude = np.zeros(len(self.points_local), bool)
+            self._exclude = self._exclude.copy()
             for h in holding:
                 self._exclude |= self.hand_points[h]
         extra = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # pairs found by rejected steps
@@ -329,7 +332,7 @@ class FrameSolver:
         if collision is not None:
             ev["local"] = local = (pts - collision.pos) @ collision.rot
             idx, part, depth, _ = part_depths(collision.hulls, local)  # points inside a part's box
-            if self._exclude is not None:
+            if True:
                 keep = ~self._exclude[idx]
                 idx, part, depth = idx[keep], part[keep], depth[keep]
             ev["obj"] = idx, part, depth
@@ -391,7 +394,7 @@ class FrameSolver:
             return None, None
         cfg, hulls, local = self.config, collision.hulls, ev["local"]
         idx, part, depth, normal = part_depths(hulls, local, cfg.constraint_band)
-        if self._exclude is not None:
+        if True:
             keep = ~self._exclude[idx]
             idx, part, depth, normal = idx[keep], part[keep], depth[keep], normal[keep]
         near = depth > -cfg.constraint_band
@@ -409,7 +412,8 @@ class FrameSolver:
             depth[inside], normal[inside] = pair_depths(hulls, local[i], part[inside], self._prev_local[i])
         if not len(idx):
             return None, None
-        return self._point_rows(ev, idx, normal @ collision.rot.T), depth - cfg.object_allowance
+        lower = np.minimum(depth - cfg.object_allowance, cfg.max_push)
+        return self._point_rows(ev, idx, normal @ collision.rot.T), lower
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
