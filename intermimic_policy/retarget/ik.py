@@ -46,17 +46,17 @@ class IKConfig:
     # the parts sit 4-7 mm outside the visual surface, where the palm's contact site is placed.
     object_allowance: float = 0.007
     penetration_tolerance: float = 0.001  # m: a step may not leave a point deeper than allowance + this
-    max_push: float = 0.01  # m: a deep point need only come this far out per step (rows stay feasible)
+    max_push: float = 0.03  # m: a deep point need only come this far out per step (rows stay feasible)
     penetration_weight: float = 1e6  # step check, for a frame that starts deeper: cost of the excess (m^-2)
     object_links: str = "."  # links kept out of the object (regex)
     constraint_band: float = 0.03  # m: points this close to a part get a constraint row (farther ones
     # that a step drives in are found by the step check and get one then)
-    floor_weight: float = 2000.0
     floor_margin: float = 0.0
     floor_tolerance: float = 0.002  # m: after each frame the root rises until no point is deeper
     # rad: trust region of one step per joint (the linearised collision rows hold for short steps; a
     # shoulder may turn 1.2 rad in a frame, which the rows would mispredict by centimetres)
     max_step: float = 0.2
+    max_root_step: float = 0.05  # m: the same for the root's translation
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 24  # collision points per link the IK keeps out (24: all, as the metrics)
     floor_buffer: float = 0.15  # m: ... and this close to the floor (a swing foot drops fast)
@@ -167,6 +167,7 @@ class FrameSolver:
         names = np.asarray(cp.link_names)[keep]
         self.hand_points = [names == d.config.site(h.site).link for h in d.config.hands]
         self.free_points = ~np.array([bool(re.search(self.config.object_links, n)) for n in names])
+        self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
         reg = np.full(self.nv, self.config.damping)
         reg[:6] = self.config.root_damping
@@ -220,7 +221,6 @@ class FrameSolver:
         max_it = max(cfg.max_iterations, n_iter)
         pin.framesForwardKinematics(model, data, q)
         self._floor_w = np.flatnonzero(self._points()[:, 2] < cfg.floor_margin + cfg.floor_buffer)
-        self._active_floor = np.zeros(len(self._floor_w), bool)
         self._exclude = self.free_points
         if holding:
             self._exclude = self._exclude.copy()
@@ -232,18 +232,18 @@ class FrameSolver:
         best_cost, worst, ev = self._evaluate(collision, q)
         mu, fresh = 0.0, True
         H, g = self._linearize(best_q, ev)
-        A, lower = self._object_rows(collision, ev, extra)
+        A, lower = self._constraint_rows(collision, ev, extra)
         it = 0
         while True:
             if not fresh:  # linearise at the newly accepted point
                 H, g = self._linearize(best_q, ev)
-                A, lower = self._object_rows(collision, ev, extra)
+                A, lower = self._constraint_rows(collision, ev, extra)
                 mu = 0.0 if mu < 1e-3 else 0.1 * mu
                 fresh = True
             Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
-            step_lo = np.maximum(lo - best_q[7:], -cfg.max_step)
-            step_hi = np.minimum(hi - best_q[7:], cfg.max_step)
-            dq = solve_qp(Hd, g, step_lo, step_hi, 6, A, lower)
+            step_lo = np.r_[self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)]
+            step_hi = np.r_[-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)]
+            dq = solve_qp(Hd, g, step_lo, step_hi, 0, A, lower)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
             it += 1
@@ -254,13 +254,13 @@ class FrameSolver:
                 # Deeper than allowed: a point the rows did not cover (it came from far), or the
                 # linearisation's error over a long step. Its pair becomes a row at best_q (new pairs:
                 # retry at the same damping) and the step gets shorter (known pairs: damp harder).
-                idx, part, depth = ev_new["obj"][:3]
+                idx, part, depth = ev_new.get("obj", (np.zeros(0, np.int64),) * 2 + (np.zeros(0),))
                 bad = depth - cfg.object_allowance > cfg.penetration_tolerance
                 known = set(zip(extra[0].tolist(), extra[1].tolist(), strict=True)) | self._row_pairs
                 new = np.array([(i, k) not in known for i, k in zip(idx[bad].tolist(), part[bad].tolist(), strict=True)], bool)
                 if new.any():
                     extra = (np.r_[extra[0], idx[bad][new]], np.r_[extra[1], part[bad][new]])
-                    A, lower = self._object_rows(collision, ev, extra)
+                    A, lower = self._constraint_rows(collision, ev, extra)
                 else:
                     mu = max(10.0 * mu, 1e-2)
             elif cost + self._pen_cost(ev_new) <= best_cost + self._pen_cost(ev):
@@ -323,12 +323,9 @@ class FrameSolver:
         pts = self._points()
         ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "links": self._links}
         if len(self._floor_w):
-            depth = cfg.floor_margin - pts[self._floor_w, 2]
-            self._active_floor |= depth > 0
-            ev["floor"] = depth
-            pen = np.maximum(depth, 0.0)
-            cost += cfg.floor_weight * float(pen @ pen)
-            worst = max(worst, float(pen.max()))
+            ev["floor"] = depth = cfg.floor_margin - pts[self._floor_w, 2]
+            ev["pen"] = max(float(depth.max()), 0.0)
+            worst = max(worst, ev["pen"])
         if collision is not None:
             ev["local"] = local = (pts - collision.pos) @ collision.rot
             idx, part, depth, _ = part_depths(collision.hulls, local)  # points inside a part's box
@@ -337,7 +334,7 @@ class FrameSolver:
                 idx, part, depth = idx[keep], part[keep], depth[keep]
             ev["obj"] = idx, part, depth
             if len(idx):
-                ev["pen"] = max(float((depth - cfg.object_allowance).max()), 0.0)
+                ev["pen"] = max(float((depth - cfg.object_allowance).max()), ev["pen"])
                 worst = max(worst, ev["pen"])
         return cost, worst, ev
 
@@ -358,22 +355,13 @@ class FrameSolver:
 
     def _linearize(self, q: np.ndarray, ev: dict) -> tuple[np.ndarray, np.ndarray]:
         """Gauss-Newton normal equations at q (whose placements and residuals were just evaluated)."""
-        cfg, model, data = self.config, self.model, self.data
+        model, data = self.model, self.data
         pin.computeJointJacobians(model, data, q)
         self._jac_cache: dict[int, np.ndarray] = {}
         jac = self._jac
         blocks = [np.stack([jac(f)[:3] for f in self._pos_f]).reshape(-1, self.nv) if self._pos_f else np.zeros((0, self.nv))]
         blocks += [jac(f)[3:] for f, _, _ in self._rot] + [jac(f)[3:] for f, _, _, _ in self._dir]
         bs, ws = [ev["e"]], [self._task_w]
-        # Floor rows once active stay for the frame (held at the margin): rows that switch on and off
-        # between iterations make Gauss-Newton oscillate.
-        act = np.flatnonzero(self._active_floor)
-        if len(act):
-            normals = np.zeros((len(act), 3))
-            normals[:, 2] = 1.0
-            blocks.append(self._point_rows(ev, self._floor_w[act], normals))
-            bs.append(ev["floor"][act])
-            ws.append(np.full(len(act), cfg.floor_weight))
         A = np.vstack(blocks)
         b = np.concatenate(bs)
         w = np.concatenate(ws)
@@ -383,16 +371,25 @@ class FrameSolver:
         g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
         return H, g
 
-    def _object_rows(self, collision: Collision | None, ev: dict,
+    def _constraint_rows(self, collision: Collision | None, ev: dict,
                      extra: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Constraint rows ``A dq >= lower`` at the last linearisation point: every (point, part)
         pair within ``constraint_band`` of the part, plus the ``extra`` pairs. The face plane nearest
         to (or, outside, farthest from) the point separates it from the part: the point stays on its
         outer side up to the allowance (n . dp >= depth - allowance; > 0 pushes a deep point out)."""
         self._row_pairs: set[tuple[int, int]] = set()
+        cfg = self.config
+        floor_A = floor_lo = None
+        if len(self._floor_w):  # the floor: points near it stay above it (dz >= depth)
+            near = np.flatnonzero(ev["floor"] > -cfg.constraint_band)
+            if len(near):
+                normals = np.zeros((len(near), 3))
+                normals[:, 2] = 1.0
+                floor_A = self._point_rows(ev, self._floor_w[near], normals)
+                floor_lo = np.minimum(ev["floor"][near], cfg.max_push)
         if collision is None:
-            return None, None
-        cfg, hulls, local = self.config, collision.hulls, ev["local"]
+            return floor_A, floor_lo
+        hulls, local = collision.hulls, ev["local"]
         idx, part, depth, normal = part_depths(hulls, local, cfg.constraint_band)
         if True:
             keep = ~self._exclude[idx]
@@ -411,9 +408,12 @@ class FrameSolver:
             i = idx[inside]
             depth[inside], normal[inside] = pair_depths(hulls, local[i], part[inside], self._prev_local[i])
         if not len(idx):
-            return None, None
+            return floor_A, floor_lo
+        A = self._point_rows(ev, idx, normal @ collision.rot.T)
         lower = np.minimum(depth - cfg.object_allowance, cfg.max_push)
-        return self._point_rows(ev, idx, normal @ collision.rot.T), lower
+        if floor_A is not None and floor_lo is not None:
+            A, lower = np.vstack([floor_A, A]), np.r_[floor_lo, lower]
+        return A, lower
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
