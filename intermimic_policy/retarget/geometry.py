@@ -80,13 +80,16 @@ def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
     """(depth, outward normal of the nearest face) of ``points[i]`` against part ``parts[i]``; with
     ``ref``, the face is the one nearest to ``ref[i]`` instead (where the point was before: the face
     it entered through, which is the way out, where the nearest face of a thin part may be across)."""
-    s = np.einsum("pi,pfi->pf", points, hulls.normals[parts]) + hulls.offsets[parts]  # signed plane distances
-    if ref is None:
-        face = np.argmax(s, axis=1)
-    else:
-        face = np.argmax(np.einsum("pi,pfi->pf", ref, hulls.normals[parts]) + hulls.offsets[parts], axis=1)
-    rows = np.arange(len(parts))
-    return -s[rows, face], hulls.normals[parts, face]
+    depth = np.empty(len(parts))
+    normal = np.empty((len(parts), 3))
+    for k in np.unique(parts):  # per part: one small matrix product over its faces
+        sel = np.flatnonzero(parts == k)
+        nk, ok = hulls.normals[k], hulls.offsets[k]
+        s = points[sel] @ nk.T + ok  # signed plane distances (padding: -inf)
+        face = np.argmax(s if ref is None else ref[sel] @ nk.T + ok, axis=1)
+        depth[sel] = -s[np.arange(len(sel)), face]
+        normal[sel] = nk[face]
+    return depth, normal
 
 
 def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ import numpy as np
 import pinocchio as pin
 
 from intermimic_policy.embodiment.robot import RobotDescription
-from intermimic_policy.retarget.geometry import HullSet, hull_depth, pair_depths, part_depths
+from intermimic_policy.retarget.geometry import HullSet, hull_depth, pair_depths
 
 LWA = pin.ReferenceFrame.LOCAL_WORLD_ALIGNED
 
@@ -48,7 +48,6 @@ class IKConfig:
     penetration_tolerance: float = 0.001  # m: a step may not leave a point deeper than allowance + this
     max_push: float = 0.03  # m: a deep point need only come this far out per step (rows stay feasible)
     penetration_weight: float = 1e6  # step check, for a frame that starts deeper: cost of the excess (m^-2)
-    object_links: str = "."  # links kept out of the object (regex)
     constraint_band: float = 0.03  # m: points this close to a part get a constraint row (farther ones
     # that a step drives in are found by the step check and get one then)
     floor_margin: float = 0.0
@@ -166,7 +165,9 @@ class FrameSolver:
         # parts), so those points get no object rows; the fingers still do.
         names = np.asarray(cp.link_names)[keep]
         self.hand_points = [names == d.config.site(h.site).link for h in d.config.hands]
-        self.free_points = ~np.array([bool(re.search(self.config.object_links, n)) for n in names])
+        # Broad phase: a link's points lie within its radius of the link origin.
+        self._link_points = [np.flatnonzero(self.point_link == li) for li in range(len(self.link_frames))]
+        self._link_radius = np.array([np.linalg.norm(self.points_local[ix], axis=1).max() for ix in self._link_points])
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
         reg = np.full(self.nv, self.config.damping)
@@ -221,9 +222,9 @@ class FrameSolver:
         max_it = max(cfg.max_iterations, n_iter)
         pin.framesForwardKinematics(model, data, q)
         self._floor_w = np.flatnonzero(self._points()[:, 2] < cfg.floor_margin + cfg.floor_buffer)
-        self._exclude = self.free_points
+        self._exclude = None
         if holding:
-            self._exclude = self._exclude.copy()
+            self._exclude = np.zeros(len(self.points_local), bool)
             for h in holding:
                 self._exclude |= self.hand_points[h]
         extra = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # pairs found by rejected steps
@@ -328,8 +329,9 @@ class FrameSolver:
             worst = max(worst, ev["pen"])
         if collision is not None:
             ev["local"] = local = (pts - collision.pos) @ collision.rot
-            idx, part, depth, _ = part_depths(collision.hulls, local)  # points inside a part's box
-            if True:
+            idx, part = self._near_pairs(collision, ev, 0.0)  # points inside a part's box
+            depth = pair_depths(collision.hulls, local[idx], part)[0]
+            if self._exclude is not None:
                 keep = ~self._exclude[idx]
                 idx, part, depth = idx[keep], part[keep], depth[keep]
             ev["obj"] = idx, part, depth
@@ -337,6 +339,22 @@ class FrameSolver:
                 ev["pen"] = max(float((depth - cfg.object_allowance).max()), ev["pen"])
                 worst = max(worst, ev["pen"])
         return cost, worst, ev
+
+    def _near_pairs(self, collision: Collision, ev: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        """(point, part) pairs with the point within ``margin`` of the part's bounding box: links
+        whose sphere reaches a part's box first (cheap), then those links' points."""
+        hb, local = collision.hulls, ev["local"]
+        origins = (ev["links"][:, :3, 3] - collision.pos) @ collision.rot  # [L, 3] object frame
+        r = self._link_radius[:, None, None] + margin
+        lk, pk = np.nonzero(np.all((origins[:, None] > hb.part_lo[None] - r) & (origins[:, None] < hb.part_hi[None] + r), axis=2))
+        if not len(lk):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        groups = [self._link_points[li] for li in lk]
+        idx = np.concatenate(groups)
+        part = np.repeat(pk, [len(g) for g in groups])
+        p = local[idx]
+        inside = np.all((p > hb.part_lo[part] - margin) & (p < hb.part_hi[part] + margin), axis=1)
+        return idx[inside], part[inside]
 
     def _jac(self, f: int) -> np.ndarray:
         """Frame Jacobian (world-aligned) at the last linearisation point, cached per frame id."""
@@ -390,8 +408,9 @@ class FrameSolver:
         if collision is None:
             return floor_A, floor_lo
         hulls, local = collision.hulls, ev["local"]
-        idx, part, depth, normal = part_depths(hulls, local, cfg.constraint_band)
-        if True:
+        idx, part = self._near_pairs(collision, ev, cfg.constraint_band)
+        depth, normal = pair_depths(hulls, local[idx], part)
+        if self._exclude is not None:
             keep = ~self._exclude[idx]
             idx, part, depth, normal = idx[keep], part[keep], depth[keep], normal[keep]
         near = depth > -cfg.constraint_band
