@@ -255,7 +255,7 @@ class FrameSolver:
                 # Deeper than allowed: a point the rows did not cover (it came from far), or the
                 # linearisation's error over a long step. Its pair becomes a row at best_q (new pairs:
                 # retry at the same damping) and the step gets shorter (known pairs: damp harder).
-                idx, part, depth = ev_new.get("obj", (np.zeros(0, np.int64),) * 2 + (np.zeros(0),))
+                idx, part, depth = ev_new["obj"][:3] if "obj" in ev_new else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
                 bad = depth - cfg.object_allowance > cfg.penetration_tolerance
                 known = set(zip(extra[0].tolist(), extra[1].tolist(), strict=True)) | self._row_pairs
                 new = np.array([(i, k) not in known for i, k in zip(idx[bad].tolist(), part[bad].tolist(), strict=True)], bool)
@@ -329,12 +329,14 @@ class FrameSolver:
             worst = max(worst, ev["pen"])
         if collision is not None:
             ev["local"] = local = (pts - collision.pos) @ collision.rot
-            idx, part = self._near_pairs(collision, ev, 0.0)  # points inside a part's box
-            depth = pair_depths(collision.hulls, local[idx], part)[0]
+            # Pairs within the band: the step check reads their depth, the rows (if this q is taken)
+            # their faces, so one pass serves both.
+            idx, part = self._near_pairs(collision, ev, cfg.constraint_band)
             if self._exclude is not None:
                 keep = ~self._exclude[idx]
-                idx, part, depth = idx[keep], part[keep], depth[keep]
-            ev["obj"] = idx, part, depth
+                idx, part = idx[keep], part[keep]
+            depth, normal = pair_depths(collision.hulls, local[idx], part)
+            ev["obj"] = idx, part, depth, normal
             if len(idx):
                 ev["pen"] = max(float((depth - cfg.object_allowance).max()), ev["pen"])
                 worst = max(worst, ev["pen"])
@@ -408,11 +410,7 @@ class FrameSolver:
         if collision is None:
             return floor_A, floor_lo
         hulls, local = collision.hulls, ev["local"]
-        idx, part = self._near_pairs(collision, ev, cfg.constraint_band)
-        depth, normal = pair_depths(hulls, local[idx], part)
-        if self._exclude is not None:
-            keep = ~self._exclude[idx]
-            idx, part, depth, normal = idx[keep], part[keep], depth[keep], normal[keep]
+        idx, part, depth, normal = ev["obj"]
         near = depth > -cfg.constraint_band
         idx, part, depth, normal = idx[near], part[near], depth[near], normal[near]
         self._row_pairs = set(zip(idx.tolist(), part.tolist(), strict=True))
