@@ -46,6 +46,8 @@ class IKConfig:
     # the parts sit 4-7 mm outside the visual surface, where the palm's contact site is placed.
     object_allowance: float = 0.007
     penetration_tolerance: float = 0.001  # m: a step may not leave a point deeper than allowance + this
+    damp_deeper: bool = False  # a step that went deeper: damp harder even when it found new pairs
+    extra_iterations: int = 2  # more while a point is still deeper than allowance + tolerance
     max_push: float = 0.03  # m: a deep point need only come this far out per step (rows stay feasible)
     penetration_weight: float = 1e6  # step check, for a frame that starts deeper: cost of the excess (m^-2)
     constraint_band: float = 0.03  # m: points this close to a part get a constraint row (farther ones
@@ -262,14 +264,15 @@ class FrameSolver:
                 if new.any():
                     extra = (np.r_[extra[0], idx[bad][new]], np.r_[extra[1], part[bad][new]])
                     A, lower = self._constraint_rows(collision, ev, extra)
-                else:
+                if cfg.damp_deeper or not new.any():
                     mu = max(10.0 * mu, 1e-2)
             elif cost + self._pen_cost(ev_new) <= best_cost + self._pen_cost(ev):
                 best_q, best_cost, worst, ev, fresh = q, cost, w_new, ev_new, False
                 small = float(np.abs(dq).max()) < cfg.step_tolerance
             else:  # worse: take it back, damp harder (a singular straight knee, a row that switched on)
                 mu = max(10.0 * mu, 1e-2)
-            if it >= max_it or (it >= n_iter and (worst <= cfg.tolerance or small)):
+            limit = max_it + (cfg.extra_iterations if ev["pen"] > cfg.penetration_tolerance else 0)
+            if it >= limit or (it >= n_iter and (worst <= cfg.tolerance or small)):
                 break
         self._prev_local = ev.get("local")
         return best_q
