@@ -371,10 +371,14 @@ class FrameSolver:
     def _point_rows(self, ev: dict, sel: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """n . J_point dq for collision points ``sel`` (n . v_p = n . v + w . (arm x n))."""
         lk = self.point_link[sel]
-        used, inv = np.unique(lk, return_inverse=True)
-        J = np.stack([self._jac(self.link_frame_list[li]) for li in used])[inv]  # [k, 6, nv]
-        c = _cross(ev["pts"][sel] - ev["links"][lk, :3, 3], normals)
-        return np.einsum("ki,kij->kj", normals, J[:, :3]) + np.einsum("ki,kij->kj", c, J[:, 3:])
+        w = np.concatenate([normals, _cross(ev["pts"][sel] - ev["links"][lk, :3, 3], normals)], axis=1)  # [k, 6]
+        out = np.empty((len(sel), self.nv))
+        order = np.argsort(lk, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, lk[order][1:] != lk[order][:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # one product per link
+            rows = order[a:b]
+            out[rows] = w[rows] @ self._jac(self.link_frame_list[lk[rows[0]]])
+        return out
 
     def _linearize(self, q: np.ndarray, ev: dict) -> tuple[np.ndarray, np.ndarray]:
         """Gauss-Newton normal equations at q (whose placements and residuals were just evaluated)."""
