@@ -48,6 +48,7 @@ class IKConfig:
     penetration_tolerance: float = 0.001  # m: a step may not leave a point deeper than allowance + this
     damp_deeper: bool = False  # a step that went deeper: damp harder even when it found new pairs
     extra_iterations: int = 2  # more while a point is still deeper than allowance + tolerance
+    projection_rounds: int = 2  # then steps along the rows alone (no task pull) while still deeper
     max_push: float = 0.03  # m: a deep point need only come this far out per step (rows stay feasible)
     penetration_weight: float = 1e6  # step check, for a frame that starts deeper: cost of the excess (m^-2)
     constraint_band: float = 0.03  # m: points this close to a part get a constraint row (farther ones
@@ -274,6 +275,26 @@ class FrameSolver:
             limit = max_it + (cfg.extra_iterations if ev["pen"] > cfg.penetration_tolerance else 0)
             if it >= limit or (it >= n_iter and (worst <= cfg.tolerance or small)):
                 break
+        for _ in range(cfg.projection_rounds):
+            # Still deeper than allowed (the object moved into the hand faster than the tasks let it
+            # out): the constraint wins. Out along the rows with the smallest change to the tasks
+            # (their Gauss-Newton metric, no pull), whatever the tasks' cost.
+            if ev["pen"] <= cfg.penetration_tolerance:
+                break
+            if not fresh:
+                H, g = self._linearize(best_q, ev)
+                A, lower = self._constraint_rows(collision, ev, extra)
+                fresh = True
+            step_lo = np.r_[self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)]
+            step_hi = np.r_[-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)]
+            dq = solve_qp(H, np.zeros_like(g), step_lo, step_hi, 0, A, lower)
+            q = pin.integrate(model, best_q, dq)
+            q[7:] = np.clip(q[7:], lo, hi)
+            pin.framesForwardKinematics(model, data, q)
+            cost, w_new, ev_new = self._evaluate(collision, q)
+            if ev_new["pen"] >= ev["pen"]:
+                break
+            best_q, best_cost, ev, fresh = q, cost, ev_new, False
         self._prev_local = ev.get("local")
         return best_q
 
