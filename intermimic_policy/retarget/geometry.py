@@ -82,12 +82,21 @@ def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
     it entered through, which is the way out, where the nearest face of a thin part may be across)."""
     depth = np.empty(len(parts))
     normal = np.empty((len(parts), 3))
-    for k in np.unique(parts):  # per part: one small matrix product over its faces
-        sel = np.flatnonzero(parts == k)
+    if not len(parts):
+        return depth, normal
+    order = np.argsort(parts, kind="stable")
+    sorted_parts = parts[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_parts[1:] != sorted_parts[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # per part: one small matrix product over its faces
+        sel = order[a:b]
+        k = sorted_parts[a]
         nk, ok = hulls.normals[k], hulls.offsets[k]
         s = points[sel] @ nk.T + ok  # signed plane distances (padding: -inf)
-        face = np.argmax(s if ref is None else ref[sel] @ nk.T + ok, axis=1)
-        depth[sel] = -s[np.arange(len(sel)), face]
+        if ref is None:
+            face = np.argmax(s, axis=1)
+        else:
+            face = np.argmax(ref[sel] @ nk.T + ok, axis=1)
+        depth[sel] = -s[np.arange(b - a), face]
         normal[sel] = nk[face]
     return depth, normal
 

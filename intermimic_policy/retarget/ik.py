@@ -170,6 +170,8 @@ class FrameSolver:
         self.hand_points = [names == d.config.site(h.site).link for h in d.config.hands]
         # Broad phase: a link's points lie within its radius of the link origin.
         self._link_points = [np.flatnonzero(self.point_link == li) for li in range(len(self.link_frames))]
+        width = max(len(ix) for ix in self._link_points)
+        self._link_pad = np.array([np.r_[ix, np.full(width - len(ix), -1)] for ix in self._link_points], np.int64)
         self._link_radius = np.array([np.linalg.norm(self.points_local[ix], axis=1).max() for ix in self._link_points])
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
@@ -375,9 +377,10 @@ class FrameSolver:
         lk, pk = np.nonzero(np.all((origins[:, None] > hb.part_lo[None] - r) & (origins[:, None] < hb.part_hi[None] + r), axis=2))
         if not len(lk):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        groups = [self._link_points[li] for li in lk]
-        idx = np.concatenate(groups)
-        part = np.repeat(pk, [len(g) for g in groups])
+        idx = self._link_pad[lk].reshape(-1)  # [pairs * K] point indices (-1: padding)
+        part = np.repeat(pk, self._link_pad.shape[1])
+        real = idx >= 0
+        idx, part = idx[real], part[real]
         p = local[idx]
         inside = np.all((p > hb.part_lo[part] - margin) & (p < hb.part_hi[part] + margin), axis=1)
         return idx[inside], part[inside]
