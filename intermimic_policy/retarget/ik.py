@@ -49,6 +49,9 @@ class IKConfig:
     damp_deeper: bool = False  # a step that went deeper: damp harder even when it found new pairs
     extra_iterations: int = 2  # more while a point is still deeper than allowance + tolerance
     projection_rounds: int = 2  # then steps along the rows alone (no task pull) while still deeper
+    # Rows per (link, part): its deepest points (a link is rigid: they carry its way in; a point left
+    # out that a step drives in is found by the step check and gets a row then). 0: every point.
+    rows_per_link: int = 6
     max_push: float = 0.03  # m: a deep point need only come this far out per step (rows stay feasible)
     penetration_weight: float = 1e6  # step check, for a frame that starts deeper: cost of the excess (m^-2)
     constraint_band: float = 0.03  # m: points this close to a part get a constraint row (farther ones
@@ -433,6 +436,7 @@ class FrameSolver:
         floor_A = floor_lo = None
         if len(self._floor_w):  # the floor: points near it stay above it (dz >= depth)
             near = np.flatnonzero(ev["floor"] > -cfg.constraint_band)
+            near = near[_deepest(self.point_link[self._floor_w[near]], ev["floor"][near], cfg.rows_per_link)]
             if len(near):
                 normals = np.zeros((len(near), 3))
                 normals[:, 2] = 1.0
@@ -442,7 +446,8 @@ class FrameSolver:
             return floor_A, floor_lo
         hulls, local = collision.hulls, ev["local"]
         idx, part, depth, normal = ev["obj"]
-        near = depth > -cfg.constraint_band
+        near = np.flatnonzero(depth > -cfg.constraint_band)
+        near = near[_deepest(self.point_link[idx[near]] * len(hulls.part_lo) + part[near], depth[near], cfg.rows_per_link)]
         idx, part, depth, normal = idx[near], part[near], depth[near], normal[near]
         self._row_pairs = set(zip(idx.tolist(), part.tolist(), strict=True))
         if len(extra[0]):
@@ -462,6 +467,17 @@ class FrameSolver:
         if floor_A is not None and floor_lo is not None:
             A, lower = np.vstack([floor_A, A]), np.r_[floor_lo, lower]
         return A, lower
+
+
+def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` deepest entries of each key (all when k <= 0)."""
+    if k <= 0 or not len(key):
+        return np.arange(len(key))
+    order = np.lexsort((-depth, key))
+    ks = key[order]
+    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
+    return np.sort(order[rank < k])
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
