@@ -130,7 +130,8 @@ def test_step_qp_keeps_box_and_rows_and_is_optimal() -> None:
         lo, hi = -rng.uniform(0.05, 0.3, 9), rng.uniform(0.05, 0.3, 9)
         A = rng.normal(size=(6, 12))
         lower = rng.uniform(-0.2, 0.05, 6)  # x = 0 is feasible only for the rows with lower <= 0
-        x = solve_qp(H, g, lo, hi, 3, A, lower)
+        x, soft = solve_qp(H, g, lo, hi, 3, A, lower)
+        assert not soft
         assert np.all(x[3:] >= lo - 1e-9) and np.all(x[3:] <= hi + 1e-9)
         assert np.all(A @ x >= lower - 1e-7)
         def cost(y: np.ndarray, H: np.ndarray = H, g: np.ndarray = g) -> float:

@@ -92,26 +92,31 @@ _NO_BOUND = 1e30  # DAQP's infinity
 
 
 def solve_qp(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int,
-             A: np.ndarray | None = None, lower: np.ndarray | None = None) -> np.ndarray:
-    """argmin 0.5 x'Hx - g'x  s.t.  lo <= x[offset:] <= hi  and  A x >= lower  (H positive definite).
+             A: np.ndarray | None = None, lower: np.ndarray | None = None, soft: bool = False) -> tuple[np.ndarray, bool]:
+    """(argmin 0.5 x'Hx - g'x  s.t.  lo <= x[offset:] <= hi  and  A x >= lower, whether the rows were
+    soft) for H positive definite.
 
-    The box is kept exactly; when the rows cannot all hold within it they are made soft (DAQP then
-    violates them as little as it can) rather than the step being lost."""
+    The box is kept exactly; when the rows cannot all hold within it (or ``soft``: they could not at
+    the last try) they are made soft (DAQP then violates them as little as it can) rather than the
+    step being lost."""
     n, m = len(g), 0 if A is None else len(A)
     if m == 0:
-        return solve_box_ls(H, g, lo, hi, offset)
+        return solve_box_ls(H, g, lo, hi, offset), False
     bu = np.full(n + m, _NO_BOUND)
     bl = np.full(n + m, -_NO_BOUND)
     bu[offset:n], bl[offset:n] = hi, lo
     bl[n:] = lower
     sense = np.zeros(n + m, np.int32)
-    x, _, flag, _ = daqp.solve(H, -g, np.ascontiguousarray(A), bu, bl, sense)
+    flag = 0
+    if not soft:
+        x, _, flag, _ = daqp.solve(H, -g, np.ascontiguousarray(A), bu, bl, sense)
     if flag < 1:
+        soft = True
         sense[n:] = 8  # soft rows
         x, _, flag, _ = daqp.solve(H, -g, np.ascontiguousarray(A), bu, bl, sense)
     if flag < 1:  # should not happen (the box alone is feasible): the step without the rows
-        return solve_box_ls(H, g, lo, hi, offset)
-    return np.asarray(x)
+        return solve_box_ls(H, g, lo, hi, offset), True
+    return np.asarray(x), soft
 
 
 def solve_box_ls(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int) -> np.ndarray:
@@ -240,6 +245,7 @@ class FrameSolver:
         best_q = q.copy()
         best_cost, worst, ev = self._evaluate(collision, q)
         mu, fresh = 0.0, True
+        soft = False  # rows infeasible once this frame: soft from then on (no second failed solve)
         H, g = self._linearize(best_q, ev)
         A, lower = self._constraint_rows(collision, ev, extra)
         it = 0
@@ -252,7 +258,7 @@ class FrameSolver:
             Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
             step_lo = np.r_[self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)]
             step_hi = np.r_[-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)]
-            dq = solve_qp(Hd, g, step_lo, step_hi, 0, A, lower)
+            dq, soft = solve_qp(Hd, g, step_lo, step_hi, 0, A, lower, soft)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
             it += 1
@@ -292,7 +298,7 @@ class FrameSolver:
                 fresh = True
             step_lo = np.r_[self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)]
             step_hi = np.r_[-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)]
-            dq = solve_qp(H, np.zeros_like(g), step_lo, step_hi, 0, A, lower)
+            dq, soft = solve_qp(H, np.zeros_like(g), step_lo, step_hi, 0, A, lower, soft)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
             pin.framesForwardKinematics(model, data, q)
