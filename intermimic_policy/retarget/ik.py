@@ -4,19 +4,24 @@ Each iteration linearises every task at the current configuration q (frame Jacob
 world-aligned frame) and solves
 
     min_dq  sum_k w_k |J_k dq - e_k|^2 + dq' D dq + sum_j p_j (q_j + dq_j - q0_j)^2
-    s.t.    lo <= q_joints + dq_joints <= hi
-            n_i' J_i dq >= depth_i - allowance      (every collision point i near an object part)
+    s.t.    lo <= q_joints + dq_joints <= hi,  |dq| <= trust region
+            n_i' J_i dq >= depth_i - allowance      (collision point i near an object part)
+            J_z,i dq >= -z_i                        (collision point i near the floor)
 
 where [lo, hi] is the URDF position range intersected with the velocity limit around the previous
 frame (|q_t - q_{t-1}| <= v_max / fps), and n_i is the outward normal of the part face whose plane
 separates point i from the part: to first order no point ends deeper than ``object_allowance`` in
-any convex part, however hard a task (the hand's contact pull) pulls. DAQP (a dual active-set
-solver for small dense QPs) solves it; rows that cannot all hold at once (a point that starts a
-frame deep inside) become soft. The floor enters as stiff one-sided (hinge) terms on the points near
-it, and a pass after the frame lifts the root out of it. Every step is verified against the full
-cost, which charges depth beyond the allowance heavily (Levenberg-Marquardt): a step that makes it
-worse (a point that crossed a face the linearisation did not see) is taken back and retried with
-more damping. Tasks are grouped by kind, so evaluating the cost is a few vector operations.
+any convex part (nor below the floor), however hard a task (the hand's contact pull) pulls. A point
+already inside (the carried object moved into the hand) goes out through the face it was nearest to
+at the end of the last frame, not through the nearest face now (across a thin table top). DAQP (a
+dual active-set solver for small dense QPs) solves it; rows that cannot all hold at once become soft.
+
+Every step is verified against the real geometry: a step that leaves a point deeper than allowed
+(one the rows did not cover, or a long step the linearisation misjudged) is taken back and retried
+with that point as one more row, or with more damping; otherwise the cost decides
+(Levenberg-Marquardt), with depth beyond the allowance charged heavily so that a frame that starts
+deep trades its way out against the tasks. A frame that still ends deep gets a few more iterations,
+then steps along the rows alone (the tasks' metric, no pull): the constraint wins.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ class IKConfig:
     # the parts sit 4-7 mm outside the visual surface, where the palm's contact site is placed.
     object_allowance: float = 0.007
     penetration_tolerance: float = 0.001  # m: a step may not leave a point deeper than allowance + this
-    damp_deeper: bool = False  # a step that went deeper: damp harder even when it found new pairs
     extra_iterations: int = 2  # more while a point is still deeper than allowance + tolerance
     projection_rounds: int = 2  # then steps along the rows alone (no task pull) while still deeper
     # Rows per (link, part): its deepest points (a link is rigid: they carry its way in; a point left
@@ -64,7 +68,7 @@ class IKConfig:
     max_root_step: float = 0.05  # m: the same for the root's translation
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 24  # collision points per link the IK keeps out (24: all, as the metrics)
-    floor_buffer: float = 0.15  # m: ... and this close to the floor (a swing foot drops fast)
+    floor_buffer: float = 0.15  # m: points this close to the floor at a frame's start are watched (a swing foot drops fast)
 
 
 @dataclass
@@ -246,6 +250,7 @@ class FrameSolver:
         best_cost, worst, ev = self._evaluate(collision, q)
         mu, fresh = 0.0, True
         soft = False  # rows infeasible once this frame: soft from then on (no second failed solve)
+        trust = 1.0  # scales the trust region (max_step, max_root_step) after steps that went too deep
         H, g = self._linearize(best_q, ev)
         A, lower = self._constraint_rows(collision, ev, extra)
         it = 0
@@ -256,8 +261,8 @@ class FrameSolver:
                 mu = 0.0 if mu < 1e-3 else 0.1 * mu
                 fresh = True
             Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
-            step_lo = np.r_[self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)]
-            step_hi = np.r_[-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)]
+            step_lo = np.r_[trust * self._root_step_lo, np.maximum(lo - best_q[7:], -trust * cfg.max_step)]
+            step_hi = np.r_[-trust * self._root_step_lo, np.minimum(hi - best_q[7:], trust * cfg.max_step)]
             dq, soft = solve_qp(Hd, g, step_lo, step_hi, 0, A, lower, soft)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
@@ -276,8 +281,8 @@ class FrameSolver:
                 if new.any():
                     extra = (np.r_[extra[0], idx[bad][new]], np.r_[extra[1], part[bad][new]])
                     A, lower = self._constraint_rows(collision, ev, extra)
-                if cfg.damp_deeper or not new.any():
-                    mu = max(10.0 * mu, 1e-2)
+                else:  # the rows' linearisation misjudged a long step: a shorter one
+                    trust *= 0.5
             elif cost + self._pen_cost(ev_new) <= best_cost + self._pen_cost(ev):
                 best_q, best_cost, worst, ev, fresh = q, cost, w_new, ev_new, False
                 small = float(np.abs(dq).max()) < cfg.step_tolerance
