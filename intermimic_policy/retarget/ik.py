@@ -184,6 +184,13 @@ class FrameSolver:
         self._link_points = [np.flatnonzero(self.point_link == li) for li in range(len(self.link_frames))]
         width = max(len(ix) for ix in self._link_points)
         self._link_pad = np.array([np.r_[ix, np.full(width - len(ix), -1)] for ix in self._link_points], np.int64)
+        # Points per link padded to K (zeros), [L, 3, K]; _pad_flat picks the real ones in flat order.
+        self._pad_local = np.zeros((len(self._link_points), 3, width))
+        flat = np.zeros(len(self.points_local), np.int64)
+        for li, ix in enumerate(self._link_points):
+            self._pad_local[li, :, : len(ix)] = self.points_local[ix].T
+            flat[ix] = li * width + np.arange(len(ix))
+        self._pad_flat = flat
         self._link_radius = np.array([np.linalg.norm(self.points_local[ix], axis=1).max() for ix in self._link_points])
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
@@ -197,8 +204,9 @@ class FrameSolver:
         """World positions of all collision points (and the link placements, kept for Jacobians)."""
         oMf = self.data.oMf
         self._links = np.array([oMf[f].homogeneous for f in self.link_frame_list])  # [L, 4, 4]
-        M = self._links[self.point_link]
-        return np.einsum("nij,nj->ni", M[:, :3, :3], self.points_local) + M[:, :3, 3]
+        # One batched product per link over its padded points, then back to the flat order.
+        world = self._links[:, :3, :3] @ self._pad_local + self._links[:, :3, 3:]  # [L, 3, K]
+        return world.transpose(0, 2, 1).reshape(-1, 3)[self._pad_flat]
 
     def residuals(self, q: np.ndarray, collision: Collision | None) -> tuple[float, float]:
         """(floor depth, object depth) in metres at q (positive = penetrating)."""
