@@ -75,6 +75,12 @@ def part_depths(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tupl
     return near[pi], pk, depth, normal
 
 
+def run_bounds(keys: np.ndarray) -> np.ndarray:
+    """[0, ..., len] starts of the runs of equal values in ``keys`` (sorted), and the end."""
+    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return np.concatenate(([0], change, [len(keys)]))
+
+
 def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
                 ref: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(depth, outward normal of the nearest face) of ``points[i]`` against part ``parts[i]``; with
@@ -86,7 +92,7 @@ def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
         return depth, normal
     order = np.argsort(parts, kind="stable")
     sorted_parts = parts[order]
-    bounds = np.flatnonzero(np.r_[True, sorted_parts[1:] != sorted_parts[:-1], True])
+    bounds = run_bounds(sorted_parts)
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # per part: one small matrix product over its faces
         sel = order[a:b]
         k = sorted_parts[a]

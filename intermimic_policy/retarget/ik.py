@@ -34,7 +34,7 @@ import numpy as np
 import pinocchio as pin
 
 from intermimic_policy.embodiment.robot import RobotDescription
-from intermimic_policy.retarget.geometry import HullSet, hull_depth, pair_depths
+from intermimic_policy.retarget.geometry import HullSet, hull_depth, pair_depths, run_bounds
 
 LWA = pin.ReferenceFrame.LOCAL_WORLD_ALIGNED
 
@@ -269,8 +269,8 @@ class FrameSolver:
                 mu = 0.0 if mu < 1e-3 else 0.1 * mu
                 fresh = True
             Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
-            step_lo = np.r_[trust * self._root_step_lo, np.maximum(lo - best_q[7:], -trust * cfg.max_step)]
-            step_hi = np.r_[-trust * self._root_step_lo, np.minimum(hi - best_q[7:], trust * cfg.max_step)]
+            step_lo = np.concatenate((trust * self._root_step_lo, np.maximum(lo - best_q[7:], -trust * cfg.max_step)))
+            step_hi = np.concatenate((-trust * self._root_step_lo, np.minimum(hi - best_q[7:], trust * cfg.max_step)))
             dq, soft = solve_qp(Hd, g, step_lo, step_hi, 0, A, lower, soft)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
@@ -309,8 +309,8 @@ class FrameSolver:
                 H, g = self._linearize(best_q, ev)
                 A, lower = self._constraint_rows(collision, ev, extra)
                 fresh = True
-            step_lo = np.r_[self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)]
-            step_hi = np.r_[-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)]
+            step_lo = np.concatenate((self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)))
+            step_hi = np.concatenate((-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)))
             dq, soft = solve_qp(H, np.zeros_like(g), step_lo, step_hi, 0, A, lower, soft)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
@@ -420,7 +420,7 @@ class FrameSolver:
         w = np.concatenate([normals, _cross(ev["pts"][sel] - ev["links"][lk, :3, 3], normals)], axis=1)  # [k, 6]
         out = np.empty((len(sel), self.nv))
         order = np.argsort(lk, kind="stable")
-        bounds = np.flatnonzero(np.r_[True, lk[order][1:] != lk[order][:-1], True])
+        bounds = run_bounds(lk[order])
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # one product per link
             rows = order[a:b]
             out[rows] = w[rows] @ self._jac(self.link_frame_list[lk[rows[0]]])
@@ -471,8 +471,8 @@ class FrameSolver:
         self._row_pairs = set(zip(idx.tolist(), part.tolist(), strict=True))
         if len(extra[0]):
             d2, n2 = pair_depths(hulls, local[extra[0]], extra[1])
-            idx, part = np.r_[idx, extra[0]], np.r_[part, extra[1]]
-            depth, normal = np.r_[depth, d2], np.r_[normal, n2]
+            idx, part = np.concatenate((idx, extra[0])), np.concatenate((part, extra[1]))
+            depth, normal = np.concatenate((depth, d2)), np.concatenate((normal, n2))
         inside = np.flatnonzero(depth > 0)
         if len(inside) and self._prev_local is not None:
             # Inside now (the object moved into the hand, or a step overshot): out through the face
@@ -484,7 +484,7 @@ class FrameSolver:
         A = self._point_rows(ev, idx, normal @ collision.rot.T)
         lower = np.minimum(depth - cfg.object_allowance, cfg.max_push)
         if floor_A is not None and floor_lo is not None:
-            A, lower = np.vstack([floor_A, A]), np.r_[floor_lo, lower]
+            A, lower = np.vstack([floor_A, A]), np.concatenate((floor_lo, lower))
         return A, lower
 
 
@@ -494,8 +494,8 @@ def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
         return np.arange(len(key))
     order = np.lexsort((-depth, key))
     ks = key[order]
-    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
+    bounds = run_bounds(ks)
+    rank = np.arange(len(ks)) - np.repeat(bounds[:-1], np.diff(bounds))
     return np.sort(order[rank < k])
 
 
