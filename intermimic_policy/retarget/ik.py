@@ -193,7 +193,8 @@ class FrameSolver:
         self._pad_flat = flat
         self._link_radius = np.array([np.linalg.norm(self.points_local[ix], axis=1).max() for ix in self._link_points])
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
-        self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
+        self._prev_local: np.ndarray | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # object-frame points at the end of the last frame
         reg = np.full(self.nv, self.config.damping)
         reg[:6] = self.config.root_damping
         self.reg = reg
@@ -219,11 +220,17 @@ class FrameSolver:
             obj = float(hull_depth(collision.hulls, local)[0].max())
         return floor, obj
 
+    def _points_at(self, q: np.ndarray) -> np.ndarray:
+        """All collision points at q (kept from the last solve when q is the configuration it returned)."""
+        if self._last is not None and self._last[0] is q:
+            return self._last[1]
+        pin.framesForwardKinematics(self.model, self.data, q)
+        return self._points()
+
     def lift_above_floor(self, q: np.ndarray, tolerance: float) -> np.ndarray:
         """q with the root raised so that no collision point is more than ``tolerance`` below the
         floor: what the last iterations left (a planted sole pressed in by the hands' pull) goes."""
-        pin.framesForwardKinematics(self.model, self.data, q)
-        low = float(self._points()[:, 2].min())
+        low = float(self._points_at(q)[:, 2].min())
         if low < -tolerance:
             q = q.copy()
             q[2] += -tolerance - low
@@ -246,7 +253,7 @@ class FrameSolver:
         n_iter = max(iterations, 1)
         max_it = max(cfg.max_iterations, n_iter)
         pin.framesForwardKinematics(model, data, q)
-        self._floor_w = np.flatnonzero(self._points()[:, 2] < cfg.floor_margin + cfg.floor_buffer)
+        self._floor_w = np.flatnonzero(self._points_at(q)[:, 2] < cfg.floor_margin + cfg.floor_buffer)
         self._exclude = None
         if holding:
             self._exclude = np.zeros(len(self.points_local), bool)
@@ -320,6 +327,7 @@ class FrameSolver:
                 break
             best_q, best_cost, ev, fresh = q, cost, ev_new, False
         self._prev_local = ev.get("local")
+        self._last = (best_q, ev["pts"])  # the next lift / frame start asks for these points again
         return best_q
 
     def _pen_cost(self, ev: dict) -> float:
