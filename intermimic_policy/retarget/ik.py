@@ -180,7 +180,7 @@ class FrameSolver:
         # parts), so those points get no object rows; the fingers still do.
         names = np.asarray(cp.link_names)[keep]
         self.hand_points = [names == d.config.site(h.site).link for h in d.config.hands]
-        # Broad phase: a link's points lie within its radius of the link origin.
+        # Broad phase: a link's points lie within a sphere (see below); the padded table lists them.
         self._link_points = [np.flatnonzero(self.point_link == li) for li in range(len(self.link_frames))]
         width = max(len(ix) for ix in self._link_points)
         self._link_pad = np.array([np.r_[ix, np.full(width - len(ix), -1)] for ix in self._link_points], np.int64)
@@ -191,10 +191,13 @@ class FrameSolver:
             self._pad_local[li, :, : len(ix)] = self.points_local[ix].T
             flat[ix] = li * width + np.arange(len(ix))
         self._pad_flat = flat
-        self._link_radius = np.array([np.linalg.norm(self.points_local[ix], axis=1).max() for ix in self._link_points])
+        # Broad-phase spheres about each link's points (centre: middle of their box, link frame).
+        self._link_centre = np.array([(self.points_local[ix].min(0) + self.points_local[ix].max(0)) / 2 for ix in self._link_points])
+        self._link_radius = np.array([np.linalg.norm(self.points_local[ix] - c, axis=1).max()
+                                      for ix, c in zip(self._link_points, self._link_centre, strict=True)])
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
-        self._prev_local: np.ndarray | None = None
-        self._last: tuple[np.ndarray, np.ndarray] | None = None  # object-frame points at the end of the last frame
+        self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (q, its world points) of the last solve
         reg = np.full(self.nv, self.config.damping)
         reg[:6] = self.config.root_damping
         self.reg = reg
@@ -402,7 +405,9 @@ class FrameSolver:
         """(point, part) pairs with the point within ``margin`` of the part's bounding box: links
         whose sphere reaches a part's box first (cheap), then those links' points."""
         hb, local = collision.hulls, ev["local"]
-        origins = (ev["links"][:, :3, 3] - collision.pos) @ collision.rot  # [L, 3] object frame
+        links = ev["links"]
+        centres = np.einsum("lij,lj->li", links[:, :3, :3], self._link_centre) + links[:, :3, 3]
+        origins = (centres - collision.pos) @ collision.rot  # [L, 3] sphere centres, object frame
         r = self._link_radius[:, None, None] + margin
         lk, pk = np.nonzero(np.all((origins[:, None] > hb.part_lo[None] - r) & (origins[:, None] < hb.part_hi[None] + r), axis=2))
         if not len(lk):
