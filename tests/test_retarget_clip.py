@@ -38,10 +38,10 @@ def test_contacts_feet_limits_on_real_clip(setup) -> None:
     assert report["contact_error_cm"] <= 2 * report["source_contact_error_cm"] + 0.1
     assert report["planted_fraction"] > 0.3
     assert report["foot_skate_cm_s"] <= 1.0 < report["source_foot_skate_cm_s"]
-    assert report["floor_penetration_cm"] <= 0.25  # the floor pass: 2 mm at most (issue target 1 cm)
-    # Against the object's convex collision parts, which sit 4-7 mm outside its visual surface (where
-    # the palm is placed): the 1 cm target is not met yet by the Dex3 thumb (see the retarget report).
-    assert report["object_penetration_cm"] <= 1.75
+    assert report["floor_penetration_cm"] <= 0.25  # hard floor rows + the floor pass (issue target 1 cm)
+    # Against the object's convex collision parts (4-7 mm outside the visual surface, where the palm is
+    # placed): the IK's hard rows allow 7 mm, the issue's target is 1 cm.
+    assert report["object_penetration_cm"] <= 1.0
     if report["object_penetration_cm"] > 0:  # where: a real link at a frame of the clip
         assert report["object_penetration_link"] in g1.collision_points.link_names
         assert 0 <= report["object_penetration_frame"] < motion.num_frames
@@ -49,6 +49,22 @@ def test_contacts_feet_limits_on_real_clip(setup) -> None:
     m = result.motion
     assert m.joint_names == g1.joint_names and m.num_frames == motion.num_frames
     assert np.allclose(np.linalg.norm(m.root_rot, axis=1), 1.0)
+
+
+def test_carried_table_stays_out_of_the_hands(motions_root) -> None:
+    """Carrying the table (it moves 2-3 cm a frame into the grip): no collision point ends more than
+    1 cm inside it, where the soft penalty let the Dex3 thumb cross the 5.9 cm top in one frame."""
+    g1 = load_robot("g1")
+    motion = load_motion(motions_root / "OMOMO_new/sub2_largetable_012.pt").slice(60, 100)
+    geom = object_geometry(load_object(motion.object_name))
+    result = retarget_clip(g1, motion, geom)
+    report = evaluate(g1, result.motion, result.targets, geom)
+    assert report["contact_frames"] > 60  # both hands hold it throughout
+    assert report["object_penetration_cm"] <= 1.0
+    assert report["floor_penetration_cm"] <= 1.0
+    assert report["contact_error_cm"] <= 1.0
+    assert report["foot_skate_cm_s"] <= 1.0 < report["source_foot_skate_cm_s"]
+    assert report["joint_limit_violations"] == 0
 
 
 def test_g1_scene_from_the_same_urdf(setup) -> None:

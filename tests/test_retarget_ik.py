@@ -1,4 +1,5 @@
-"""IK core: reaches reachable targets, respects position and velocity bounds; the box solver is exact."""
+"""IK core: reaches reachable targets, respects position and velocity bounds; the box solver is exact;
+the step QP keeps its box and non-penetration rows."""
 
 from __future__ import annotations
 
@@ -101,12 +102,12 @@ def test_every_step_is_verified_and_the_floor_is_kept(g1) -> None:
         targets = g1.frame_positions(q0, frames) + rng.normal(0.0, 0.4, size=(3, 3))
         tasks = [Task(g1.frame_id(f), "pos", p, 1e3) for f, p in zip(frames, targets, strict=True)]
         solver._group_tasks(tasks, set())
-        solver._watch = np.zeros(0, np.int64)
+        solver._floor_w = np.zeros(0, np.int64)
         pin.framesForwardKinematics(solver.model, solver.data, q0)
         start = solver._evaluate(None, q0)[0]
         q = solver.solve(q0, tasks, g1.lower, g1.upper, None, iterations=3)
         solver._group_tasks(tasks, set())
-        solver._watch = np.zeros(0, np.int64)
+        solver._floor_w = np.zeros(0, np.int64)
         pin.framesForwardKinematics(solver.model, solver.data, q)
         assert solver._evaluate(None, q)[0] <= start + 1e-9
         lifted = solver.lift_above_floor(q, 0.002)
@@ -115,3 +116,45 @@ def test_every_step_is_verified_and_the_floor_is_kept(g1) -> None:
     sunk = q0.copy()
     sunk[2] -= 0.05
     assert g1.lowest_point(solver.lift_above_floor(sunk, 0.002)) == pytest.approx(-0.002, abs=1e-6)
+
+
+def test_step_qp_keeps_box_and_rows_and_is_optimal() -> None:
+    """The IK step: box on the joints, rows ``A x >= lower`` (the non-penetration constraints) held
+    exactly, and no feasible point nearby is cheaper (a first-order check of optimality)."""
+    from intermimic_policy.retarget.ik import solve_qp
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        M = rng.normal(size=(30, 12))
+        H, g = M.T @ M + 1e-3 * np.eye(12), M.T @ rng.normal(size=30)
+        lo, hi = -rng.uniform(0.05, 0.3, 9), rng.uniform(0.05, 0.3, 9)
+        A = rng.normal(size=(6, 12))
+        lower = rng.uniform(-0.2, 0.05, 6)  # x = 0 is feasible only for the rows with lower <= 0
+        x, soft = solve_qp(H, g, lo, hi, 3, A, lower)
+        assert not soft
+        assert np.all(x[3:] >= lo - 1e-9) and np.all(x[3:] <= hi + 1e-9)
+        assert np.all(A @ x >= lower - 1e-7)
+        def cost(y: np.ndarray, H: np.ndarray = H, g: np.ndarray = g) -> float:
+            return float(0.5 * y @ H @ y - g @ y)
+
+        for _ in range(200):  # feasible perturbations never do better
+            y = x + rng.normal(0.0, 1e-3, 12)
+            y[3:] = np.clip(y[3:], lo, hi)
+            if np.all(A @ y >= lower):
+                assert cost(y) >= cost(x) - 1e-9
+
+
+def test_pair_depth_takes_the_way_out_it_came_in() -> None:
+    """A point past the middle of a thin slab is nearest to the far face; with where it was before
+    as the reference, its depth and normal are those of the face it entered through."""
+    import trimesh
+
+    from intermimic_policy.retarget.geometry import hull_set, pair_depths
+
+    slab = trimesh.creation.box(extents=(1.0, 1.0, 0.06))
+    hulls = hull_set(((np.asarray(slab.vertices), np.asarray(slab.faces)),))
+    p = np.array([[0.0, 0.0, -0.02]])  # 1 cm from the bottom face, 5 cm from the top
+    depth, normal = pair_depths(hulls, p, np.array([0]))
+    assert depth[0] == pytest.approx(0.01) and normal[0] == pytest.approx([0.0, 0.0, -1.0])
+    depth, normal = pair_depths(hulls, p, np.array([0]), ref=np.array([[0.0, 0.0, 0.05]]))  # came from above
+    assert depth[0] == pytest.approx(0.05) and normal[0] == pytest.approx([0.0, 0.0, 1.0])

@@ -55,6 +55,58 @@ def hull_set(parts: tuple[tuple[np.ndarray, np.ndarray], ...]) -> HullSet:
     return HullSet(normals, offsets, allv.min(0), allv.max(0), part_lo, part_hi, counts)
 
 
+def part_depths(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every (point, part) pair whose point lies within ``margin`` of the part's bounding box:
+    (point index, part index, depth, outward normal of the part's nearest face), object frame.
+
+    depth > 0: inside the part by that much (exact for a convex part); otherwise minus the distance
+    to the farthest face plane the point is outside of, a lower bound of the gap. That face's plane
+    separates the point from the part, so "stay outside it" is a sufficient, linear non-penetration
+    condition (what the IK's constraints use).
+    """
+    near = np.flatnonzero(np.all((points > hulls.lo - margin) & (points < hulls.hi + margin), axis=1))
+    if not len(near):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0), np.zeros((0, 3))
+    p = points[near]
+    inside_box = np.all((p[:, None] > hulls.part_lo[None] - margin) & (p[:, None] < hulls.part_hi[None] + margin), axis=2)
+    pi, pk = np.nonzero(inside_box)  # (point, part) pairs, all parts at once
+    depth, normal = pair_depths(hulls, p[pi], pk)
+    return near[pi], pk, depth, normal
+
+
+def run_bounds(keys: np.ndarray) -> np.ndarray:
+    """[0, ..., len] starts of the runs of equal values in ``keys`` (sorted), and the end."""
+    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return np.concatenate(([0], change, [len(keys)]))
+
+
+def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
+                ref: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(depth, outward normal of the nearest face) of ``points[i]`` against part ``parts[i]``; with
+    ``ref``, the face is the one nearest to ``ref[i]`` instead (where the point was before: the face
+    it entered through, which is the way out, where the nearest face of a thin part may be across)."""
+    depth = np.empty(len(parts))
+    normal = np.empty((len(parts), 3))
+    if not len(parts):
+        return depth, normal
+    order = np.argsort(parts, kind="stable")
+    sorted_parts = parts[order]
+    bounds = run_bounds(sorted_parts)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # per part: one small matrix product over its faces
+        sel = order[a:b]
+        k = sorted_parts[a]
+        nk, ok = hulls.normals[k], hulls.offsets[k]
+        s = points[sel] @ nk.T + ok  # signed plane distances (padding: -inf)
+        if ref is None:
+            face = np.argmax(s, axis=1)
+        else:
+            face = np.argmax(ref[sel] @ nk.T + ok, axis=1)
+        depth[sel] = -s[np.arange(b - a), face]
+        normal[sel] = nk[face]
+    return depth, normal
+
+
 def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(depth [N], outward normal of the nearest face [N, 3]) for points in the object frame.
 
@@ -65,24 +117,12 @@ def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple
     n = len(points)
     depth = np.full(n, -np.inf)
     normal = np.zeros((n, 3))
-    near = np.flatnonzero(np.all((points > hulls.lo - margin) & (points < hulls.hi + margin), axis=1))
-    if not len(near):
-        return depth, normal
-    p = points[near]
-    inside_box = np.all((p[:, None] > hulls.part_lo[None] - margin) & (p[:, None] < hulls.part_hi[None] + margin), axis=2)
-    pi, pk = np.nonzero(inside_box)  # (point, part) pairs, all parts at once
-    best = np.full(len(near), -np.inf)
-    best_n = np.zeros((len(near), 3))
-    if len(pi):
-        s = np.einsum("pi,pfi->pf", p[pi], hulls.normals[pk]) + hulls.offsets[pk]  # signed plane distances
-        face = np.argmax(s, axis=1)
-        d = -s[np.arange(len(pi)), face]  # > 0 inside the part
-        order = np.lexsort((d, pi))  # per point, its deepest part last
-        last = order[np.r_[pi[order][1:] != pi[order][:-1], True]]
-        best[pi[last]] = d[last]
-        best_n[pi[last]] = hulls.normals[pk[last], face[last]]
-    depth[near] = best
-    normal[near] = best_n
+    idx, _, d, nrm = part_depths(hulls, points, margin)
+    if len(idx):
+        order = np.lexsort((d, idx))  # per point, its deepest part last
+        last = order[np.r_[idx[order][1:] != idx[order][:-1], True]]
+        depth[idx[last]] = d[last]
+        normal[idx[last]] = nrm[last]
     return depth, normal
 
 

@@ -1,19 +1,27 @@
-"""Per-frame inverse kinematics with Pinocchio: weighted damped least squares under joint bounds.
+"""Per-frame inverse kinematics with Pinocchio: each step a small QP, non-penetration a hard constraint.
 
 Each iteration linearises every task at the current configuration q (frame Jacobians in the
 world-aligned frame) and solves
 
     min_dq  sum_k w_k |J_k dq - e_k|^2 + dq' D dq + sum_j p_j (q_j + dq_j - q0_j)^2
-    s.t.    lo <= q_joints + dq_joints <= hi
+    s.t.    lo <= q_joints + dq_joints <= hi,  |dq| <= trust region
+            n_i' J_i dq >= depth_i - allowance      (collision point i near an object part)
+            J_z,i dq >= -z_i                        (collision point i near the floor)
 
 where [lo, hi] is the URDF position range intersected with the velocity limit around the previous
-frame (|q_t - q_{t-1}| <= v_max / fps). The box constraints are handled exactly by a small active-set
-loop (clamp the violators, re-solve for the free DOF), so no QP library is needed and a frame costs
-a few 49x49 solves. Penetration of the floor and of the object's convex parts enters as stiff
-one-sided (hinge) terms on the robot's collision points near them. Every step is verified against
-the full cost (Levenberg-Marquardt): a step that makes it worse is taken back and retried with more
-damping, so a frame never ends on an overshoot. Tasks are grouped by kind, so evaluating the cost is
-a few vector operations.
+frame (|q_t - q_{t-1}| <= v_max / fps), and n_i is the outward normal of the part face whose plane
+separates point i from the part: to first order no point ends deeper than ``object_allowance`` in
+any convex part (nor below the floor), however hard a task (the hand's contact pull) pulls. A point
+already inside (the carried object moved into the hand) goes out through the face it was nearest to
+at the end of the last frame, not through the nearest face now (across a thin table top). DAQP (a
+dual active-set solver for small dense QPs) solves it; rows that cannot all hold at once become soft.
+
+Every step is verified against the real geometry: a step that leaves a point deeper than allowed
+(one the rows did not cover, or a long step the linearisation misjudged) is taken back and retried
+with that point as one more row, or with more damping; otherwise the cost decides
+(Levenberg-Marquardt), with depth beyond the allowance charged heavily so that a frame that starts
+deep trades its way out against the tasks. A frame that still ends deep gets a few more iterations,
+then steps along the rows alone (the tasks' metric, no pull): the constraint wins.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import daqp
 import numpy as np
 import pinocchio as pin
 
 from intermimic_policy.embodiment.robot import RobotDescription
-from intermimic_policy.retarget.geometry import HullSet, hull_depth
+from intermimic_policy.retarget.geometry import HullSet, hull_depth, pair_depths, run_bounds
 
 LWA = pin.ReferenceFrame.LOCAL_WORLD_ALIGNED
 
@@ -38,16 +47,28 @@ class IKConfig:
     tolerance: float = 0.002  # m: contact / foot / penetration residual that ends the iterations
     damping: float = 1e-3
     root_damping: float = 1e-4
-    object_weight: float = 200.0
-    floor_weight: float = 2000.0
-    object_margin: float = 0.003  # keep collision points this far outside the object's parts
+    # Collision points may end this deep in the object's convex parts (a hard constraint per step):
+    # the parts sit 4-7 mm outside the visual surface, where the palm's contact site is placed.
+    object_allowance: float = 0.007
+    penetration_tolerance: float = 0.001  # m: a step may not leave a point deeper than allowance + this
+    extra_iterations: int = 2  # more while a point is still deeper than allowance + tolerance
+    projection_rounds: int = 2  # then steps along the rows alone (no task pull) while still deeper
+    # Rows per (link, part): its deepest points (a link is rigid: they carry its way in; a point left
+    # out that a step drives in is found by the step check and gets a row then). 0: every point.
+    rows_per_link: int = 6
+    max_push: float = 0.03  # m: a deep point need only come this far out per step (rows stay feasible)
+    penetration_weight: float = 1e6  # step check, for a frame that starts deeper: cost of the excess (m^-2)
+    constraint_band: float = 0.03  # m: points this close to a part get a constraint row (farther ones
+    # that a step drives in are found by the step check and get one then)
     floor_margin: float = 0.0
     floor_tolerance: float = 0.002  # m: after each frame the root rises until no point is deeper
+    # rad: trust region of one step per joint (the linearised collision rows hold for short steps; a
+    # shoulder may turn 1.2 rad in a frame, which the rows would mispredict by centimetres)
+    max_step: float = 0.2
+    max_root_step: float = 0.05  # m: the same for the root's translation
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
-    points_per_link: int = 10  # collision points the IK checks (the metrics check all of them)
-    candidate_buffer: float = 0.05  # m: points this close to the object at a frame's start are watched
-    depth_band: float = 0.02  # m: object depth is computed for points this close to a part's box
-    floor_buffer: float = 0.15  # m: ... and this close to the floor (a swing foot drops fast)
+    points_per_link: int = 24  # collision points per link the IK keeps out (24: all, as the metrics)
+    floor_buffer: float = 0.15  # m: points this close to the floor at a frame's start are watched (a swing foot drops fast)
 
 
 @dataclass
@@ -69,6 +90,37 @@ class Collision:
     hulls: HullSet
     rot: np.ndarray
     pos: np.ndarray
+
+
+_NO_BOUND = 1e30  # DAQP's infinity
+
+
+def solve_qp(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int,
+             A: np.ndarray | None = None, lower: np.ndarray | None = None, soft: bool = False) -> tuple[np.ndarray, bool]:
+    """(argmin 0.5 x'Hx - g'x  s.t.  lo <= x[offset:] <= hi  and  A x >= lower, whether the rows were
+    soft) for H positive definite.
+
+    The box is kept exactly; when the rows cannot all hold within it (or ``soft``: they could not at
+    the last try) they are made soft (DAQP then violates them as little as it can) rather than the
+    step being lost."""
+    n, m = len(g), 0 if A is None else len(A)
+    if m == 0:
+        return solve_box_ls(H, g, lo, hi, offset), False
+    bu = np.full(n + m, _NO_BOUND)
+    bl = np.full(n + m, -_NO_BOUND)
+    bu[offset:n], bl[offset:n] = hi, lo
+    bl[n:] = lower
+    sense = np.zeros(n + m, np.int32)
+    flag = 0
+    if not soft:
+        x, _, flag, _ = daqp.solve(H, -g, np.ascontiguousarray(A), bu, bl, sense)
+    if flag < 1:
+        soft = True
+        sense[n:] = 8  # soft rows
+        x, _, flag, _ = daqp.solve(H, -g, np.ascontiguousarray(A), bu, bl, sense)
+    if flag < 1:  # should not happen (the box alone is feasible): the step without the rows
+        return solve_box_ls(H, g, lo, hi, offset), True
+    return np.asarray(x), soft
 
 
 def solve_box_ls(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int) -> np.ndarray:
@@ -128,6 +180,24 @@ class FrameSolver:
         # parts), so those points get no object rows; the fingers still do.
         names = np.asarray(cp.link_names)[keep]
         self.hand_points = [names == d.config.site(h.site).link for h in d.config.hands]
+        # Broad phase: a link's points lie within a sphere (see below); the padded table lists them.
+        self._link_points = [np.flatnonzero(self.point_link == li) for li in range(len(self.link_frames))]
+        width = max(len(ix) for ix in self._link_points)
+        self._link_pad = np.array([np.r_[ix, np.full(width - len(ix), -1)] for ix in self._link_points], np.int64)
+        # Points per link padded to K (zeros), [L, 3, K]; _pad_flat picks the real ones in flat order.
+        self._pad_local = np.zeros((len(self._link_points), 3, width))
+        flat = np.zeros(len(self.points_local), np.int64)
+        for li, ix in enumerate(self._link_points):
+            self._pad_local[li, :, : len(ix)] = self.points_local[ix].T
+            flat[ix] = li * width + np.arange(len(ix))
+        self._pad_flat = flat
+        # Broad-phase spheres about each link's points (centre: middle of their box, link frame).
+        self._link_centre = np.array([(self.points_local[ix].min(0) + self.points_local[ix].max(0)) / 2 for ix in self._link_points])
+        self._link_radius = np.array([np.linalg.norm(self.points_local[ix] - c, axis=1).max()
+                                      for ix, c in zip(self._link_points, self._link_centre, strict=True)])
+        self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
+        self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (q, its world points) of the last solve
         reg = np.full(self.nv, self.config.damping)
         reg[:6] = self.config.root_damping
         self.reg = reg
@@ -138,8 +208,9 @@ class FrameSolver:
         """World positions of all collision points (and the link placements, kept for Jacobians)."""
         oMf = self.data.oMf
         self._links = np.array([oMf[f].homogeneous for f in self.link_frame_list])  # [L, 4, 4]
-        M = self._links[self.point_link]
-        return np.einsum("nij,nj->ni", M[:, :3, :3], self.points_local) + M[:, :3, 3]
+        # One batched product per link over its padded points, then back to the flat order.
+        world = self._links[:, :3, :3] @ self._pad_local + self._links[:, :3, 3:]  # [L, 3, K]
+        return world.transpose(0, 2, 1).reshape(-1, 3)[self._pad_flat]
 
     def residuals(self, q: np.ndarray, collision: Collision | None) -> tuple[float, float]:
         """(floor depth, object depth) in metres at q (positive = penetrating)."""
@@ -152,11 +223,17 @@ class FrameSolver:
             obj = float(hull_depth(collision.hulls, local)[0].max())
         return floor, obj
 
+    def _points_at(self, q: np.ndarray) -> np.ndarray:
+        """All collision points at q (kept from the last solve when q is the configuration it returned)."""
+        if self._last is not None and self._last[0] is q:
+            return self._last[1]
+        pin.framesForwardKinematics(self.model, self.data, q)
+        return self._points()
+
     def lift_above_floor(self, q: np.ndarray, tolerance: float) -> np.ndarray:
         """q with the root raised so that no collision point is more than ``tolerance`` below the
         floor: what the last iterations left (a planted sole pressed in by the hands' pull) goes."""
-        pin.framesForwardKinematics(self.model, self.data, q)
-        low = float(self._points()[:, 2].min())
+        low = float(self._points_at(q)[:, 2].min())
         if low < -tolerance:
             q = q.copy()
             q[2] += -tolerance - low
@@ -170,54 +247,97 @@ class FrameSolver:
         keep iterating (up to max_iterations) until their error is below tolerance; ``holding``
         hands (indices) are in contact: their points are left out of the object rows.
 
-        Every step is verified (Levenberg-Marquardt): a step that raises the cost is taken back and
-        retried with more damping, so the returned q is never worse than the start."""
+        Every step is verified: a step that leaves a point deeper in the object than the allowance
+        (and than it was) is taken back and retried with that point's (point, part) pair as one more
+        constraint row; one that raises the cost is retried with more damping (Levenberg-Marquardt).
+        So the returned q is never deeper nor costlier than the start."""
         cfg, model, data = self.config, self.model, self.data
         self._group_tasks(tasks, set(strict or ()))
         n_iter = max(iterations, 1)
         max_it = max(cfg.max_iterations, n_iter)
         pin.framesForwardKinematics(model, data, q)
-        pts_all = self._points()
-        near_floor = np.flatnonzero(pts_all[:, 2] < cfg.floor_margin + cfg.floor_buffer)
-        near_obj = np.zeros(0, np.int64)
-        if collision is not None:  # points near a convex part's box: cheap and enough
-            exclude = np.zeros(len(pts_all), bool)
+        self._floor_w = np.flatnonzero(self._points_at(q)[:, 2] < cfg.floor_margin + cfg.floor_buffer)
+        self._exclude = None
+        if holding:
+            self._exclude = np.zeros(len(self.points_local), bool)
             for h in holding:
-                exclude |= self.hand_points[h]
-            near_obj = near_parts(collision, pts_all, cfg.candidate_buffer, exclude)
-        watch, inv = np.unique(np.r_[near_floor, near_obj], return_inverse=True)
-        self._watch, self._floor_w, self._obj_w = watch, inv[: len(near_floor)], inv[len(near_floor):]
-        self._w_links, self._w_inv = np.unique(self.point_link[watch], return_inverse=True)
-        self._w_local = self.points_local[watch]
-        self._active_floor = np.zeros(len(near_floor), bool)
-        self._active_obj = np.zeros(len(near_obj), bool)
+                self._exclude |= self.hand_points[h]
+        extra = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # pairs found by rejected steps
 
         best_q = q.copy()
         best_cost, worst, ev = self._evaluate(collision, q)
         mu, fresh = 0.0, True
-        H, g = self._linearize(best_q, collision, ev)
+        soft = False  # rows infeasible once this frame: soft from then on (no second failed solve)
+        trust = 1.0  # scales the trust region (max_step, max_root_step) after steps that went too deep
+        H, g = self._linearize(best_q, ev)
+        A, lower = self._constraint_rows(collision, ev, extra)
         it = 0
         while True:
             if not fresh:  # linearise at the newly accepted point
-                H, g = self._linearize(best_q, collision, ev)
+                H, g = self._linearize(best_q, ev)
+                A, lower = self._constraint_rows(collision, ev, extra)
                 mu = 0.0 if mu < 1e-3 else 0.1 * mu
                 fresh = True
             Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
-            dq = solve_box_ls(Hd, g, lo - best_q[7:], hi - best_q[7:], 6)
+            step_lo = np.concatenate((trust * self._root_step_lo, np.maximum(lo - best_q[7:], -trust * cfg.max_step)))
+            step_hi = np.concatenate((-trust * self._root_step_lo, np.minimum(hi - best_q[7:], trust * cfg.max_step)))
+            dq, soft = solve_qp(Hd, g, step_lo, step_hi, 0, A, lower, soft)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
             it += 1
             pin.framesForwardKinematics(model, data, q)
             cost, w_new, ev_new = self._evaluate(collision, q)
-            if cost <= best_cost:
+            small = False
+            if ev_new["pen"] > max(ev["pen"], cfg.penetration_tolerance):
+                # Deeper than allowed: a point the rows did not cover (it came from far), or the
+                # linearisation's error over a long step. Its pair becomes a row at best_q (new pairs:
+                # retry at the same damping) and the step gets shorter (known pairs: damp harder).
+                idx, part, depth = ev_new["obj"][:3] if "obj" in ev_new else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+                bad = depth - cfg.object_allowance > cfg.penetration_tolerance
+                known = set(zip(extra[0].tolist(), extra[1].tolist(), strict=True)) | self._row_pairs
+                new = np.array([(i, k) not in known for i, k in zip(idx[bad].tolist(), part[bad].tolist(), strict=True)], bool)
+                if new.any():
+                    extra = (np.r_[extra[0], idx[bad][new]], np.r_[extra[1], part[bad][new]])
+                    A, lower = self._constraint_rows(collision, ev, extra)
+                else:  # the rows' linearisation misjudged a long step: a shorter one
+                    trust *= 0.5
+            elif cost + self._pen_cost(ev_new) <= best_cost + self._pen_cost(ev):
                 best_q, best_cost, worst, ev, fresh = q, cost, w_new, ev_new, False
                 small = float(np.abs(dq).max()) < cfg.step_tolerance
             else:  # worse: take it back, damp harder (a singular straight knee, a row that switched on)
                 mu = max(10.0 * mu, 1e-2)
-                small = False
-            if it >= max_it or (it >= n_iter and (worst <= cfg.tolerance or small)):
+            limit = max_it + (cfg.extra_iterations if ev["pen"] > cfg.penetration_tolerance else 0)
+            if it >= limit or (it >= n_iter and (worst <= cfg.tolerance or small)):
                 break
+        for _ in range(cfg.projection_rounds):
+            # Still deeper than allowed (the object moved into the hand faster than the tasks let it
+            # out): the constraint wins. Out along the rows with the smallest change to the tasks
+            # (their Gauss-Newton metric, no pull), whatever the tasks' cost.
+            if ev["pen"] <= cfg.penetration_tolerance:
+                break
+            if not fresh:
+                H, g = self._linearize(best_q, ev)
+                A, lower = self._constraint_rows(collision, ev, extra)
+                fresh = True
+            step_lo = np.concatenate((self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)))
+            step_hi = np.concatenate((-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)))
+            dq, soft = solve_qp(H, np.zeros_like(g), step_lo, step_hi, 0, A, lower, soft)
+            q = pin.integrate(model, best_q, dq)
+            q[7:] = np.clip(q[7:], lo, hi)
+            pin.framesForwardKinematics(model, data, q)
+            cost, w_new, ev_new = self._evaluate(collision, q)
+            if ev_new["pen"] >= ev["pen"]:
+                break
+            best_q, best_cost, ev, fresh = q, cost, ev_new, False
+        self._prev_local = ev.get("local")
+        self._last = (best_q, ev["pts"])  # the next lift / frame start asks for these points again
         return best_q
+
+    def _pen_cost(self, ev: dict) -> float:
+        """What depth beyond the allowance (+ tolerance) costs, so that a frame that starts deep
+        (the object moved into the hand) trades the way out against the tasks."""
+        excess = max(ev["pen"] - self.config.penetration_tolerance, 0.0)
+        return self.config.penetration_weight * excess * excess
 
     def _group_tasks(self, tasks: list[Task], strict: set[int]) -> None:
         """Tasks by kind, as arrays: each evaluation is then a few vector operations."""
@@ -238,8 +358,9 @@ class FrameSolver:
 
     def _evaluate(self, collision: Collision | None, q: np.ndarray) -> tuple[float, float, dict]:
         """(cost, worst strict / penetration residual, state) at the placements in ``self.data``.
-        Floor and object enter the cost as hinges (zero outside the margin), so costs of different
-        configurations compare; the rows that have been active this frame stay sticky."""
+        The floor enters the cost as a hinge (zero above the margin; its rows active once this frame
+        stay sticky); ``state["pen"]`` is the largest object depth beyond the allowance, which the
+        step check compares before the cost."""
         cfg, oMf = self.config, self.data.oMf
         worst = 0.0
         e_pos = self._pos_t - np.array([oMf[f].translation for f in self._pos_f]).reshape(-1, 3)
@@ -259,69 +380,74 @@ class FrameSolver:
         e_all = np.concatenate(parts)
         post = self.desc.default_q - q[7:]
         cost = float(e_all @ (self._task_w * e_all)) + float(self.posture[6:] @ (post * post))
-        ev: dict = {"e": e_all}
-        if len(self._watch):
-            Ms = np.array([oMf[self.link_frame_list[li]].homogeneous for li in self._w_links])
-            M = Ms[self._w_inv]
-            pts = np.einsum("nij,nj->ni", M[:, :3, :3], self._w_local) + M[:, :3, 3]
-            ev["pts"], ev["origins"] = pts, M[:, :3, 3]
-            if len(self._floor_w):
-                depth = cfg.floor_margin - pts[self._floor_w, 2]
-                self._active_floor |= depth > 0
-                ev["floor"] = depth
-                pen = np.maximum(depth, 0.0)
-                cost += cfg.floor_weight * float(pen @ pen)
-                worst = max(worst, float(pen.max()))
-            if collision is not None and len(self._obj_w):
-                local = (pts[self._obj_w] - collision.pos) @ collision.rot
-                depth, normal = hull_depth(collision.hulls, local, cfg.depth_band)
-                depth += cfg.object_margin  # > 0: inside the margin
-                self._active_obj |= depth > 0
-                ev["obj"], ev["obj_n"] = depth, normal
-                pen = np.maximum(depth, 0.0)
-                cost += cfg.object_weight * float(pen @ pen)
-                worst = max(worst, float(pen.max()))
+        pts = self._points()
+        ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "links": self._links}
+        if len(self._floor_w):
+            ev["floor"] = depth = cfg.floor_margin - pts[self._floor_w, 2]
+            ev["pen"] = max(float(depth.max()), 0.0)
+            worst = max(worst, ev["pen"])
+        if collision is not None:
+            ev["local"] = local = (pts - collision.pos) @ collision.rot
+            # Pairs within the band: the step check reads their depth, the rows (if this q is taken)
+            # their faces, so one pass serves both.
+            idx, part = self._near_pairs(collision, ev, cfg.constraint_band)
+            if self._exclude is not None:
+                keep = ~self._exclude[idx]
+                idx, part = idx[keep], part[keep]
+            depth, normal = pair_depths(collision.hulls, local[idx], part)
+            ev["obj"] = idx, part, depth, normal
+            if len(idx):
+                ev["pen"] = max(float((depth - cfg.object_allowance).max()), ev["pen"])
+                worst = max(worst, ev["pen"])
         return cost, worst, ev
 
-    def _linearize(self, q: np.ndarray, collision: Collision | None, ev: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _near_pairs(self, collision: Collision, ev: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        """(point, part) pairs with the point within ``margin`` of the part's bounding box: links
+        whose sphere reaches a part's box first (cheap), then those links' points."""
+        hb, local = collision.hulls, ev["local"]
+        links = ev["links"]
+        centres = np.einsum("lij,lj->li", links[:, :3, :3], self._link_centre) + links[:, :3, 3]
+        origins = (centres - collision.pos) @ collision.rot  # [L, 3] sphere centres, object frame
+        r = self._link_radius[:, None, None] + margin
+        lk, pk = np.nonzero(np.all((origins[:, None] > hb.part_lo[None] - r) & (origins[:, None] < hb.part_hi[None] + r), axis=2))
+        if not len(lk):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        idx = self._link_pad[lk].reshape(-1)  # [pairs * K] point indices (-1: padding)
+        part = np.repeat(pk, self._link_pad.shape[1])
+        real = idx >= 0
+        idx, part = idx[real], part[real]
+        p = local[idx]
+        inside = np.all((p > hb.part_lo[part] - margin) & (p < hb.part_hi[part] + margin), axis=1)
+        return idx[inside], part[inside]
+
+    def _jac(self, f: int) -> np.ndarray:
+        """Frame Jacobian (world-aligned) at the last linearisation point, cached per frame id."""
+        J = self._jac_cache.get(f)
+        if J is None:
+            J = self._jac_cache[f] = pin.getFrameJacobian(self.model, self.data, f, LWA)
+        return J
+
+    def _point_rows(self, ev: dict, sel: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        """n . J_point dq for collision points ``sel`` (n . v_p = n . v + w . (arm x n))."""
+        lk = self.point_link[sel]
+        w = np.concatenate([normals, _cross(ev["pts"][sel] - ev["links"][lk, :3, 3], normals)], axis=1)  # [k, 6]
+        out = np.empty((len(sel), self.nv))
+        order = np.argsort(lk, kind="stable")
+        bounds = run_bounds(lk[order])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # one product per link
+            rows = order[a:b]
+            out[rows] = w[rows] @ self._jac(self.link_frame_list[lk[rows[0]]])
+        return out
+
+    def _linearize(self, q: np.ndarray, ev: dict) -> tuple[np.ndarray, np.ndarray]:
         """Gauss-Newton normal equations at q (whose placements and residuals were just evaluated)."""
-        cfg, model, data = self.config, self.model, self.data
+        model, data = self.model, self.data
         pin.computeJointJacobians(model, data, q)
-        cache: dict[int, np.ndarray] = {}
-
-        def jac(f: int) -> np.ndarray:
-            J = cache.get(f)
-            if J is None:
-                J = cache[f] = pin.getFrameJacobian(model, data, f, LWA)
-            return J
-
+        self._jac_cache: dict[int, np.ndarray] = {}
+        jac = self._jac
         blocks = [np.stack([jac(f)[:3] for f in self._pos_f]).reshape(-1, self.nv) if self._pos_f else np.zeros((0, self.nv))]
         blocks += [jac(f)[3:] for f, _, _ in self._rot] + [jac(f)[3:] for f, _, _, _ in self._dir]
         bs, ws = [ev["e"]], [self._task_w]
-        if len(self._watch):
-            pts, origins = ev["pts"], ev["origins"]
-            Jw = np.stack([jac(self.link_frame_list[li]) for li in self._w_links])  # [k, 6, nv]
-
-            def rows(sel: np.ndarray, normals: np.ndarray) -> np.ndarray:
-                """n . J_point dq for watched points ``sel`` (n . v_p = n . v + w . (arm x n))."""
-                J = Jw[self._w_inv[sel]]
-                c = _cross(pts[sel] - origins[sel], normals)
-                return np.einsum("ki,kij->kj", normals, J[:, :3]) + np.einsum("ki,kij->kj", c, J[:, 3:])
-
-            # Rows once active stay for the frame (held at the margin): rows that switch on and off
-            # between iterations make Gauss-Newton oscillate.
-            act = np.flatnonzero(self._active_floor)
-            if len(act):
-                normals = np.zeros((len(act), 3))
-                normals[:, 2] = 1.0
-                blocks.append(rows(self._floor_w[act], normals))
-                bs.append(ev["floor"][act])
-                ws.append(np.full(len(act), cfg.floor_weight))
-            act = np.flatnonzero(self._active_obj & np.isfinite(ev.get("obj", np.zeros(0))))
-            if collision is not None and len(act):
-                blocks.append(rows(self._obj_w[act], ev["obj_n"][act] @ collision.rot.T))
-                bs.append(ev["obj"][act])
-                ws.append(np.full(len(act), cfg.object_weight))
         A = np.vstack(blocks)
         b = np.concatenate(bs)
         w = np.concatenate(ws)
@@ -331,23 +457,63 @@ class FrameSolver:
         g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
         return H, g
 
+    def _constraint_rows(self, collision: Collision | None, ev: dict,
+                     extra: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Constraint rows ``A dq >= lower`` at the last linearisation point: every (point, part)
+        pair within ``constraint_band`` of the part, plus the ``extra`` pairs. The face plane nearest
+        to (or, outside, farthest from) the point separates it from the part: the point stays on its
+        outer side up to the allowance (n . dp >= depth - allowance; > 0 pushes a deep point out)."""
+        self._row_pairs: set[tuple[int, int]] = set()
+        cfg = self.config
+        floor_A = floor_lo = None
+        if len(self._floor_w):  # the floor: points near it stay above it (dz >= depth)
+            near = np.flatnonzero(ev["floor"] > -cfg.constraint_band)
+            near = near[_deepest(self.point_link[self._floor_w[near]], ev["floor"][near], cfg.rows_per_link)]
+            if len(near):
+                normals = np.zeros((len(near), 3))
+                normals[:, 2] = 1.0
+                floor_A = self._point_rows(ev, self._floor_w[near], normals)
+                floor_lo = np.minimum(ev["floor"][near], cfg.max_push)
+        if collision is None:
+            return floor_A, floor_lo
+        hulls, local = collision.hulls, ev["local"]
+        idx, part, depth, normal = ev["obj"]
+        near = np.flatnonzero(depth > -cfg.constraint_band)
+        near = near[_deepest(self.point_link[idx[near]] * len(hulls.part_lo) + part[near], depth[near], cfg.rows_per_link)]
+        idx, part, depth, normal = idx[near], part[near], depth[near], normal[near]
+        self._row_pairs = set(zip(idx.tolist(), part.tolist(), strict=True))
+        if len(extra[0]):
+            d2, n2 = pair_depths(hulls, local[extra[0]], extra[1])
+            idx, part = np.concatenate((idx, extra[0])), np.concatenate((part, extra[1]))
+            depth, normal = np.concatenate((depth, d2)), np.concatenate((normal, n2))
+        inside = np.flatnonzero(depth > 0)
+        if len(inside) and self._prev_local is not None:
+            # Inside now (the object moved into the hand, or a step overshot): out through the face
+            # the point was nearest to at the end of the previous frame, not the nearest face now.
+            i = idx[inside]
+            depth[inside], normal[inside] = pair_depths(hulls, local[i], part[inside], self._prev_local[i])
+        if not len(idx):
+            return floor_A, floor_lo
+        A = self._point_rows(ev, idx, normal @ collision.rot.T)
+        lower = np.minimum(depth - cfg.object_allowance, cfg.max_push)
+        if floor_A is not None and floor_lo is not None:
+            A, lower = np.vstack([floor_A, A]), np.concatenate((floor_lo, lower))
+        return A, lower
+
+
+def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` deepest entries of each key (all when k <= 0)."""
+    if k <= 0 or not len(key):
+        return np.arange(len(key))
+    order = np.lexsort((-depth, key))
+    ks = key[order]
+    bounds = run_bounds(ks)
+    rank = np.arange(len(ks)) - np.repeat(bounds[:-1], np.diff(bounds))
+    return np.sort(order[rank < k])
+
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cross product (np.cross is slow on small arrays)."""
     return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
                      a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
                      a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
-
-
-def near_parts(collision: Collision, pts: np.ndarray, buffer: float, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the points within ``buffer`` of some convex part's bounding box."""
-    hb = collision.hulls
-    local = (pts - collision.pos) @ collision.rot
-    near = np.all((local > hb.lo - buffer) & (local < hb.hi + buffer), axis=1)
-    if exclude is not None:
-        near &= ~exclude
-    idx = np.flatnonzero(near)
-    if len(idx):
-        inside = (local[idx, None] > hb.part_lo[None] - buffer) & (local[idx, None] < hb.part_hi[None] + buffer)
-        idx = idx[inside.all(axis=2).any(axis=1)]
-    return idx

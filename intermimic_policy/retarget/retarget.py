@@ -40,6 +40,7 @@ class RetargetConfig:
     palm_weight: float = 1.0
     free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
+    predict: bool = False  # each frame's IK starts from the last frame's pose moved on at its velocity
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +136,10 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             hi = np.minimum(desc.upper, out[t - 1, 7:] + vmax)
             iters = cfg.ik.iterations
         collision = Collision(geom.hulls, obj_rot[t], obj_pos[t]) if geom is not None else None
+        if t >= 2 and cfg.predict:  # start where the last frame's velocity leads (a carried object
+            # moves a few cm a frame: from the last pose the hand starts inside it)
+            q = pin.integrate(model, q, pin.difference(model, out[t - 2], out[t - 1]))
+            q[7:] = np.clip(q[7:], lo, hi)
         q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else ())
         q = solver.lift_above_floor(q, cfg.ik.floor_tolerance)
         if new_locks:
