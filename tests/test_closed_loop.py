@@ -116,6 +116,9 @@ def _in_process_e_h(clip: Path, policy: Path, ticks: int) -> np.ndarray:
 def test_lockstep_closed_loop_matches_in_process(clip_file: Path, policy_file: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     report_file, record = tmp_path / "report.json", tmp_path / "closed_loop.npz"
+    # an earlier run's summary in the same log folder must not end this run or stand for its result
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "bridge_summary.json").write_text(json.dumps({"ticks": 999, "missed_ticks": 0}))
     code = cli_main(["launch", "sim_hoi", "--clip", str(clip_file), "--policy", str(policy_file), "--lockstep",
                      "--duration", str(SECONDS), "--report", str(report_file), "--record", str(record),
                      "--config", str(_test_config(tmp_path)), "--domain-id", str(_domain(0)),

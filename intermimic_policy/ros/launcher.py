@@ -439,6 +439,9 @@ def run_sim_hoi(options: LaunchOptions) -> dict[str, Any]:
     domain = common.get("domain_id")
     duration = (doc.get("sim_bridge") or {}).get("duration_s") or 0.0
     summary_file = Path(doc["sim_bridge"]["summary"])
+    # a summary left by an earlier run in the same log folder would end this run at once and be
+    # reported as its result
+    summary_file.unlink(missing_ok=True)
     timeout = options.timeout_s if options.timeout_s is not None else (120.0 + 30.0 * duration if duration else None)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: list[ManagedProcess] = []
