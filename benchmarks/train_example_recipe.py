@@ -122,7 +122,7 @@ def run_recipe(name: str, cfg: TeacherTrainConfig, clip: HOIMotion, out: Path, e
     return rows, speed
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, clip: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +141,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("example clip: round-1 recipe vs new (success = the whole clip within the error bounds)")
+    fig.suptitle(f"{clip}: round-1 recipe vs new (success = the whole clip within the error bounds)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -155,7 +155,14 @@ def main() -> None:
     p.add_argument("--recipes", nargs="+", default=["round1", "new"])
     p.add_argument("--name", default="example_recipe")
     p.add_argument("--work", default="/tmp/intermimic_recipe_bench")
+    p.add_argument("--merge", nargs="+", metavar="NAME",
+                   help="no training: join earlier runs' results (by --name) into one plot and summary "
+                        "(recipes trained in separate runs, e.g. in parallel)")
     args = p.parse_args()
+    out_dir = REPO / "benchmarks" / "results"
+    if args.merge:
+        merge(args.merge, args.name, out_dir)
+        return
     torch.set_num_threads(1)
     if args.clip:
         from intermimic_policy.motion.io import load_motion
@@ -165,7 +172,6 @@ def main() -> None:
         from intermimic_policy.motion.example import make_example_motion
 
         clip = make_example_motion()
-    out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     speeds: dict[str, dict[str, float]] = {}
@@ -173,17 +179,37 @@ def main() -> None:
         cfg = recipes(args.bc_rounds)[name]
         r, speeds[name] = run_recipe(name, cfg, clip, Path(args.work), args.eval_every, args.ppo_iters)
         rows += r
-    with (out_dir / f"{args.name}.csv").open("w", newline="") as f:
+    write_results(rows, speeds, clip.name, args.name, out_dir)
+
+
+def merge(names: list[str], name: str, out_dir: Path) -> None:
+    rows: list[dict[str, Any]] = []
+    speeds: dict[str, dict[str, float]] = {}
+    clips = set()
+    for part in names:
+        with (out_dir / f"{part}.csv").open(newline="") as f:
+            rows += [{k: (v if k in ("recipe", "phase") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        info = json.loads((out_dir / f"{part}.json").read_text())
+        speeds.update(info["speeds"])
+        clips.add(info["clip"])
+    if len(clips) != 1:
+        raise SystemExit(f"--merge: the runs are of different clips {sorted(clips)}")
+    write_results(rows, speeds, clips.pop(), name, out_dir)
+
+
+def write_results(rows: list[dict[str, Any]], speeds: dict[str, dict[str, float]], clip: str, name: str,
+                  out_dir: Path) -> None:
+    with (out_dir / f"{name}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    plot(rows, out_dir / f"{args.name}.png")
-    summary: dict[str, Any] = {"clip": clip.name, "speeds": speeds}
+    plot(rows, out_dir / f"{name}.png", clip)
+    summary: dict[str, Any] = {"clip": clip, "speeds": speeds}
     if "round1" in speeds and "new" in speeds:
         summary["ratios_new_over_round1"] = {k: speeds["new"][k] / speeds["round1"][k] for k in speeds["new"]}
         best = {n: max((r["duration_s"] for r in rows if r["recipe"] == n), default=math.nan) for n in speeds}
         summary["best_duration_s"] = best
-    (out_dir / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
