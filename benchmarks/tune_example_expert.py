@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from intermimic_policy.motion.example import make_example_motion
+from intermimic_policy.motion.example import example_config, make_example_motion
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import eval_config
 from intermimic_policy.sim.perturb import parse_perturb
@@ -33,10 +33,13 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the gains and the tuning history here")
+    p.add_argument("--squeeze", type=float, default=None,
+                   help="the clip's grip squeeze (m the palms aim inside the box faces; default: the clip's)")
     a = p.parse_args()
     torch.set_num_threads(1)
     init = BalanceGains(**load_pipeline_config(EXAMPLE_RECIPE).teacher.bc_warmstart.expert_gains)
-    clip = make_example_motion()
+    clip = make_example_motion() if a.squeeze is None else make_example_motion(
+        config=example_config(squeeze=a.squeeze))
     env = HOIEnv(eval_config(num_worlds=a.worlds, threads=1, perturb=parse_perturb(a.perturb)), [clip])
     result = tune_gains(env, iterations=a.iterations, init=init, seed=a.seed)
     env.close()
