@@ -41,6 +41,7 @@ class RetargetConfig:
     free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
     predict: bool = False  # each frame's IK starts from the last frame's pose moved on at its velocity
+    pin_feet: bool = True  # planted soles held by hard IK rows (else only by the stiff task): no skate
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +66,36 @@ def _yaw_matrix(R: np.ndarray) -> np.ndarray:
     yaw = np.arctan2(R[1, 0], R[0, 0])
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _foot_tasks(planted: np.ndarray, locks: list[tuple[np.ndarray, np.ndarray] | None], foot_fid: list[int],
+                solver: FrameSolver, q: np.ndarray, cfg: RetargetConfig, tasks: list[Task],
+                strict: list[int]) -> tuple[list[int], tuple[tuple[int, np.ndarray], ...]]:
+    """Append the feet's tasks for one frame; return (feet landing now, pins).
+
+    A foot that is not planted is released (``locks[f] = None``): it swings free and, when it lands
+    again, is re-planted where it lands. On the landing frame the sole goes onto the floor, flat,
+    keeping its heading (the caller pins it where that frame's solve put it). From the next frame on
+    its sole site is a pin, hard rows of the IK (``cfg.pin_feet``), besides a stiff task."""
+    new_locks: list[int] = []
+    pins: list[tuple[int, np.ndarray]] = []
+    for f, fid in enumerate(foot_fid):
+        if not planted[f]:
+            locks[f] = None
+            continue
+        lock = locks[f]
+        strict.append(len(tasks))
+        if lock is None:  # touch-down: onto the floor, flat, keep the heading; pin after solving
+            pin.framesForwardKinematics(solver.model, solver.data, q)
+            tasks.append(Task(fid, "pos", np.zeros(3), cfg.foot_weight, axes=(2,)))
+            tasks.append(Task(fid, "rot", _yaw_matrix(solver.data.oMf[fid].rotation), cfg.foot_rot_weight))
+            new_locks.append(f)
+        else:
+            tasks.append(Task(fid, "pos", lock[0], cfg.foot_weight))
+            tasks.append(Task(fid, "rot", lock[1], cfg.foot_rot_weight))
+            if cfg.pin_feet:
+                pins.append((fid, lock[0]))
+    return new_locks, tuple(pins)
 
 
 def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometry | None,
@@ -111,23 +142,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             tasks.append(Task(fid, "pos", target, cfg.hand_weight + a * (cfg.contact_weight - cfg.hand_weight)))
             if a > 0 and palm_normal[h] is not None:  # palm faces the surface it touches
                 tasks.append(Task(fid, "dir", -tg.hand_surface_normal[t, h], a * cfg.palm_weight, axis=palm_normal[h]))
-        new_locks: list[int] = []
-        for f, fid in enumerate(foot_fid):
-            if not tg.foot_planted[t, f]:
-                locks[f] = None
-                continue
-            lock = locks[f]
-            if lock is None:  # touch-down: onto the floor, flat, keep the heading; pin after solving
-                pin.framesForwardKinematics(model, solver.data, q)
-                R = _yaw_matrix(solver.data.oMf[fid].rotation)
-                strict.append(len(tasks))
-                tasks.append(Task(fid, "pos", np.array([0.0, 0.0, 0.0]), cfg.foot_weight, axes=(2,)))
-                tasks.append(Task(fid, "rot", R, cfg.foot_rot_weight))
-                new_locks.append(f)
-            else:
-                strict.append(len(tasks))
-                tasks.append(Task(fid, "pos", lock[0], cfg.foot_weight))
-                tasks.append(Task(fid, "rot", lock[1], cfg.foot_rot_weight))
+        new_locks, pins = _foot_tasks(tg.foot_planted[t], locks, foot_fid, solver, q, cfg, tasks, strict)
         if t == 0:
             lo, hi = desc.lower, desc.upper
             iters = cfg.ik.first_frame_iterations
@@ -140,13 +155,13 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             # moves a few cm a frame: from the last pose the hand starts inside it)
             q = pin.integrate(model, q, pin.difference(model, out[t - 2], out[t - 1]))
             q[7:] = np.clip(q[7:], lo, hi)
-        q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else ())
+        q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else (), pins)
         q = solver.lift_above_floor(q, cfg.ik.floor_tolerance)
         if new_locks:
             pin.framesForwardKinematics(model, solver.data, q)
             for f in new_locks:
                 M = solver.data.oMf[foot_fid[f]]
-                locks[f] = (np.array([M.translation[0], M.translation[1], 0.0]), _yaw_matrix(M.rotation))
+                locks[f] = (M.translation.copy(), _yaw_matrix(M.rotation))
         out[t] = q
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
