@@ -76,10 +76,13 @@ class IKConfig:
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 24  # collision points per link the IK keeps out (24: all, as the metrics)
     floor_buffer: float = 0.15  # m: points this close to the floor at a frame's start are watched (a swing foot drops fast)
+    # A link whose inside points' own exit faces (see FrameSolver._link_faces) differ from the link's
+    # by more than this cosine leaves through the link's one face (-0.5: only opposite faces; 1: always)
+    exit_face_cos: float = -0.5
     # Pinned feet (hard rows): a step brings a pinned site back at most this far, to within the band.
     max_pin_step: float = 0.02  # m (scaled by the trust region)
-    pin_tolerance: float = 1e-4  # m
-    pin_slack: float = 5e-4  # m: a frame that ends with a pinned site farther off is projected back
+    pin_tolerance: float = 2e-5  # m
+    pin_slack: float = 1e-4  # m: a frame that ends with a pinned site farther off is projected back
 
 
 @dataclass
@@ -547,13 +550,11 @@ class FrameSolver:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(point, part, depth, outward normal, found by a rejected step) of the near and ``extra``
         pairs. Outside the part, the face is the point's own separating plane (the farthest one);
-        inside, it is the exit face of the point's link for that part.
+        inside, its exit face (``_link_faces``).
 
-        One exit face per (link, part), chosen the first time a point of the link is inside in this
-        frame and kept for it (``group_faces`` on where the inside points were at the end of the last
-        frame: the way the link came in is its way out). Each point choosing its own nearest face
-        sent the points of a finger inside a thin part out through opposite faces: rows that cannot
-        all hold (soft, then violated) or that turn the link over from step to step."""
+        A link leaves a part through one face: each point choosing its own nearest face sent the
+        points of a finger inside a thin part out through opposite faces, rows that cannot all hold
+        (soft, then violated) or that turn the link over from step to step."""
         hulls, local = collision.hulls, ev["local"]
         idx, part, depth, normal = ev["obj"]
         n_near = len(idx)
@@ -570,16 +571,32 @@ class FrameSolver:
         if not len(inside):
             return idx, part, depth, normal, is_extra
         i, k = idx[inside], part[inside]
-        link = self.point_link[i]
-        faces = self._faces[link, k]
-        new = faces < 0
-        if new.any():
-            ref = local if self._prev_local is None else self._prev_local
-            faces[new] = group_faces(hulls, ref[i[new]], k[new], link[new])
-            self._faces[link[new], k[new]] = faces[new]
         depth, normal = depth.copy(), normal.copy()
-        depth[inside], normal[inside] = face_depths(hulls, local[i], k, faces)
+        depth[inside], normal[inside] = face_depths(hulls, local[i], k, self._link_faces(collision, ev, i, k))
         return idx, part, depth, normal, is_extra
+
+    def _link_faces(self, collision: Collision, ev: dict, i: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Exit faces of inside points ``i`` in parts ``k``: each point's own (the face nearest to
+        where it was at the end of the last frame: the way it came in), unless two points of one
+        link would leave one part through opposite faces; then the link's exit face (kept for the
+        rest of the frame). At a corner the own faces differ too, but a link may leave by both."""
+        hulls = collision.hulls
+        ref = (ev["local"] if self._prev_local is None else self._prev_local)[i]
+        faces = group_faces(hulls, ref, k, np.arange(len(i)))  # per point: its own group
+        link = self.point_link[i]
+        known = self._faces[link, k]
+        faces = np.where(known >= 0, known, faces)
+        open_ = np.flatnonzero(known < 0)
+        if len(open_):
+            shared = group_faces(hulls, ref[open_], k[open_], link[open_])
+            dot = np.einsum("ij,ij->i", hulls.normals[k[open_], faces[open_]], hulls.normals[k[open_], shared])
+            key = link[open_] * len(hulls.part_lo) + k[open_]
+            conflict = np.isin(key, key[dot < self.config.exit_face_cos])  # some point of the (link, part) would go the other way
+            if conflict.any():
+                c = open_[conflict]
+                faces[c] = shared[conflict]
+                self._faces[link[c], k[c]] = shared[conflict]
+        return faces
 
 
 def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:

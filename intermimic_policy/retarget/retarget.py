@@ -37,7 +37,7 @@ class RetargetConfig:
     # Palm normal against the surface normal while in contact: gentle, so the palm does not touch with
     # its back (the hand inside the object), yet the G1 Dex3 thumb, which stands 9.5 cm out of the
     # palm face at rest, is not driven into the surface by a palm laid flat.
-    palm_weight: float = 1.0
+    palm_weight: float = 5.0
     free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
     predict: bool = False  # each frame's IK starts from the last frame's pose moved on at its velocity
