@@ -78,24 +78,24 @@ def test_solver_rows_give_each_link_one_exit_face(g1) -> None:
 
 
 def test_pinned_sole_holds_against_a_pulling_hand(g1) -> None:
-    """A hand target 60 cm out of reach pulls the body: a pinned sole stays within a millimetre; held
-    by the stiff task alone (no pin) it slides."""
+    """A hand target 60 cm out of reach pulls the body: a pinned sole stays within a millimetre
+    horizontally; held by the stiff task alone (no pin) it slides."""
     solver = FrameSolver(g1, IKConfig(max_iterations=6))
     q0 = g1.neutral_q()
     sole, palm = g1.frame_id("left_sole"), g1.frame_id("right_palm")
     start = g1.frame_positions(q0, ["left_sole", "right_sole", "right_palm"])
     far = start[2] + np.array([0.6, -0.3, 0.0])
-    tasks = [Task(palm, "pos", far, 1e4), Task(sole, "pos", start[0], 10.0),
-             Task(g1.frame_id("right_sole"), "pos", start[1], 10.0)]
+    tasks = [Task(palm, "pos", far, 1e4), Task(sole, "pos", start[0], 1.0),
+             Task(g1.frame_id("right_sole"), "pos", start[1], 1.0)]
     moved = {}
     for pinned in (False, True):
         q = q0.copy()
         for _ in range(5):  # five frames of the same pull
             q = solver.solve(q, tasks, g1.lower, g1.upper, None, iterations=6,
                              pins=((sole, start[0]),) if pinned else ())
-        moved[pinned] = float(np.linalg.norm(g1.frame_positions(q, ["left_sole"])[0] - start[0]))
-    assert moved[True] < 1e-3
-    assert moved[False] > 1e-2  # the pull is real: without the pin the sole goes
+        moved[pinned] = float(np.linalg.norm((g1.frame_positions(q, ["left_sole"])[0] - start[0])[:2]))
+    assert moved[True] < 1e-3, moved
+    assert moved[False] > 1e-2, moved  # the pull is real: without the pin the sole goes
 
 
 def test_foot_is_released_while_lifted_and_replanted_where_it_lands(g1) -> None:

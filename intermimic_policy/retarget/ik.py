@@ -15,6 +15,10 @@ any convex part (nor below the floor), however hard a task (the hand's contact p
 already inside (the carried object moved into the hand) goes out through the face it was nearest to
 at the end of the last frame, not through the nearest face now (across a thin table top). DAQP (a
 dual active-set solver for small dense QPs) solves it; rows that cannot all hold at once become soft.
+Planted feet are pinned by hard rows too (their sole's horizontal position, J_xy dq = e): they stay
+hard when the object rows go soft, so a blocked hand cannot drag a planted foot. A point inside a
+part leaves through one face per link where its points would otherwise leave through opposite
+faces of a thin part (``FrameSolver._link_faces``).
 
 Every step is verified against the real geometry: a step that leaves a point deeper than allowed
 (one the rows did not cover, or a long step the linearisation misjudged) is taken back and retried
@@ -79,7 +83,8 @@ class IKConfig:
     # A link whose inside points' own exit faces (see FrameSolver._link_faces) differ from the link's
     # by more than this cosine leaves through the link's one face (-0.5: only opposite faces; 1: always)
     exit_face_cos: float = -0.5
-    # Pinned feet (hard rows): a step brings a pinned site back at most this far, to within the band.
+    # Pinned feet (hard rows on the horizontal position): a step brings a pinned site back at most
+    # this far, to within the band; a frame ends within the slack (0.1 mm: 3 mm/s of skate at 30 fps).
     max_pin_step: float = 0.02  # m (scaled by the trust region)
     pin_tolerance: float = 2e-5  # m
     pin_slack: float = 1e-4  # m: a frame that ends with a pinned site farther off is projected back
@@ -269,8 +274,9 @@ class FrameSolver:
         """Iterate from q; ``lo``/``hi`` bound the joint coordinates; ``strict`` tasks (indices)
         keep iterating (up to max_iterations) until their error is below tolerance; ``holding``
         hands (indices) are in contact: their points are left out of the object rows; ``pins``
-        (frame id, world position) hold those frames where they are as hard rows (planted feet:
-        a cost task, however stiff, slides when a blocked hand pulls the body).
+        (frame id, world position) hold those frames' horizontal position as hard rows (planted
+        feet: a cost task, however stiff, slides when a blocked hand pulls the body; the height is
+        left to the foot task and the floor rows, which must win).
 
         Every step is verified: a step that leaves a point deeper in the object than the allowance
         (and than it was) is taken back and retried with that point's (point, part) pair as one more
@@ -371,8 +377,9 @@ class FrameSolver:
     def _qp_step(self, H: np.ndarray, g: np.ndarray, step_lo: np.ndarray, step_hi: np.ndarray,
                  A: np.ndarray | None, lower: np.ndarray | None, soft: bool, trust: float) -> tuple[np.ndarray, bool]:
         """One step's QP: the object / floor rows ``A dq >= lower`` and, first and never soft while
-        they alone can hold, the pinned sites' rows ``J dq = e`` (within ``pin_tolerance``; e, the
-        way back to the pin, clipped to what one step of this trust region can do)."""
+        they alone can hold, the pinned sites' horizontal rows ``J_xy dq = e`` (within
+        ``pin_tolerance``; e, the way back to the pin, clipped to what one step of this trust region
+        can do)."""
         if not self._pins:
             return solve_qp(H, g, step_lo, step_hi, 0, A, lower, soft)
         cfg = self.config
@@ -434,7 +441,7 @@ class FrameSolver:
         pts = self._points()
         ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "links": self._links, "pin": 0.0}
         if self._pins:
-            ev["pin"] = max(float(np.abs(p - oMf[f].translation).max()) for f, p in self._pins)
+            ev["pin"] = max(float(np.abs(p - oMf[f].translation)[:2].max()) for f, p in self._pins)
         if len(self._floor_w):
             ev["floor"] = depth = cfg.floor_margin - pts[self._floor_w, 2]
             ev["pen"] = max(float(depth.max()), 0.0)
@@ -508,9 +515,9 @@ class FrameSolver:
         H = A.T @ Aw + np.diag(self.reg + self.posture)
         g = Aw.T @ b
         g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
-        if self._pins:  # pinned sites: their rows (see _qp_step) at the same point
-            self._pin_J = np.vstack([jac(f)[:3] for f, _ in self._pins])
-            self._pin_e = np.concatenate([p - data.oMf[f].translation for f, p in self._pins])
+        if self._pins:  # pinned sites: their horizontal rows (see _qp_step) at the same point
+            self._pin_J = np.vstack([jac(f)[:2] for f, _ in self._pins])
+            self._pin_e = np.concatenate([(p - data.oMf[f].translation)[:2] for f, p in self._pins])
         return H, g
 
     def _constraint_rows(self, collision: Collision | None, ev: dict,

@@ -5,8 +5,10 @@ Tasks per frame (weights from the robot YAML and :class:`RetargetConfig`):
 * every body pair: position (and orientation where the YAML gives a weight) of the scaled source;
 * hands: the contact site goes to the object surface point nearest the source hand (stiff, must
   converge) when the hand is labelled in contact, and blends in from the free hand target around it;
-* feet: a planted foot's sole is pinned where it first touched (flat, on the floor, fixed yaw), so it
-  cannot skate; the floor and the object's convex parts push collision points out.
+* feet: a planted foot's sole is pinned where it first touched (flat, on the floor, fixed yaw): its
+  horizontal position is a hard row of the IK, so it cannot skate however hard a hand pulls; a foot
+  that lifts is released and re-planted where it lands (targets.py also re-plants a creeping foot);
+  the floor and the object's convex parts push collision points out.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class RetargetConfig:
     # Palm normal against the surface normal while in contact: gentle, so the palm does not touch with
     # its back (the hand inside the object), yet the G1 Dex3 thumb, which stands 9.5 cm out of the
     # palm face at rest, is not driven into the surface by a palm laid flat.
-    palm_weight: float = 5.0
+    palm_weight: float = 1.0
     free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
     predict: bool = False  # each frame's IK starts from the last frame's pose moved on at its velocity
@@ -76,7 +78,8 @@ def _foot_tasks(planted: np.ndarray, locks: list[tuple[np.ndarray, np.ndarray] |
     A foot that is not planted is released (``locks[f] = None``): it swings free and, when it lands
     again, is re-planted where it lands. On the landing frame the sole goes onto the floor, flat,
     keeping its heading (the caller pins it where that frame's solve put it). From the next frame on
-    its sole site is a pin, hard rows of the IK (``cfg.pin_feet``), besides a stiff task."""
+    its sole site is a pin, hard rows of the IK on its horizontal position (``cfg.pin_feet``), besides
+    a stiff task."""
     new_locks: list[int] = []
     pins: list[tuple[int, np.ndarray]] = []
     for f, fid in enumerate(foot_fid):

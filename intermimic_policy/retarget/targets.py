@@ -10,7 +10,8 @@
   object), smoothed over the contact segment and projected back onto the surface. Around a segment
   the free hand target blends towards it over ``blend_frames`` so the hand arrives instead of jumping.
 * Feet: planted when the source foot is low and slow (thresholds below); the retargeter then pins the
-  robot sole where it first touched.
+  robot sole where it first touched. A planted foot that creeps ``replant_distance`` from where it
+  planted is unplanted for ``replant_frames`` and planted again (a small step).
 """
 
 from __future__ import annotations
