@@ -129,6 +129,19 @@ def group_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray, groups: n
     return faces
 
 
+def nearest_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray) -> np.ndarray:
+    """Index of the face of part ``parts[i]`` nearest to ``points[i]`` inside it (the farthest plane
+    outside): argmax_f (n_f . p + o_f), one product per part."""
+    faces = np.zeros(len(parts), np.int64)
+    order = np.argsort(parts, kind="stable")
+    sorted_parts = parts[order]
+    runs = run_bounds(sorted_parts)
+    for a, b in zip(runs[:-1], runs[1:], strict=True):
+        k = sorted_parts[a]
+        faces[order[a:b]] = np.argmax(points[order[a:b]] @ hulls.normals[k].T + hulls.offsets[k], axis=1)
+    return faces
+
+
 def face_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(depth below the plane of face ``faces[i]`` of part ``parts[i]``, its outward normal) of each
     point: positive behind the plane; the linear non-penetration condition is depth <= allowance."""
