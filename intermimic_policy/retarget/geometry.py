@@ -107,6 +107,48 @@ def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
     return depth, normal
 
 
+def group_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """One face per group of (point, part) pairs (``groups[i]``: a key, e.g. the link; all pairs of a
+    group and part share the face): the face of the part whose plane leaves the group's points least
+    deep, argmax_f min_i (n_f . p_i + o_f). It is the way out for the group as a whole (a link leaves a
+    part rigidly), where each point's own nearest face may be across a thin part from its neighbours'
+    and their rows would push the link both ways at once. Outside the part it is the plane that
+    separates the group from it with the widest margin, when one does."""
+    faces = np.zeros(len(parts), np.int64)
+    if not len(parts):
+        return faces
+    order = np.lexsort((groups, parts))  # by part, then group
+    sorted_parts, sorted_groups = parts[order], groups[order]
+    part_runs = run_bounds(sorted_parts)
+    for a, b in zip(part_runs[:-1], part_runs[1:], strict=True):  # per part: one product over its faces
+        k = sorted_parts[a]
+        s = points[order[a:b]] @ hulls.normals[k].T + hulls.offsets[k]  # [m, F] (padding: -inf)
+        runs = run_bounds(sorted_groups[a:b])
+        best = np.argmax(np.minimum.reduceat(s, runs[:-1], axis=0), axis=1)  # [groups]
+        faces[order[a:b]] = np.repeat(best, np.diff(runs))
+    return faces
+
+
+def nearest_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray) -> np.ndarray:
+    """Index of the face of part ``parts[i]`` nearest to ``points[i]`` inside it (the farthest plane
+    outside): argmax_f (n_f . p + o_f), one product per part."""
+    faces = np.zeros(len(parts), np.int64)
+    order = np.argsort(parts, kind="stable")
+    sorted_parts = parts[order]
+    runs = run_bounds(sorted_parts)
+    for a, b in zip(runs[:-1], runs[1:], strict=True):
+        k = sorted_parts[a]
+        faces[order[a:b]] = np.argmax(points[order[a:b]] @ hulls.normals[k].T + hulls.offsets[k], axis=1)
+    return faces
+
+
+def face_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(depth below the plane of face ``faces[i]`` of part ``parts[i]``, its outward normal) of each
+    point: positive behind the plane; the linear non-penetration condition is depth <= allowance."""
+    normal = hulls.normals[parts, faces]
+    return -(np.einsum("ij,ij->i", points, normal) + hulls.offsets[parts, faces]), normal
+
+
 def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(depth [N], outward normal of the nearest face [N, 3]) for points in the object frame.
 

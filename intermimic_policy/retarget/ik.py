@@ -15,6 +15,10 @@ any convex part (nor below the floor), however hard a task (the hand's contact p
 already inside (the carried object moved into the hand) goes out through the face it was nearest to
 at the end of the last frame, not through the nearest face now (across a thin table top). DAQP (a
 dual active-set solver for small dense QPs) solves it; rows that cannot all hold at once become soft.
+Planted feet are pinned by hard rows too (their sole's horizontal position, J_xy dq = e): they stay
+hard when the object rows go soft, so a blocked hand cannot drag a planted foot. A point inside a
+part leaves through one face per link where its points would otherwise leave through opposite
+faces of a thin part (``FrameSolver._link_faces``).
 
 Every step is verified against the real geometry: a step that leaves a point deeper than allowed
 (one the rows did not cover, or a long step the linearisation misjudged) is taken back and retried
@@ -34,7 +38,15 @@ import numpy as np
 import pinocchio as pin
 
 from intermimic_policy.embodiment.robot import RobotDescription
-from intermimic_policy.retarget.geometry import HullSet, hull_depth, pair_depths, run_bounds
+from intermimic_policy.retarget.geometry import (
+    HullSet,
+    face_depths,
+    group_faces,
+    hull_depth,
+    nearest_faces,
+    pair_depths,
+    run_bounds,
+)
 
 LWA = pin.ReferenceFrame.LOCAL_WORLD_ALIGNED
 
@@ -69,6 +81,14 @@ class IKConfig:
     step_tolerance: float = 3e-3  # rad / m: a step this small means converged (residuals conflict)
     points_per_link: int = 24  # collision points per link the IK keeps out (24: all, as the metrics)
     floor_buffer: float = 0.15  # m: points this close to the floor at a frame's start are watched (a swing foot drops fast)
+    # A link whose inside points' own exit faces (see FrameSolver._link_faces) differ from the link's
+    # by more than this cosine leaves through the link's one face (-0.5: only opposite faces; 1: always)
+    exit_face_cos: float = -0.5
+    # Pinned feet (hard rows on the horizontal position): a step brings a pinned site back at most
+    # this far, to within the band; a frame ends within the slack (0.3 mm: <= 1 cm/s of skate at 30 fps).
+    max_pin_step: float = 0.02  # m (scaled by the trust region)
+    pin_tolerance: float = 2e-5  # m
+    pin_slack: float = 3e-4  # m: a frame that ends with a pinned site farther off is projected back
 
 
 @dataclass
@@ -96,13 +116,15 @@ _NO_BOUND = 1e30  # DAQP's infinity
 
 
 def solve_qp(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int,
-             A: np.ndarray | None = None, lower: np.ndarray | None = None, soft: bool = False) -> tuple[np.ndarray, bool]:
-    """(argmin 0.5 x'Hx - g'x  s.t.  lo <= x[offset:] <= hi  and  A x >= lower, whether the rows were
-    soft) for H positive definite.
+             A: np.ndarray | None = None, lower: np.ndarray | None = None, soft: bool = False,
+             upper: np.ndarray | None = None, hard: int = 0) -> tuple[np.ndarray, bool]:
+    """(argmin 0.5 x'Hx - g'x  s.t.  lo <= x[offset:] <= hi  and  lower <= A x <= upper, whether the
+    rows were soft) for H positive definite (``upper`` None: no upper bound).
 
     The box is kept exactly; when the rows cannot all hold within it (or ``soft``: they could not at
     the last try) they are made soft (DAQP then violates them as little as it can) rather than the
-    step being lost."""
+    step being lost. The first ``hard`` rows (pinned feet) stay hard while the others go soft: a
+    blocked hand must not drag a planted foot; only if they alone cannot hold does everything go soft."""
     n, m = len(g), 0 if A is None else len(A)
     if m == 0:
         return solve_box_ls(H, g, lo, hi, offset), False
@@ -110,14 +132,20 @@ def solve_qp(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offse
     bl = np.full(n + m, -_NO_BOUND)
     bu[offset:n], bl[offset:n] = hi, lo
     bl[n:] = lower
+    if upper is not None:
+        bu[n:] = upper
+    A = np.ascontiguousarray(A)
     sense = np.zeros(n + m, np.int32)
     flag = 0
     if not soft:
-        x, _, flag, _ = daqp.solve(H, -g, np.ascontiguousarray(A), bu, bl, sense)
+        x, _, flag, _ = daqp.solve(H, -g, A, bu, bl, sense)
     if flag < 1:
         soft = True
-        sense[n:] = 8  # soft rows
-        x, _, flag, _ = daqp.solve(H, -g, np.ascontiguousarray(A), bu, bl, sense)
+        sense[n + hard:] = 8  # soft rows
+        x, _, flag, _ = daqp.solve(H, -g, A, bu, bl, sense)
+    if flag < 1 and hard:  # the pins themselves cannot hold (the velocity box): all soft
+        sense[n:] = 8
+        x, _, flag, _ = daqp.solve(H, -g, A, bu, bl, sense)
     if flag < 1:  # should not happen (the box alone is feasible): the step without the rows
         return solve_box_ls(H, g, lo, hi, offset), True
     return np.asarray(x), soft
@@ -198,6 +226,7 @@ class FrameSolver:
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (q, its world points) of the last solve
+        self._pins: tuple[tuple[int, np.ndarray], ...] = ()  # (frame id, world position) held as rows
         reg = np.full(self.nv, self.config.damping)
         reg[:6] = self.config.root_damping
         self.reg = reg
@@ -242,10 +271,13 @@ class FrameSolver:
     # -- one frame ---------------------------------------------------------------------------
     def solve(self, q: np.ndarray, tasks: list[Task], lo: np.ndarray, hi: np.ndarray,
               collision: Collision | None, iterations: int, strict: list[int] | None = None,
-              holding: tuple[int, ...] = ()) -> np.ndarray:
+              holding: tuple[int, ...] = (), pins: tuple[tuple[int, np.ndarray], ...] = ()) -> np.ndarray:
         """Iterate from q; ``lo``/``hi`` bound the joint coordinates; ``strict`` tasks (indices)
         keep iterating (up to max_iterations) until their error is below tolerance; ``holding``
-        hands (indices) are in contact: their points are left out of the object rows.
+        hands (indices) are in contact: their points are left out of the object rows; ``pins``
+        (frame id, world position) hold those frames' horizontal position as hard rows (planted
+        feet: a cost task, however stiff, slides when a blocked hand pulls the body; the height is
+        left to the foot task and the floor rows, which must win).
 
         Every step is verified: a step that leaves a point deeper in the object than the allowance
         (and than it was) is taken back and retried with that point's (point, part) pair as one more
@@ -253,6 +285,8 @@ class FrameSolver:
         So the returned q is never deeper nor costlier than the start."""
         cfg, model, data = self.config, self.model, self.data
         self._group_tasks(tasks, set(strict or ()))
+        self._pins = pins
+        self._faces = np.full((len(self.link_frames), 0 if collision is None else len(collision.hulls.part_lo)), -1)
         n_iter = max(iterations, 1)
         max_it = max(cfg.max_iterations, n_iter)
         pin.framesForwardKinematics(model, data, q)
@@ -281,7 +315,7 @@ class FrameSolver:
             Hd = H + mu * np.diag(np.diag(H)) if mu > 0 else H
             step_lo = np.concatenate((trust * self._root_step_lo, np.maximum(lo - best_q[7:], -trust * cfg.max_step)))
             step_hi = np.concatenate((-trust * self._root_step_lo, np.minimum(hi - best_q[7:], trust * cfg.max_step)))
-            dq, soft = solve_qp(Hd, g, step_lo, step_hi, 0, A, lower, soft)
+            dq, soft = self._qp_step(Hd, g, step_lo, step_hi, A, lower, soft, trust)
             q = pin.integrate(model, best_q, dq)
             q[7:] = np.clip(q[7:], lo, hi)
             it += 1
@@ -309,29 +343,54 @@ class FrameSolver:
             limit = max_it + (cfg.extra_iterations if ev["pen"] > cfg.penetration_tolerance else 0)
             if it >= limit or (it >= n_iter and (worst <= cfg.tolerance or small)):
                 break
-        for _ in range(cfg.projection_rounds):
-            # Still deeper than allowed (the object moved into the hand faster than the tasks let it
-            # out): the constraint wins. Out along the rows with the smallest change to the tasks
-            # (their Gauss-Newton metric, no pull), whatever the tasks' cost.
-            if ev["pen"] <= cfg.penetration_tolerance:
-                break
-            if not fresh:
-                H, g = self._linearize(best_q, ev)
-                A, lower = self._constraint_rows(collision, ev, extra)
-                fresh = True
-            step_lo = np.concatenate((self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)))
-            step_hi = np.concatenate((-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)))
-            dq, soft = solve_qp(H, np.zeros_like(g), step_lo, step_hi, 0, A, lower, soft)
-            q = pin.integrate(model, best_q, dq)
-            q[7:] = np.clip(q[7:], lo, hi)
-            pin.framesForwardKinematics(model, data, q)
-            cost, w_new, ev_new = self._evaluate(collision, q)
-            if ev_new["pen"] >= ev["pen"]:
-                break
-            best_q, best_cost, ev, fresh = q, cost, ev_new, False
+        best_q, ev = self._project(collision, best_q, ev, H if fresh else None, A, lower, extra, lo, hi, soft)
         self._prev_local = ev.get("local")
         self._last = (best_q, ev["pts"])  # the next lift / frame start asks for these points again
         return best_q
+
+    def _project(self, collision: Collision | None, best_q: np.ndarray, ev: dict, H: np.ndarray | None,
+                 A: np.ndarray | None, lower: np.ndarray | None, extra: tuple[np.ndarray, np.ndarray],
+                 lo: np.ndarray, hi: np.ndarray, soft: bool) -> tuple[np.ndarray, dict]:
+        """While a point is still deeper than allowed (the object moved into the hand faster than the
+        tasks let it out) or a pinned site is off its pin (a long step's curvature): the constraints
+        win. Steps along the rows alone, with the smallest change to the tasks (their Gauss-Newton
+        metric, no pull), whatever the tasks' cost; ``H`` None: relinearise at ``best_q`` first."""
+        cfg, model, data = self.config, self.model, self.data
+        for _ in range(cfg.projection_rounds):
+            if ev["pen"] <= cfg.penetration_tolerance and ev["pin"] <= cfg.pin_slack:
+                break
+            if H is None:
+                H, _ = self._linearize(best_q, ev)
+                A, lower = self._constraint_rows(collision, ev, extra)
+            step_lo = np.concatenate((self._root_step_lo, np.maximum(lo - best_q[7:], -cfg.max_step)))
+            step_hi = np.concatenate((-self._root_step_lo, np.minimum(hi - best_q[7:], cfg.max_step)))
+            dq, soft = self._qp_step(H, np.zeros(self.nv), step_lo, step_hi, A, lower, soft, 1.0)
+            q = pin.integrate(model, best_q, dq)
+            q[7:] = np.clip(q[7:], lo, hi)
+            pin.framesForwardKinematics(model, data, q)
+            _, _, ev_new = self._evaluate(collision, q)
+            deeper = ev_new["pen"] > max(ev["pen"], cfg.penetration_tolerance)
+            if deeper or (ev_new["pen"] >= ev["pen"] and ev_new["pin"] >= ev["pin"]):
+                break
+            best_q, ev, H = q, ev_new, None
+        return best_q, ev
+
+    def _qp_step(self, H: np.ndarray, g: np.ndarray, step_lo: np.ndarray, step_hi: np.ndarray,
+                 A: np.ndarray | None, lower: np.ndarray | None, soft: bool, trust: float) -> tuple[np.ndarray, bool]:
+        """One step's QP: the object / floor rows ``A dq >= lower`` and, first and never soft while
+        they alone can hold, the pinned sites' horizontal rows ``J_xy dq = e`` (within
+        ``pin_tolerance``; e, the way back to the pin, clipped to what one step of this trust region
+        can do)."""
+        if not self._pins:
+            return solve_qp(H, g, step_lo, step_hi, 0, A, lower, soft)
+        cfg = self.config
+        reach = trust * cfg.max_pin_step
+        e = np.clip(self._pin_e, -reach, reach)
+        m = 0 if A is None else len(A)
+        rows = self._pin_J if A is None else np.vstack([self._pin_J, A])
+        low = e - cfg.pin_tolerance if lower is None else np.concatenate((e - cfg.pin_tolerance, lower))
+        up = np.concatenate((e + cfg.pin_tolerance, np.full(m, _NO_BOUND)))
+        return solve_qp(H, g, step_lo, step_hi, 0, rows, low, soft, up, hard=len(e))
 
     def _pen_cost(self, ev: dict) -> float:
         """What depth beyond the allowance (+ tolerance) costs, so that a frame that starts deep
@@ -381,7 +440,9 @@ class FrameSolver:
         post = self.desc.default_q - q[7:]
         cost = float(e_all @ (self._task_w * e_all)) + float(self.posture[6:] @ (post * post))
         pts = self._points()
-        ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "links": self._links}
+        ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "links": self._links, "pin": 0.0}
+        if self._pins:
+            ev["pin"] = max(float(np.abs(p - oMf[f].translation)[:2].max()) for f, p in self._pins)
         if len(self._floor_w):
             ev["floor"] = depth = cfg.floor_margin - pts[self._floor_w, 2]
             ev["pen"] = max(float(depth.max()), 0.0)
@@ -455,14 +516,17 @@ class FrameSolver:
         H = A.T @ Aw + np.diag(self.reg + self.posture)
         g = Aw.T @ b
         g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
+        if self._pins:  # pinned sites: their horizontal rows (see _qp_step) at the same point
+            self._pin_J = np.vstack([jac(f)[:2] for f, _ in self._pins])
+            self._pin_e = np.concatenate([(p - data.oMf[f].translation)[:2] for f, p in self._pins])
         return H, g
 
     def _constraint_rows(self, collision: Collision | None, ev: dict,
-                     extra: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Constraint rows ``A dq >= lower`` at the last linearisation point: every (point, part)
-        pair within ``constraint_band`` of the part, plus the ``extra`` pairs. The face plane nearest
-        to (or, outside, farthest from) the point separates it from the part: the point stays on its
-        outer side up to the allowance (n . dp >= depth - allowance; > 0 pushes a deep point out)."""
+                         extra: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Constraint rows ``A dq >= lower`` at the last linearisation point: the floor's, and the
+        deepest (point, part) pairs within ``constraint_band`` of the link's exit face (see
+        ``_exit_faces``) plus the ``extra`` pairs: the point stays on the face's outer side up to the
+        allowance (n . dp >= depth - allowance; > 0 pushes a deep point out)."""
         self._row_pairs: set[tuple[int, int]] = set()
         cfg = self.config
         floor_A = floor_lo = None
@@ -476,22 +540,12 @@ class FrameSolver:
                 floor_lo = np.minimum(ev["floor"][near], cfg.max_push)
         if collision is None:
             return floor_A, floor_lo
-        hulls, local = collision.hulls, ev["local"]
-        idx, part, depth, normal = ev["obj"]
-        near = np.flatnonzero(depth > -cfg.constraint_band)
-        near = near[_deepest(self.point_link[idx[near]] * len(hulls.part_lo) + part[near], depth[near], cfg.rows_per_link)]
-        idx, part, depth, normal = idx[near], part[near], depth[near], normal[near]
+        idx, part, depth, normal, is_extra = self._exit_faces(collision, ev, extra)
+        near = np.flatnonzero(~is_extra & (depth > -cfg.constraint_band))
+        key = self.point_link[idx[near]] * len(collision.hulls.part_lo) + part[near]
+        sel = np.union1d(near[_deepest(key, depth[near], cfg.rows_per_link)], np.flatnonzero(is_extra))
+        idx, part, depth, normal = idx[sel], part[sel], depth[sel], normal[sel]
         self._row_pairs = set(zip(idx.tolist(), part.tolist(), strict=True))
-        if len(extra[0]):
-            d2, n2 = pair_depths(hulls, local[extra[0]], extra[1])
-            idx, part = np.concatenate((idx, extra[0])), np.concatenate((part, extra[1]))
-            depth, normal = np.concatenate((depth, d2)), np.concatenate((normal, n2))
-        inside = np.flatnonzero(depth > 0)
-        if len(inside) and self._prev_local is not None:
-            # Inside now (the object moved into the hand, or a step overshot): out through the face
-            # the point was nearest to at the end of the previous frame, not the nearest face now.
-            i = idx[inside]
-            depth[inside], normal[inside] = pair_depths(hulls, local[i], part[inside], self._prev_local[i])
         if not len(idx):
             return floor_A, floor_lo
         A = self._point_rows(ev, idx, normal @ collision.rot.T)
@@ -499,6 +553,64 @@ class FrameSolver:
         if floor_A is not None and floor_lo is not None:
             A, lower = np.vstack([floor_A, A]), np.concatenate((floor_lo, lower))
         return A, lower
+
+    def _exit_faces(self, collision: Collision, ev: dict, extra: tuple[np.ndarray, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(point, part, depth, outward normal, found by a rejected step) of the near and ``extra``
+        pairs. Outside the part, the face is the point's own separating plane (the farthest one);
+        inside, its exit face (``_link_faces``).
+
+        A link leaves a part through one face: each point choosing its own nearest face sent the
+        points of a finger inside a thin part out through opposite faces, rows that cannot all hold
+        (soft, then violated) or that turn the link over from step to step."""
+        hulls, local = collision.hulls, ev["local"]
+        idx, part, depth, normal = ev["obj"]
+        n_near = len(idx)
+        if len(extra[0]):
+            d2, n2 = pair_depths(hulls, local[extra[0]], extra[1])
+            idx, part = np.concatenate((idx, extra[0])), np.concatenate((part, extra[1]))
+            depth, normal = np.concatenate((depth, d2)), np.concatenate((normal, n2))
+        is_extra = np.arange(len(idx)) >= n_near
+        if len(extra[0]):  # a pair both near and extra is kept once, as extra (it gets a row anyway)
+            _, first = np.unique((idx * len(hulls.part_lo) + part)[::-1], return_index=True)
+            keep = np.sort(len(idx) - 1 - first)
+            idx, part, depth, normal, is_extra = idx[keep], part[keep], depth[keep], normal[keep], is_extra[keep]
+        inside = np.flatnonzero(depth > 0)
+        if not len(inside):
+            return idx, part, depth, normal, is_extra
+        i, k = idx[inside], part[inside]
+        depth, normal = depth.copy(), normal.copy()
+        depth[inside], normal[inside] = face_depths(hulls, local[i], k, self._link_faces(collision, ev, i, k))
+        return idx, part, depth, normal, is_extra
+
+    def _link_faces(self, collision: Collision, ev: dict, i: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Exit faces of inside points ``i`` in parts ``k``: each point's own (the face nearest to
+        where it was at the end of the last frame: the way it came in), unless two points of one
+        link would leave one part through opposite faces; then the link's exit face (kept for the
+        rest of the frame). At a corner the own faces differ too, but a link may leave by both."""
+        hulls = collision.hulls
+        ref = (ev["local"] if self._prev_local is None else self._prev_local)[i]
+        faces = nearest_faces(hulls, ref, k)
+        link = self.point_link[i]
+        known = self._faces[link, k]
+        faces = np.where(known >= 0, known, faces)
+        open_ = np.flatnonzero(known < 0)
+        own = hulls.normals[k[open_], faces[open_]]
+        if not len(open_) or (own @ own.T).min() >= self.config.exit_face_cos:
+            return faces  # no two own faces oppose each other (the common case): nothing to share
+        key = link[open_] * len(hulls.part_lo) + k[open_]
+        # Only (link, part) keys whose points disagree can conflict (the common case is one face).
+        keys = np.unique(key * hulls.normals.shape[1] + faces[open_]) // hulls.normals.shape[1]
+        cand = np.isin(key, keys[1:][keys[1:] == keys[:-1]])
+        if cand.any():
+            c = open_[cand]
+            shared = group_faces(hulls, ref[c], k[c], link[c])
+            dot = np.einsum("ij,ij->i", hulls.normals[k[c], faces[c]], hulls.normals[k[c], shared])
+            conflict = np.isin(key[cand], key[cand][dot < self.config.exit_face_cos])  # some point would go the other way
+            c, shared = c[conflict], shared[conflict]
+            faces[c] = shared
+            self._faces[link[c], k[c]] = shared
+        return faces
 
 
 def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:

@@ -5,8 +5,10 @@ Tasks per frame (weights from the robot YAML and :class:`RetargetConfig`):
 * every body pair: position (and orientation where the YAML gives a weight) of the scaled source;
 * hands: the contact site goes to the object surface point nearest the source hand (stiff, must
   converge) when the hand is labelled in contact, and blends in from the free hand target around it;
-* feet: a planted foot's sole is pinned where it first touched (flat, on the floor, fixed yaw), so it
-  cannot skate; the floor and the object's convex parts push collision points out.
+* feet: a planted foot's sole is pinned where it first touched (flat, on the floor, fixed yaw): its
+  horizontal position is a hard row of the IK, so it cannot skate however hard a hand pulls; a foot
+  that lifts is released and re-planted where it lands (targets.py also re-plants a creeping foot);
+  the floor and the object's convex parts push collision points out.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class RetargetConfig:
     free_site_link: bool = False  # while holding: no object rows for the site's own link
     weight_scale: float = 1.0  # multiplies the YAML pair weights
     predict: bool = False  # each frame's IK starts from the last frame's pose moved on at its velocity
+    pin_feet: bool = True  # planted soles held by hard IK rows (else only by the stiff task): no skate
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +68,37 @@ def _yaw_matrix(R: np.ndarray) -> np.ndarray:
     yaw = np.arctan2(R[1, 0], R[0, 0])
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _foot_tasks(planted: np.ndarray, locks: list[tuple[np.ndarray, np.ndarray] | None], foot_fid: list[int],
+                solver: FrameSolver, q: np.ndarray, cfg: RetargetConfig, tasks: list[Task],
+                strict: list[int]) -> tuple[list[int], tuple[tuple[int, np.ndarray], ...]]:
+    """Append the feet's tasks for one frame; return (feet landing now, pins).
+
+    A foot that is not planted is released (``locks[f] = None``): it swings free and, when it lands
+    again, is re-planted where it lands. On the landing frame the sole goes onto the floor, flat,
+    keeping its heading (the caller pins it where that frame's solve put it). From the next frame on
+    its sole site is a pin, hard rows of the IK on its horizontal position (``cfg.pin_feet``), besides
+    a stiff task."""
+    new_locks: list[int] = []
+    pins: list[tuple[int, np.ndarray]] = []
+    for f, fid in enumerate(foot_fid):
+        if not planted[f]:
+            locks[f] = None
+            continue
+        lock = locks[f]
+        strict.append(len(tasks))
+        if lock is None:  # touch-down: onto the floor, flat, keep the heading; pin after solving
+            pin.framesForwardKinematics(solver.model, solver.data, q)
+            tasks.append(Task(fid, "pos", np.zeros(3), cfg.foot_weight, axes=(2,)))
+            tasks.append(Task(fid, "rot", _yaw_matrix(solver.data.oMf[fid].rotation), cfg.foot_rot_weight))
+            new_locks.append(f)
+        else:
+            tasks.append(Task(fid, "pos", lock[0], cfg.foot_weight))
+            tasks.append(Task(fid, "rot", lock[1], cfg.foot_rot_weight))
+            if cfg.pin_feet:
+                pins.append((fid, lock[0]))
+    return new_locks, tuple(pins)
 
 
 def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometry | None,
@@ -111,23 +145,7 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             tasks.append(Task(fid, "pos", target, cfg.hand_weight + a * (cfg.contact_weight - cfg.hand_weight)))
             if a > 0 and palm_normal[h] is not None:  # palm faces the surface it touches
                 tasks.append(Task(fid, "dir", -tg.hand_surface_normal[t, h], a * cfg.palm_weight, axis=palm_normal[h]))
-        new_locks: list[int] = []
-        for f, fid in enumerate(foot_fid):
-            if not tg.foot_planted[t, f]:
-                locks[f] = None
-                continue
-            lock = locks[f]
-            if lock is None:  # touch-down: onto the floor, flat, keep the heading; pin after solving
-                pin.framesForwardKinematics(model, solver.data, q)
-                R = _yaw_matrix(solver.data.oMf[fid].rotation)
-                strict.append(len(tasks))
-                tasks.append(Task(fid, "pos", np.array([0.0, 0.0, 0.0]), cfg.foot_weight, axes=(2,)))
-                tasks.append(Task(fid, "rot", R, cfg.foot_rot_weight))
-                new_locks.append(f)
-            else:
-                strict.append(len(tasks))
-                tasks.append(Task(fid, "pos", lock[0], cfg.foot_weight))
-                tasks.append(Task(fid, "rot", lock[1], cfg.foot_rot_weight))
+        new_locks, pins = _foot_tasks(tg.foot_planted[t], locks, foot_fid, solver, q, cfg, tasks, strict)
         if t == 0:
             lo, hi = desc.lower, desc.upper
             iters = cfg.ik.first_frame_iterations
@@ -140,13 +158,13 @@ def retarget_clip(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
             # moves a few cm a frame: from the last pose the hand starts inside it)
             q = pin.integrate(model, q, pin.difference(model, out[t - 2], out[t - 1]))
             q[7:] = np.clip(q[7:], lo, hi)
-        q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else ())
+        q = solver.solve(q, tasks, lo, hi, collision, iters, strict, tuple(holding) if cfg.free_site_link else (), pins)
         q = solver.lift_above_floor(q, cfg.ik.floor_tolerance)
         if new_locks:
             pin.framesForwardKinematics(model, solver.data, q)
             for f in new_locks:
                 M = solver.data.oMf[foot_fid[f]]
-                locks[f] = (np.array([M.translation[0], M.translation[1], 0.0]), _yaw_matrix(M.rotation))
+                locks[f] = (M.translation.copy(), _yaw_matrix(M.rotation))
         out[t] = q
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 

@@ -10,7 +10,8 @@
   object), smoothed over the contact segment and projected back onto the surface. Around a segment
   the free hand target blends towards it over ``blend_frames`` so the hand arrives instead of jumping.
 * Feet: planted when the source foot is low and slow (thresholds below); the retargeter then pins the
-  robot sole where it first touched.
+  robot sole where it first touched. A planted foot that creeps ``replant_distance`` from where it
+  planted is unplanted for ``replant_frames`` and planted again (a small step).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class TargetConfig:
     foot_height: float = 0.05  # planted: foot body within this of its clip floor level (m)...
     foot_speed: float = 0.25  # ...and slower than this (m/s, horizontal)
     min_planted_frames: int = 3
+    # A planted source foot that creeps (pivots, shuffles below foot_speed) this far from where it
+    # planted is re-planted: unplanted for replant_frames (the robot's pinned sole steps after it),
+    # then pinned where it lands. Pinned for good, the robot stays behind the source and its hands
+    # lose the object (largetable_014: 10-25 cm).
+    replant_distance: float = 0.05  # m, scaled source foot, horizontal
+    replant_frames: int = 2
     scale_object_height: bool = True  # object height above its first frame scaled (else as the source)
     reach_height: bool = True  # ... by the overhead-reach ratio where it is below s (short arms lift less)
 
@@ -120,6 +127,23 @@ def _segments(mask: np.ndarray) -> list[tuple[int, int]]:
     m = np.concatenate([[False], mask.astype(bool), [False]])
     d = np.diff(m.astype(np.int8))
     return list(zip(np.where(d == 1)[0].tolist(), np.where(d == -1)[0].tolist(), strict=True))
+
+
+def split_creeping(mask: np.ndarray, xy: np.ndarray, distance: float, gap: int) -> np.ndarray:
+    """``mask`` (planted frames) with ``gap`` frames cleared wherever the foot ``xy`` [T, 2] has
+    moved more than ``distance`` from where its current planted run began (the run then restarts
+    after the gap): a creeping foot becomes a series of small steps, each pinned where it lands."""
+    out = mask.copy()
+    for a, b in _segments(mask):
+        anchor = a
+        t = a
+        while t < b:
+            if np.linalg.norm(xy[t] - xy[anchor]) > distance:
+                out[t : min(t + gap, b)] = False
+                anchor = t = t + gap
+                continue
+            t += 1
+    return out
 
 
 def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometry | None,
@@ -228,9 +252,10 @@ def build_targets(desc: RobotDescription, motion: HOIMotion, geom: ObjectGeometr
         if t_n > 1:  # horizontal speed of the foot's mean point (central differences)
             vel = np.linalg.norm(np.gradient(pts[..., :2].mean(axis=1), axis=0), axis=1) * motion.fps
         mask = low & (vel < cfg.foot_speed)
+        src_foot[:, f] = scaled(pts.mean(axis=1)[:, None])[:, 0]
+        mask = split_creeping(mask, src_foot[:, f, :2], cfg.replant_distance, cfg.replant_frames)
         for a, b in _segments(mask):
             if b - a < cfg.min_planted_frames:
                 mask[a:b] = False
         planted[:, f] = mask
-        src_foot[:, f] = scaled(pts.mean(axis=1)[:, None])[:, 0]
     return ClipTargets(s, pos, rot, contact, hand_label, free, surf, surf_n, blend, src_dist, planted, src_foot, robot_obj)
