@@ -132,3 +132,9 @@ def test_creeping_foot_is_replanted() -> None:
     for run_start in (0, 8, 16, 24):  # within each run the foot stays within 5 cm of its start
         run = slice(run_start, run_start + 6)
         assert np.abs(creep[run, 0] - creep[run_start, 0]).max() <= 0.05 + 1e-12
+
+
+def test_pair_depths_of_no_pairs_is_empty() -> None:
+    """A frame with no point near the object asks for no pairs: empty answers, not an index error."""
+    depth, normal = pair_depths(_slab(), np.zeros((0, 3)), np.zeros(0, np.int64))
+    assert depth.shape == (0,) and normal.shape == (0, 3)

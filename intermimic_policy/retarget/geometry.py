@@ -86,25 +86,7 @@ def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
     """(depth, outward normal of the nearest face) of ``points[i]`` against part ``parts[i]``; with
     ``ref``, the face is the one nearest to ``ref[i]`` instead (where the point was before: the face
     it entered through, which is the way out, where the nearest face of a thin part may be across)."""
-    depth = np.empty(len(parts))
-    normal = np.empty((len(parts), 3))
-    if not len(parts):
-        return depth, normal
-    order = np.argsort(parts, kind="stable")
-    sorted_parts = parts[order]
-    bounds = run_bounds(sorted_parts)
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # per part: one small matrix product over its faces
-        sel = order[a:b]
-        k = sorted_parts[a]
-        nk, ok = hulls.normals[k], hulls.offsets[k]
-        s = points[sel] @ nk.T + ok  # signed plane distances (padding: -inf)
-        if ref is None:
-            face = np.argmax(s, axis=1)
-        else:
-            face = np.argmax(ref[sel] @ nk.T + ok, axis=1)
-        depth[sel] = -s[np.arange(b - a), face]
-        normal[sel] = nk[face]
-    return depth, normal
+    return face_depths(hulls, points, parts, nearest_faces(hulls, points if ref is None else ref, parts))
 
 
 def group_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -133,6 +115,8 @@ def nearest_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray) -> np.n
     """Index of the face of part ``parts[i]`` nearest to ``points[i]`` inside it (the farthest plane
     outside): argmax_f (n_f . p + o_f), one product per part."""
     faces = np.zeros(len(parts), np.int64)
+    if not len(parts):
+        return faces
     order = np.argsort(parts, kind="stable")
     sorted_parts = parts[order]
     runs = run_bounds(sorted_parts)
