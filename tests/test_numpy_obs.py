@@ -79,7 +79,8 @@ def test_node_observation_equals_the_training_builder_on_omomo(motions_root: Pat
     points = load_object(motion.object_name, num_points=NUM_POINTS).points(NUM_POINTS)
     library = MotionLibrary([motion], {motion.object_name: points}, num_points=NUM_POINTS)
     policy = ZeroPolicy(kind)
-    config = PolicyNodeConfig(soft_start_s=0.0, max_slew_rad=0.0, num_object_points=NUM_POINTS)
+    config = PolicyNodeConfig(soft_start_s=0.0, max_slew_rad=0.0, num_object_points=NUM_POINTS,
+                              compiled_observation=False)  # the numpy path (compiled: test_compiled_obs)
     ctl = PolicyController(config, policy, {motion.object_name: ObjectCloud(points)})  # type: ignore[arg-type]
     frames = convert.MotionFrames(motion)
     for k in range(motion.num_frames):

@@ -314,6 +314,11 @@ class ObjectCloud:
     def __len__(self) -> int:
         return self.points.shape[0]
 
+    @property
+    def distance_table(self) -> np.ndarray:
+        """The [4, P] table (-2 p, |p|^2) of a query (read-only use)."""
+        return self._table
+
     def nearest_local(self, local: np.ndarray) -> np.ndarray:
         """Object-frame vectors from each point's nearest surface point to it, [B, 3]."""
         if local.shape[0] != self._rows:

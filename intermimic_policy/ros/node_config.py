@@ -83,6 +83,8 @@ class PolicyNodeConfig:
     kind: str = "teacher"  # the kind of policy this deployment expects
     backend: str = "onnxruntime"  # runtime.loader backend: auto, onnxruntime, tensorrt, ...
     threads: int = 1  # inference threads (1 keeps the control loop from stuttering)
+    compiled_observation: bool = True  # numba kernels for the tick's kinematics and observation
+                                       # (observation.compiled_obs; the numpy path without numba)
     transport: str = "auto"  # ROS transport: auto, cyclone, rclpy
     domain_id: int | None = None  # None: $ROS_DOMAIN_ID or 0
     node_name: str = "policy_node"

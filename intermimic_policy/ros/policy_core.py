@@ -42,6 +42,8 @@ import numpy as np
 from intermimic_policy.contract import DeploymentExpectation, PolicyContract
 from intermimic_policy.embodiment.skeleton import Skeleton
 from intermimic_policy.errors import IntermimicError
+from intermimic_policy.observation import compiled_obs
+from intermimic_policy.observation.compiled_obs import CompiledKinematics, CompiledObservation
 from intermimic_policy.observation.numpy_obs import (
     Kinematics,
     NumpyObservation,
@@ -243,6 +245,7 @@ class PolicyController:
         deployment = deployment_of(c, config)
         self.num_points = deployment.num_points
         self.robot = deployment.robot  # the robot's EmbodimentSpec, or None (the SMPL-X humanoid)
+        compiled = config.compiled_observation and compiled_obs.available()
         if self.robot is not None:
             from intermimic_policy.embodiment.robot import load_robot
             from intermimic_policy.embodiment.robot_kinematics import RobotKinematics
@@ -250,8 +253,8 @@ class PolicyController:
             self.kinematics: Any = RobotKinematics(load_robot(config.robot), self.robot)
         else:
             assert deployment.skeleton is not None
-            self.kinematics = Kinematics(deployment.skeleton.offsets)
-        self.obs = NumpyObservation(c.observation)
+            self.kinematics = (CompiledKinematics if compiled else Kinematics)(deployment.skeleton.offsets)
+        self.obs = (CompiledObservation if compiled else NumpyObservation)(c.observation)
         self.world = WorldState.empty(c.observation.num_bodies)
         self.objects = objects if objects is not None else load_object_table(
             object_table(config), self.num_points, config.object_search_dirs)
