@@ -114,6 +114,10 @@ class CompiledKinematics(Kinematics):
         if parents.shape[0] != NUM_BODIES or np.any(parents[1:] >= np.arange(1, NUM_BODIES)):
             raise ValueError("compiled kinematics needs every parent before its child")
         self._parent_table = parents
+        z = np.zeros(3)
+        # compile (or load the cached machine code) now, not in the first control tick
+        self.compute(WorldState.empty(), z, np.array([0.0, 0.0, 0.0, 1.0]), z, z, np.zeros(3 * (NUM_BODIES - 1)),
+                     np.zeros(3 * (NUM_BODIES - 1)))
 
     def compute(self, out: WorldState, root_pos: np.ndarray, root_rot: np.ndarray, root_lin_vel: np.ndarray,
                 root_ang_vel: np.ndarray, angles: np.ndarray, rates: np.ndarray) -> None:
@@ -302,6 +306,16 @@ class CompiledObservation(NumpyObservation):
         self._index64 = self._index.astype(np.int64)
         self._key64, self._nh64, self._c64 = (a.astype(np.int64) for a in (self.key, self.no_hand, self.contact))
         self._pack_key = ("compiled", self._cache_key)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile (or load the cached machine code) now, not in the first control tick."""
+        s = WorldState.empty(self.nb)
+        cloud = ObjectCloud(np.zeros((1, 3)))
+        _build(s.body_pos, s.body_mat, s.body_lin_vel, s.body_ang_vel, s.body_contact, s.object_pos, s.object_mat,
+               s.object_lin_vel, s.object_ang_vel, cloud.points, cloud.distance_table, self._refs, self._key64,
+               self._nh64, self._c64, self._lay, self._sim_at, self._blk_at, self._blk.size, self._ig_at,
+               self._blk_extra, self._tail, self._x, self.work, self._index64, self.out)
 
     def packed(self, r: RefSample) -> np.ndarray:
         """The reference-only values of frame ``r`` as one row (cached on the frame)."""
