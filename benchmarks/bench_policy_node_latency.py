@@ -32,6 +32,7 @@ stamps never answered, jitter = |interval - period| of the answers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -332,18 +334,20 @@ def prepare(rate: float, args: argparse.Namespace, tmp: Path) -> Setup:
     return Setup(rate, physics_hz, policy, back_and_forth(clip, frames, rate), [f"{clip.object_name}={cloud}"])
 
 
-def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int) -> dict[str, float]:
+def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int,
+            floor_seconds: float | None = None) -> dict[str, float]:
     rate = setup.rate
     domain = 100 + (os.getpid() + int(rate) + (7 if mode == "realtime" else 0)) % 120
     out: dict[str, float] = {}
     # the floor: same driver, same messages, an echo instead of the policy node
     prefix = f"/bench{uuid.uuid4().hex[:8]}"
-    echo = run_echo_process(domain, prefix, seconds, rt_priority)
+    floor_s = seconds if floor_seconds is None else floor_seconds
+    echo = run_echo_process(domain, prefix, floor_s, rt_priority)
     driver = Driver(domain, prefix, setup.motion)
     try:
         if not driver.wait_matched(60.0):
             raise RuntimeError(f"echo did not come up: {echo.poll()}")
-        floor = drive(driver, rate, mode, seconds, f"floor {mode} {rate:g} Hz")
+        floor = drive(driver, rate, mode, floor_s, f"floor {mode} {rate:g} Hz")
         out.update({f"floor_{k}": v for k, v in floor.items() if k.startswith("rt_")})
     finally:
         driver.node.destroy()
@@ -409,12 +413,28 @@ def write_readme(path: Path, table: str, note: str, tag: str = "") -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _stopping(procs: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--echo":
         return run_echo(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=600.0, help="measured seconds per rate and mode "
                         "(and again for the DDS floor)")
+    parser.add_argument("--floor-duration", type=float, default=None,
+                        help="seconds of the DDS floor per rate and mode (default: --duration); its p99 is a "
+                        "property of the transport, which a few minutes pin down")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="N busy-loop processes (normal priority) compete for the CPUs during the run: "
+                        "the figure under a load generator")
     parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 50.0])
     parser.add_argument("--modes", nargs="+", choices=("lockstep", "realtime"), default=["lockstep", "realtime"])
     parser.add_argument("--policy", default=str(SHIPPED_POLICY), help="exported policy (default: the shipped one)")
@@ -427,15 +447,17 @@ def main() -> int:
     parser.add_argument("--readme", default="", help="write the table into this README's benchmark block")
     parser.add_argument("--readme-tag", default="", help="which block (markers carry the tag)")
     args = parser.parse_args()
+    # the load first: started after apply_rt_priority it would inherit SCHED_FIFO and starve the rest
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     scheduling = apply_rt_priority(args.rt_priority)  # the driver (the robot) as the node
     load_before = load_average()
     rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="bench_policy_node_") as d:
+    with tempfile.TemporaryDirectory(prefix="bench_policy_node_") as d, _stopping(hogs):
         tmp = Path(d)
         for rate in args.rates:
             setup = prepare(rate, args, tmp)
             for mode in args.modes:
-                r = measure(setup, mode, args.duration, tmp, args.rt_priority)
+                r = measure(setup, mode, args.duration, tmp, args.rt_priority, args.floor_duration)
                 rows.append({"rate": rate, "mode": mode, "seconds": args.duration, "load": load_average(),
                              "figures": r})
                 ok = r["rt_p99"] <= TARGET_P99_MS and r["rt_p99"] <= 3 * r["floor_rt_p99"] and r["missed"] == 0
@@ -446,7 +468,9 @@ def main() -> int:
     print(table)
     policy = "random-init teacher 1024-1024-512" if args.random_teacher else Path(args.policy).name
     note = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPUs, load "
-            f"average {load_before} at the start and {load_average()} at the end; `--duration {args.duration:g}`, "
+            f"average {load_before} at the start and {load_average()} at the end; `--duration {args.duration:g}`"
+            + (f" (DDS floor {args.floor_duration:g} s)" if args.floor_duration is not None else "")
+            + (f", {args.load} busy-loop load processes" if args.load else "") + ", "
             f"policy {policy}, clip {args.clip} (back and forth), ONNX Runtime on one thread, scheduling "
             f"{scheduling} (`--rt-priority {args.rt_priority}`).")
     print(note)
