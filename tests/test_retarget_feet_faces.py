@@ -138,3 +138,28 @@ def test_pair_depths_of_no_pairs_is_empty() -> None:
     """A frame with no point near the object asks for no pairs: empty answers, not an index error."""
     depth, normal = pair_depths(_slab(), np.zeros((0, 3)), np.zeros(0, np.int64))
     assert depth.shape == (0,) and normal.shape == (0, 3)
+
+
+def test_frame_left_deep_is_projected_out_the_nearest_way(g1) -> None:
+    """The top of a floating robot 2 cm into the underside of a thick slab, the points remembered
+    above it (they came in through the top, then the slab moved): the rows push them out through
+    the far face, up through the slab, which every step check refuses, so the frame ends 2 cm deep.
+    The fallback projection, with the faces nearest to the points now, takes them out underneath;
+    without it (``exit_fallback_excess`` inf) the frame stays deep."""
+    q0 = g1.neutral_q()
+    q0[2] += 0.5  # off the floor: no floor rows, the root is free to move
+    ends = {}
+    for excess in (0.003, np.inf):
+        cfg = IKConfig(exit_fallback_excess=excess)
+        solver = FrameSolver(g1, cfg)
+        pin.framesForwardKinematics(solver.model, solver.data, q0)
+        pts = solver._points()
+        thickness = 0.4
+        centre = np.array([0.0, 0.0, pts[:, 2].max() - 0.02 + thickness / 2])  # underside 2 cm below the top
+        collision = Collision(_slab(thickness), np.eye(3), centre)
+        solver._prev_local = pts - centre + np.array([0.0, 0.0, thickness])  # above the slab: came in from the top
+        q = solver.solve(q0, [], g1.lower, g1.upper, collision, iterations=2)
+        ends[excess] = solver.residuals(q, collision)[1]
+    assert ends[np.inf] > 0.01, ends  # stale faces: still deep (the fallback is what gets it out)
+    cfg = IKConfig()
+    assert ends[0.003] <= cfg.object_allowance + cfg.penetration_tolerance + 1e-6, ends

@@ -25,7 +25,9 @@ Every step is verified against the real geometry: a step that leaves a point dee
 with that point as one more row, or with more damping; otherwise the cost decides
 (Levenberg-Marquardt), with depth beyond the allowance charged heavily so that a frame that starts
 deep trades its way out against the tasks. A frame that still ends deep gets a few more iterations,
-then steps along the rows alone (the tasks' metric, no pull): the constraint wins.
+then steps along the rows alone (the tasks' metric, no pull): the constraint wins. One still more
+than ``exit_fallback_excess`` beyond the allowance gets one last such step with the exit faces nearest
+to the points now (``FrameSolver._exit_fallback``): the remembered face can be the far side of a part.
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ class IKConfig:
     max_pin_step: float = 0.02  # m (scaled by the trust region)
     pin_tolerance: float = 2e-5  # m
     pin_slack: float = 3e-4  # m: a frame that ends with a pinned site farther off is projected back
+    # m: a frame that still ends a point this far beyond the object allowance gets one more projection
+    # with the exit faces nearest to the points now (the remembered face can be the far side of a part
+    # the object has since moved around the hand; always using the nearest face lets thin parts be crossed)
+    exit_fallback_excess: float = 0.003
 
 
 @dataclass
@@ -225,6 +231,7 @@ class FrameSolver:
                                       for ix, c in zip(self._link_points, self._link_centre, strict=True)])
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
+        self._faces_now = False  # exit faces from the current positions (``_exit_fallback``)
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (q, its world points) of the last solve
         self._pins: tuple[tuple[int, np.ndarray], ...] = ()  # (frame id, world position) held as rows
         reg = np.full(self.nv, self.config.damping)
@@ -344,19 +351,22 @@ class FrameSolver:
             if it >= limit or (it >= n_iter and (worst <= cfg.tolerance or small)):
                 break
         best_q, ev = self._project(collision, best_q, ev, H if fresh else None, A, lower, extra, lo, hi, soft)
+        if collision is not None and _object_excess(ev, cfg.object_allowance) > cfg.exit_fallback_excess:
+            best_q, ev = self._exit_fallback(collision, best_q, ev, extra, lo, hi)
         self._prev_local = ev.get("local")
         self._last = (best_q, ev["pts"])  # the next lift / frame start asks for these points again
         return best_q
 
     def _project(self, collision: Collision | None, best_q: np.ndarray, ev: dict, H: np.ndarray | None,
                  A: np.ndarray | None, lower: np.ndarray | None, extra: tuple[np.ndarray, np.ndarray],
-                 lo: np.ndarray, hi: np.ndarray, soft: bool) -> tuple[np.ndarray, dict]:
+                 lo: np.ndarray, hi: np.ndarray, soft: bool, rounds: int | None = None) -> tuple[np.ndarray, dict]:
         """While a point is still deeper than allowed (the object moved into the hand faster than the
         tasks let it out) or a pinned site is off its pin (a long step's curvature): the constraints
         win. Steps along the rows alone, with the smallest change to the tasks (their Gauss-Newton
-        metric, no pull), whatever the tasks' cost; ``H`` None: relinearise at ``best_q`` first."""
+        metric, no pull), whatever the tasks' cost; ``H`` None: relinearise at ``best_q`` first;
+        ``rounds`` None: ``projection_rounds``."""
         cfg, model, data = self.config, self.model, self.data
-        for _ in range(cfg.projection_rounds):
+        for _ in range(cfg.projection_rounds if rounds is None else rounds):
             if ev["pen"] <= cfg.penetration_tolerance and ev["pin"] <= cfg.pin_slack:
                 break
             if H is None:
@@ -374,6 +384,20 @@ class FrameSolver:
                 break
             best_q, ev, H = q, ev_new, None
         return best_q, ev
+
+    def _exit_fallback(self, collision: Collision, best_q: np.ndarray, ev: dict, extra: tuple[np.ndarray, np.ndarray],
+                       lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, dict]:
+        """One more projection for a frame left deep: its rows push each inside point out through
+        the face nearest to it now. The faces chosen from the last frame (the way in, or the link's
+        one face) can be the far side once the part has moved around the link: those rows push the
+        point through the middle, which the step check refuses, and the frame stays deep. Only a
+        fallback: choosing the nearest face every time lets points cross thin parts."""
+        pin.framesForwardKinematics(self.model, self.data, best_q)  # the last step tried may have been refused
+        self._faces_now = True
+        try:
+            return self._project(collision, best_q, ev, None, None, None, extra, lo, hi, False, rounds=1)
+        finally:
+            self._faces_now = False
 
     def _qp_step(self, H: np.ndarray, g: np.ndarray, step_lo: np.ndarray, step_hi: np.ndarray,
                  A: np.ndarray | None, lower: np.ndarray | None, soft: bool, trust: float) -> tuple[np.ndarray, bool]:
@@ -589,6 +613,8 @@ class FrameSolver:
         link would leave one part through opposite faces; then the link's exit face (kept for the
         rest of the frame). At a corner the own faces differ too, but a link may leave by both."""
         hulls = collision.hulls
+        if self._faces_now:  # the fallback (``_exit_fallback``): each point's nearest face at its position now
+            return nearest_faces(hulls, ev["local"][i], k)
         ref = (ev["local"] if self._prev_local is None else self._prev_local)[i]
         faces = nearest_faces(hulls, ref, k)
         link = self.point_link[i]
@@ -611,6 +637,12 @@ class FrameSolver:
             faces[c] = shared
             self._faces[link[c], k[c]] = shared
         return faces
+
+
+def _object_excess(ev: dict, allowance: float) -> float:
+    """Deepest object penetration beyond the allowance in an evaluation (-inf: no pair near)."""
+    depth = ev["obj"][2] if "obj" in ev else ()
+    return float(np.max(depth)) - allowance if len(depth) else -np.inf
 
 
 def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
