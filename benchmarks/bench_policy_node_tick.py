@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -34,6 +35,36 @@ from bench_policy_node_latency import SHIPPED_POLICY, TOPICS, Driver, prepare  #
 
 from intermimic_policy.ros.node_config import load_node_config  # noqa: E402
 from intermimic_policy.ros.policy_node import PolicyNode, freeze_startup_objects  # noqa: E402
+
+
+class StageTimer:
+    """Wraps one of the controller's per-tick calls and keeps its wall times (ms)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.ms: list[float] = []
+
+    def __call__(self, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = self.fn(*args)
+        self.ms.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+
+STAGES = ("kinematics", "observation", "policy", "targets_from_actions")
+
+
+def time_stages(node: PolicyNode) -> dict[str, StageTimer]:
+    """Per-stage timers on the node's controller (the kinematics run inside the observation)."""
+    ctl = node.controller
+    timers = {"observation": StageTimer(ctl.observation), "policy": StageTimer(ctl.policy),
+              "targets_from_actions": StageTimer(ctl.targets_from_actions),
+              "kinematics": StageTimer(ctl.kinematics.compute)}
+    c: Any = ctl  # the timers stand in for its methods and policy
+    c.observation, c.policy = timers["observation"], timers["policy"]
+    c.targets_from_actions = timers["targets_from_actions"]
+    c.kinematics.compute = timers["kinematics"]
+    return timers
 
 
 def run(node: PolicyNode, driver: Driver, rate: float, ticks: int, paced: bool, k0: int,
@@ -77,6 +108,10 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", default=["hot", "paced", "prewarmed", "spun"],
                    choices=("hot", "paced", "prewarmed", "spun"))
     p.add_argument("--profile", default="", help="cProfile (tottime) of of the paced ticks to this file")
+    p.add_argument("--stages", action="store_true",
+                   help="also time the tick's stages (kinematics, observation, policy, targets) per mode")
+    p.add_argument("--numpy-observation", action="store_true",
+                   help="the numpy observation path instead of the compiled one (compiled_observation: false)")
     p.add_argument("--json", default="")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -90,6 +125,7 @@ def main() -> int:
             "policy": str(setup.policy), "transport": "cyclone", "domain_id": domain, "lockstep": True,
             "control_hz": args.rate, "physics_hz": setup.physics_hz, "objects": setup.objects,
             "soft_start_s": 0.0, "max_slew_rad": 0.0, "status_hz": 5.0, "node_name": "bench_tick_node",
+            "compiled_observation": not args.numpy_observation,
             "timeouts": {"reference_s": 1.0, "object_pose_s": 1.0, "state_s": 1.0, "contacts_s": 1.0},
             "topics": {k: f"{prefix}/{k}" for k in TOPICS}}}
         path = tmp / "node.yaml"
@@ -105,9 +141,12 @@ def main() -> int:
                     driver.publish_frame(k)
                 freeze_startup_objects()
                 run(node, driver, args.rate, 100, False, 0)  # warm-up
+                timers = time_stages(node) if args.stages else {}
                 k0 = 100
                 for mode in args.modes:
                     profiler = None
+                    for timer in timers.values():
+                        timer.ms.clear()
                     if args.profile and mode == "paced":
                         import cProfile
 
@@ -123,6 +162,10 @@ def main() -> int:
                         text = io.StringIO()
                         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(40)
                         Path(args.profile).write_text(text.getvalue())
+                    for name, timer in timers.items():
+                        ms = np.asarray(timer.ms)
+                        out[mode][f"{name}_ms_p50"] = float(np.median(ms))
+                        out[mode][f"{name}_ms_p99"] = float(np.percentile(ms, 99))
                     k0 += args.ticks
                     print(mode, " ".join(f"{k} {v:.3f}" for k, v in out[mode].items()), flush=True)
             finally:
