@@ -317,6 +317,9 @@ class CompiledObservation(NumpyObservation):
                self._nh64, self._c64, self._lay, self._sim_at, self._blk_at, self._blk.size, self._ig_at,
                self._blk_extra, self._tail, self._x, self.work, self._index64, self.out)
 
+    def prepare_reference(self, r: RefSample) -> None:
+        self.packed(r)
+
     def packed(self, r: RefSample) -> np.ndarray:
         """The reference-only values of frame ``r`` as one row (cached on the frame)."""
         hit = r.cache.get(self._pack_key)

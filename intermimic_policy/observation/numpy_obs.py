@@ -520,6 +520,10 @@ class NumpyObservation:
     def dim(self) -> int:
         return self.spec.dim
 
+    def prepare_reference(self, r: RefSample) -> None:
+        """Do (and cache on the frame) the work of ``r`` that needs no state: off the tick's path."""
+        self.reference_terms(r)
+
     def reference_terms(self, r: RefSample) -> np.ndarray:
         """What a block reads from the reference alone (in the reference heading frame), cached on
         the frame: [ref_local_key_pos (3 nk), f(ig_ref key) (3 nk)], then the tan rows of the

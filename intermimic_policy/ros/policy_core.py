@@ -315,7 +315,7 @@ class PolicyController:
 
     def prepare(self) -> None:
         """Precompute the reference frames of the next tick (off the tick's critical path)."""
-        self.buffer.prepare(self.cloud_of)
+        self.buffer.prepare(self.cloud_of, self.obs.prepare_reference)
 
     def _check_object(self, name: str, now: float) -> bool:
         if name in self.objects:

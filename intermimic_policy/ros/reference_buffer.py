@@ -358,10 +358,12 @@ class ReferenceBuffer:
         self._cache[f] = (object_name, ref)
         return ref
 
-    def prepare(self, cloud_of: Callable[[str], ObjectCloud | None]) -> int:
+    def prepare(self, cloud_of: Callable[[str], ObjectCloud | None],
+                then: Callable[[RefSample], object] | None = None) -> int:
         """Compute ahead the references the tick at the cursor reads, those whose neighbours
-        have arrived; returns how many were computed. Called after a frame arrives and after a
-        tick is published, so the tick itself mostly finds them cached."""
+        have arrived (and ``then`` of each, the observation's own per-frame work); returns how
+        many were computed. Called after a frame arrives and after a tick is published, so the
+        tick itself mostly finds them cached."""
         if self.cursor is None:
             return 0
         done = 0
@@ -373,7 +375,9 @@ class ReferenceBuffer:
             cloud = cloud_of(name)
             if cloud is None:
                 continue
-            self.ref_frame(f, name, cloud)
+            ref = self.ref_frame(f, name, cloud)
+            if then is not None:
+                then(ref)
             done += 1
         return done
 
