@@ -100,3 +100,20 @@ def test_compiled_observation_falls_back_to_numpy_for_the_checked_forms() -> Non
     cloud = ObjectCloud(np.random.default_rng(1).normal(size=(NUM_POINTS, 3)))
     with pytest.raises(ObservationSpecError, match="reference frames"):
         obs.build(WorldState.empty(), [], cloud)
+
+
+def test_compiled_targets_equal_the_numpy_path() -> None:
+    spec_contract = ZeroPolicy("teacher").contract
+    points = np.random.default_rng(2).normal(size=(NUM_POINTS, 3))
+    fast, slow = (_controller(c, points, "box", "teacher") for c in (True, False))
+    assert fast._compiled_targets is not None and slow._compiled_targets is None
+    g = np.random.default_rng(3)
+    clip = spec_contract.action_clip
+    for scale in (0.1, 1.0, 3.0 * clip):  # inside and beyond the clip
+        actions = (g.normal(size=(1, 153)) * scale).astype(np.float32)
+        # joint 0 at a zero rotation (Rodrigues' small-angle branch)
+        actions[0, :3] = -fast._offset[:3] / fast._scale[:3]
+        a, b = fast.targets_from_actions(actions), slow.targets_from_actions(actions)
+        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+    with pytest.raises(Exception, match="shape"):
+        fast.targets_from_actions(np.zeros((1, 152), np.float32))

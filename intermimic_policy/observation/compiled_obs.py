@@ -347,3 +347,51 @@ class CompiledObservation(NumpyObservation):
                self._c64, self._lay, self._sim_at, self._blk_at, self._blk.size, self._ig_at, self._blk_extra,
                self._tail, self._x, self.work, self._index64, self.out)
         return self.out
+
+
+# -- the policy output -> hinge-angle targets -----------------------------------------------------------
+@_jit
+def _hinge_targets(actions: np.ndarray, offset: np.ndarray, scale: np.ndarray, clip: np.float32,
+                   out: np.ndarray) -> None:  # pragma: no cover
+    """``numpy_obs.hinge_angles_from_rotvec(offset + scale * clip(actions))``: the rotation vector in
+    float32 as the numpy path forms it, then Rodrigues' five entries and the x->y->z angles."""
+    for j in range(actions.shape[0] // 3):
+        r = np.empty(3)
+        for i in range(3):
+            a = actions[3 * j + i]
+            if a < -clip:
+                a = -clip
+            elif a > clip:
+                a = clip
+            r[i] = np.float32(offset[3 * j + i] + np.float32(scale[3 * j + i] * a))
+        x, y, z = r[0], r[1], r[2]
+        t2 = x * x + y * y + z * z
+        t = np.sqrt(t2)
+        if t < 1e-6:
+            s, c2 = 1.0 - t2 / 6.0, 0.5 - t2 / 24.0
+        else:
+            half = np.sin(0.5 * t) / t
+            s, c2 = np.sin(t) / t, 2.0 * half * half
+        m02 = s * y + c2 * x * z
+        m12 = c2 * y * z - s * x
+        m22 = 1.0 + c2 * (z * z - t2)
+        m01 = c2 * x * y - s * z
+        m00 = 1.0 + c2 * (x * x - t2)
+        out[3 * j] = np.arctan2(-m12, m22)
+        out[3 * j + 1] = np.arcsin(min(1.0, max(-1.0, m02)))
+        out[3 * j + 2] = np.arctan2(-m01, m00)
+
+
+class CompiledTargets:
+    """The policy output [1, 153] -> hinge-angle targets [153] (float64) as one compiled pass."""
+
+    def __init__(self, offset: np.ndarray, scale: np.ndarray, clip: float) -> None:
+        self.offset = np.ascontiguousarray(offset, dtype=np.float32)
+        self.scale = np.ascontiguousarray(scale, dtype=np.float32)
+        self.clip = np.float32(clip)
+        self(np.zeros((1, self.offset.size), np.float32))  # compile now, not in the first tick
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        out = np.empty(self.offset.size)  # a new array: the caller keeps it as the last command
+        _hinge_targets(np.ascontiguousarray(actions[0], dtype=np.float32), self.offset, self.scale, self.clip, out)
+        return out

@@ -43,7 +43,11 @@ from intermimic_policy.contract import DeploymentExpectation, PolicyContract
 from intermimic_policy.embodiment.skeleton import Skeleton
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.observation import compiled_obs
-from intermimic_policy.observation.compiled_obs import CompiledKinematics, CompiledObservation
+from intermimic_policy.observation.compiled_obs import (
+    CompiledKinematics,
+    CompiledObservation,
+    CompiledTargets,
+)
 from intermimic_policy.observation.numpy_obs import (
     Kinematics,
     NumpyObservation,
@@ -263,6 +267,8 @@ class PolicyController:
         self.kd = np.asarray(c.kd, dtype=np.float64)
         self._offset = np.asarray(c.action_offset, dtype=np.float32)
         self._scale = np.asarray(c.action_scale, dtype=np.float32)
+        self._compiled_targets = CompiledTargets(self._offset, self._scale, c.action_clip) \
+            if compiled and self.robot is None else None
         scale = self._scale.astype(np.float64) * c.action_clip
         self.lower, self.upper = self._offset - np.abs(scale), self._offset + np.abs(scale)
         self.joint_names = list(c.joint_names)  # one list for every message (names are constant)
@@ -544,6 +550,8 @@ class PolicyController:
         if actions.shape != want:
             raise IntermimicError(f"policy output has shape {list(actions.shape)}, expected {list(want)}")
         clip = self.contract.action_clip
+        if self._compiled_targets is not None:
+            return self._compiled_targets(actions)
         rotvec = self._offset + self._scale * np.clip(actions[0].astype(np.float32), -clip, clip)
         if self.robot is not None:  # a robot's action map gives its hinge angles directly
             return rotvec.astype(np.float64)
