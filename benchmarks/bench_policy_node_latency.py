@@ -435,6 +435,8 @@ def main() -> int:
     parser.add_argument("--load", type=int, default=0, metavar="N",
                         help="N busy-loop processes (normal priority) compete for the CPUs during the run: "
                         "the figure under a load generator")
+    parser.add_argument("--only", nargs="+", default=[], metavar="RATE:MODE",
+                        help="run just these of the rates x modes (e.g. 30:lockstep 50:realtime)")
     parser.add_argument("--rates", type=float, nargs="+", default=[30.0, 50.0])
     parser.add_argument("--modes", nargs="+", choices=("lockstep", "realtime"), default=["lockstep", "realtime"])
     parser.add_argument("--policy", default=str(SHIPPED_POLICY), help="exported policy (default: the shipped one)")
@@ -457,6 +459,8 @@ def main() -> int:
         for rate in args.rates:
             setup = prepare(rate, args, tmp)
             for mode in args.modes:
+                if args.only and f"{rate:g}:{mode}" not in args.only:
+                    continue
                 r = measure(setup, mode, args.duration, tmp, args.rt_priority, args.floor_duration)
                 rows.append({"rate": rate, "mode": mode, "seconds": args.duration, "load": load_average(),
                              "figures": r})
