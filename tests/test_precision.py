@@ -117,6 +117,11 @@ def test_shipped_int8_policy_is_the_accepted_quantization_of_the_shipped_fp32_on
     assert a.reference_sha256 == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
     assert a.tolerance_cm <= 1.0 and a.reference_success
     success, e_h = closed_loop(load_onnx_policy(str(INT8)))
-    assert success == a.reference_success
-    assert abs(e_h - a.reference_e_h_cm) <= a.tolerance_cm
-    assert abs(e_h - a.e_h_cm) < 1e-6  # the simulation is deterministic: the record is reproducible
+    ref_success, ref_e_h = closed_loop(load_onnx_policy(str(SHIPPED)))
+    assert success == a.reference_success == ref_success
+    # ONNX Runtime picks its kernels by the CPU's instruction set (AVX2, AVX-512, VNNI for int8) and
+    # 150 closed-loop steps amplify their last-bit differences (a host with AVX-512 VNNI: fp32 E_h
+    # 3.724 against the recorded 3.717, int8 3.657 against 3.452), so the record holds on another
+    # host within the tolerance, measured against the fp32 policy on the same host, not bit for bit
+    assert abs(e_h - ref_e_h) <= a.tolerance_cm
+    assert abs(e_h - a.e_h_cm) <= a.tolerance_cm and abs(ref_e_h - a.reference_e_h_cm) <= a.tolerance_cm
