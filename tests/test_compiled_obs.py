@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from test_numpy_obs import DT_NS, NUM_POINTS, ZeroPolicy, _robot_messages
+from test_numpy_obs import DT_NS, NUM_POINTS, ZeroPolicy, _robot_messages, training_observation
 
 from intermimic_policy.embodiment.skeleton import default_skeleton
 from intermimic_policy.motion.io import load_motion
@@ -23,9 +22,7 @@ from intermimic_policy.observation.numpy_obs import Kinematics, NumpyObservation
 from intermimic_policy.observation.spec import ObservationSpecError, teacher_spec
 from intermimic_policy.ros import messages_convert as convert
 from intermimic_policy.ros.node_config import PolicyNodeConfig
-from intermimic_policy.ros.node_state import RobotInputs
 from intermimic_policy.ros.policy_core import PolicyController
-from intermimic_policy.ros.torch_state import HumanoidKinematics, build_sim_state
 from intermimic_policy.sim.objects import load_object
 from intermimic_policy.sim.reference import MotionLibrary
 
@@ -69,12 +66,7 @@ def test_compiled_node_observation_equals_numpy_and_training_on_omomo(motions_ro
         # the same arithmetic in another order: equal to float64 rounding, not just float32's
         np.testing.assert_allclose(fast.last_observation, slow.last_observation, atol=1e-9, rtol=0,
                                    err_msg=f"t={t}")
-        assert fast.joints is not None and fast.root is not None and fast.object_pose is not None
-        inputs = RobotInputs(fast.joints, fast.root, fast.object_pose, fast._object_velocity.lin_vel,
-                             fast._object_velocity.ang_vel, fast.contacts)
-        sim = build_sim_state(inputs, HumanoidKinematics())
-        refs = [library.frames(torch.tensor([0]), torch.tensor([t + d])) for d in fast.contract.ref_offsets]
-        expected = builder.build(sim, refs, library.points_of(torch.tensor([0]))).numpy()
+        expected = training_observation(fast, library, builder, t)
         np.testing.assert_allclose(fast.last_observation, expected, atol=2e-5, rtol=0, err_msg=f"training t={t}")
 
 

@@ -72,6 +72,17 @@ def _robot_messages(m: HOIMotion, k: int, stamp_ns: int, seed: int) -> tuple:
                                           stamp_ns))
 
 
+def training_observation(ctl: PolicyController, library: MotionLibrary, builder: ObservationBuilder,
+                         t: int) -> np.ndarray:
+    """What training's builder makes of the controller's last inputs, with the references at frame t."""
+    assert ctl.joints is not None and ctl.root is not None and ctl.object_pose is not None
+    inputs = RobotInputs(ctl.joints, ctl.root, ctl.object_pose, ctl._object_velocity.lin_vel,
+                         ctl._object_velocity.ang_vel, ctl.contacts)
+    sim = build_sim_state(inputs, HumanoidKinematics())
+    refs = [library.frames(torch.tensor([0]), torch.tensor([t + d])) for d in ctl.contract.ref_offsets]
+    return builder.build(sim, refs, library.points_of(torch.tensor([0]))).numpy()  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize("clip", CLIPS)
 @pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_node_observation_equals_the_training_builder_on_omomo(motions_root: Path, kind: str, clip: str) -> None:
@@ -95,12 +106,7 @@ def test_node_observation_equals_the_training_builder_on_omomo(motions_root: Pat
         ctl.buffer._move(t)  # the node's cursor at frame t (a tick advances it by one)
         result = ctl.tick(0.0, stamp)
         assert result.message is not None and result.mode == "running", result.reason
-        assert ctl.joints is not None and ctl.root is not None and ctl.object_pose is not None
-        inputs = RobotInputs(ctl.joints, ctl.root, ctl.object_pose, ctl._object_velocity.lin_vel,
-                             ctl._object_velocity.ang_vel, ctl.contacts)
-        sim = build_sim_state(inputs, HumanoidKinematics())
-        refs = [library.frames(torch.tensor([0]), torch.tensor([t + d])) for d in policy.contract.ref_offsets]
-        expected = builder.build(sim, refs, library.points_of(torch.tensor([0]))).numpy()
+        expected = training_observation(ctl, library, builder, t)
         assert ctl.last_observation is not None
         err = np.abs(ctl.last_observation - expected)
         worst = max(worst, float(err.max()))

@@ -140,6 +140,20 @@ def _ref_layout(nk: int, nr: int, nc: int) -> dict[str, tuple[int, int]]:
 
 
 @_jit
+def _rotation_error_rows(x: np.ndarray, row: int, ref: np.ndarray, m: int, rot: np.ndarray, h0x: float,
+                         h0y: float) -> None:  # pragma: no cover
+    """Rows ``row``, ``row + 1`` of ``x``: R_ref M^T h_e for e = x, z (R_ref: the 3x3 at ``ref[m:]``,
+    M: ``rot``; h's heading row (h0x, h0y, 0), its row 2 e_z)."""
+    gx0 = rot[0, 0] * h0x + rot[1, 0] * h0y
+    gx1 = rot[0, 1] * h0x + rot[1, 1] * h0y
+    gx2 = rot[0, 2] * h0x + rot[1, 2] * h0y
+    gz0, gz1, gz2 = rot[2, 0], rot[2, 1], rot[2, 2]
+    for i in range(3):
+        x[row, i] = ref[m + 3 * i] * gx0 + ref[m + 3 * i + 1] * gx1 + ref[m + 3 * i + 2] * gx2
+        x[row + 1, i] = ref[m + 3 * i] * gz0 + ref[m + 3 * i + 1] * gz1 + ref[m + 3 * i + 2] * gz2
+
+
+@_jit
 def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, contact_b: np.ndarray,
            opos: np.ndarray, omat: np.ndarray, olin: np.ndarray, oang: np.ndarray,
            cloud_pts: np.ndarray, cloud_table: np.ndarray, refs: np.ndarray,
@@ -202,25 +216,8 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
         rr = base + blk_at[1]
         o = lay[1, 0]
         for j in range(nr):
-            b = nh[j]
-            # g_x = M^T h0, g_z = M^T e_z (h's row 2 is e_z)
-            gx0 = mat[b, 0, 0] * h0x + mat[b, 1, 0] * h0y
-            gx1 = mat[b, 0, 1] * h0x + mat[b, 1, 1] * h0y
-            gx2 = mat[b, 0, 2] * h0x + mat[b, 1, 2] * h0y
-            gz0, gz1, gz2 = mat[b, 2, 0], mat[b, 2, 1], mat[b, 2, 2]
-            m = o + 9 * j
-            for i in range(3):
-                x[rr + 2 * j, i] = ref[m + 3 * i] * gx0 + ref[m + 3 * i + 1] * gx1 + ref[m + 3 * i + 2] * gx2
-                x[rr + 2 * j + 1, i] = ref[m + 3 * i] * gz0 + ref[m + 3 * i + 1] * gz1 + ref[m + 3 * i + 2] * gz2
-        rr = base + blk_at[2]
-        m = lay[2, 0]
-        gx0 = omat[0, 0] * h0x + omat[1, 0] * h0y
-        gx1 = omat[0, 1] * h0x + omat[1, 1] * h0y
-        gx2 = omat[0, 2] * h0x + omat[1, 2] * h0y
-        gz0, gz1, gz2 = omat[2, 0], omat[2, 1], omat[2, 2]
-        for i in range(3):
-            x[rr, i] = ref[m + 3 * i] * gx0 + ref[m + 3 * i + 1] * gx1 + ref[m + 3 * i + 2] * gx2
-            x[rr + 1, i] = ref[m + 3 * i] * gz0 + ref[m + 3 * i + 1] * gz1 + ref[m + 3 * i + 2] * gz2
+            _rotation_error_rows(x, rr + 2 * j, ref, o + 9 * j, mat[nh[j]], h0x, h0y)
+        _rotation_error_rows(x, base + blk_at[2], ref, lay[2, 0], omat, h0x, h0y)
         rr = base + blk_at[3]
         o = lay[3, 0]
         for j in range(2 * nr):
