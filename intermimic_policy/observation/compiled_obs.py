@@ -140,6 +140,16 @@ def _ref_layout(nk: int, nr: int, nc: int) -> dict[str, tuple[int, int]]:
 
 
 @_jit
+def _reference_minus_state(x: np.ndarray, row: int, ref: np.ndarray, o: int, bodies: np.ndarray,
+                           state: np.ndarray) -> None:  # pragma: no cover
+    """Rows ``row + j`` of ``x``: the reference's vector j (at ``ref[o + 3 j:]``) minus ``state[bodies[j]]``."""
+    for j in range(bodies.shape[0]):
+        b = bodies[j]
+        for i in range(3):
+            x[row + j, i] = ref[o + 3 * j + i] - state[b, i]
+
+
+@_jit
 def _rotation_error_rows(x: np.ndarray, row: int, ref: np.ndarray, m: int, rot: np.ndarray, h0x: float,
                          h0y: float) -> None:  # pragma: no cover
     """Rows ``row``, ``row + 1`` of ``x``: R_ref M^T h_e for e = x, z (R_ref: the 3x3 at ``ref[m:]``,
@@ -206,12 +216,7 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
     for blk in range(k_blocks):
         ref = refs[blk]
         base = sim_at[7] + blk * blk_size
-        rr = base + blk_at[0]
-        o = lay[0, 0]
-        for j in range(nk):
-            b = key[j]
-            for i in range(3):
-                x[rr + j, i] = ref[o + 3 * j + i] - pos[b, i]
+        _reference_minus_state(x, base + blk_at[0], ref, lay[0, 0], key, pos)
         # body rotation error rows R_ref M^T h_e (e = x, z)
         rr = base + blk_at[1]
         o = lay[1, 0]
@@ -223,18 +228,8 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
         for j in range(2 * nr):
             for i in range(3):
                 x[rr + j, i] = ref[o + 3 * j + i]
-        rr = base + blk_at[4]
-        o = lay[4, 0]
-        for j in range(nk):
-            b = key[j]
-            for i in range(3):
-                x[rr + j, i] = ref[o + 3 * j + i] - lin[b, i]
-        rr = base + blk_at[5]
-        o = lay[5, 0]
-        for j in range(nr):
-            b = nh[j]
-            for i in range(3):
-                x[rr + j, i] = ref[o + 3 * j + i] - ang[b, i]
+        _reference_minus_state(x, base + blk_at[4], ref, lay[4, 0], key, lin)
+        _reference_minus_state(x, base + blk_at[5], ref, lay[5, 0], nh, ang)
         o6, o7, o8 = lay[6, 0], lay[7, 0], lay[8, 0]
         for i in range(3):
             x[base + blk_at[6], i] = ref[o6 + i] - opos[i]
