@@ -106,7 +106,7 @@ class BCWarmStartConfig:
             raise ConfigError(f"bc_warmstart.noise_std must be >= 0, got {self.noise_std}")
         if self.expert not in EXPERTS:
             raise ConfigError(f"bc_warmstart.expert must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
-        known = {"ankle_p", "ankle_d", "hip_p", "hip_d", "grip_p", "grip_d"}
+        known = {"ankle_p", "ankle_d", "hip_p", "hip_d", "grip_p", "grip_d", "squeeze_p", "squeeze_d", "squeeze_max"}
         unknown = sorted(set(self.expert_gains) - known)
         if unknown:
             raise ConfigError(f"bc_warmstart.expert_gains: unknown gain(s) {unknown}; known: {sorted(known)}")
