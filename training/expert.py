@@ -135,10 +135,18 @@ _FEEDFORWARD: weakref.WeakKeyDictionary[HOIEnv, Tensor] = weakref.WeakKeyDiction
 
 def palm_offsets(env: HOIEnv) -> Tensor:
     """Each palm's centre in its wrist body's frame [2, 3] (left, right): the hand geom's inner
-    face, the point the example clip lays on the box's side faces."""
-    geoms = (env.skeleton or default_skeleton()).geoms
-    return torch.tensor([[*(g.pos[:2]), g.pos[2] - g.size[2]] for g in (geoms[b] for b in _WRIST_BODIES)],
-                        dtype=torch.float32, device=env.device)
+    face, the point the example clip lays on the box's side faces; computed once per env (the
+    expert runs every step)."""
+    offsets = _PALM_OFFSETS.get(env)
+    if offsets is None:
+        geoms = (env.skeleton or default_skeleton()).geoms
+        offsets = _PALM_OFFSETS[env] = torch.tensor(
+            [[*(g.pos[:2]), g.pos[2] - g.size[2]] for g in (geoms[b] for b in _WRIST_BODIES)],
+            dtype=torch.float32, device=env.device)
+    return offsets
+
+
+_PALM_OFFSETS: weakref.WeakKeyDictionary[HOIEnv, Tensor] = weakref.WeakKeyDictionary()
 
 
 def palm_points(body_pos: Tensor, body_rot: Tensor, offsets: Tensor) -> Tensor:

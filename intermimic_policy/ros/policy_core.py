@@ -549,9 +549,9 @@ class PolicyController:
         want = (1, len(self._offset))
         if actions.shape != want:
             raise IntermimicError(f"policy output has shape {list(actions.shape)}, expected {list(want)}")
-        clip = self.contract.action_clip
         if self._compiled_targets is not None:
             return self._compiled_targets(actions)
+        clip = self.contract.action_clip
         rotvec = self._offset + self._scale * np.clip(actions[0].astype(np.float32), -clip, clip)
         if self.robot is not None:  # a robot's action map gives its hinge angles directly
             return rotvec.astype(np.float64)
