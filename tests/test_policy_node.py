@@ -7,6 +7,7 @@ this process, with a real random-init teacher exported through ``training.export
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 import uuid
@@ -480,6 +481,47 @@ def test_lockstep_answers_every_state_tick_with_its_stamp(running: Any, teacher:
     assert node.controller.counters.rejected["joint_states"] == 1
     # every published tick has its CPU time beside its wall time (the hold included)
     assert len(node.stats.tick_cpu_ms) == len(node.stats.tick_ms) == 7
+
+
+def test_lookahead_frames_are_parsed_after_the_tick_they_arrive_beside(running: Any, motion: HOIMotion) -> None:
+    """A streamed frame that the current tick does not read waits until that tick is published; a
+    NaN one then holds the next tick (it neither delays nor changes the one already built)."""
+    node, feeder = running(lockstep=True, soft_start_s=0.0,
+                           timeouts=TimeoutConfig(reference_s=5.0, object_pose_s=5.0, state_s=5.0, contacts_s=5.0))
+    order: list[str] = []
+    parse, publish = node.controller.on_reference, node.pub_targets.publish
+    node.inbox.clear()
+    node.subscriptions[0]._callback = node._deferred(  # type: ignore[attr-defined]
+        lambda msg, now: order.append(f"parse {msg.frame_index}") or parse(msg, now))
+    node.pub_targets.publish = lambda msg: (order.append("publish"), publish(msg))[1]  # type: ignore[method-assign]
+    for k in range(17):
+        feeder.ref.publish(hoi_frame(motion, k))
+    feeder.publish_state(RobotPose(motion, 0), 0)
+    assert spin_both(node, feeder, lambda: "frame 17" in node.controller.reason, 5.0), node.controller.reason
+    order.clear()
+    feeder.ref.publish(hoi_frame(motion, 17))  # tick 0 reads frames up to 17: parsed before it
+    assert spin_both(node, feeder, count_is(feeder.targets, 1), 5.0), node.controller.reason
+    assert order == ["parse 17", "publish"]
+    for k in (18, 19, 20):  # three frames of extra lookahead, parsed while idle (the watchdog)
+        feeder.ref.publish(hoi_frame(motion, k))
+    assert spin_both(node, feeder, lambda: node.controller.buffer.newest == 20 and not node.inbox, 5.0)
+    for t in (1, 2):  # the frame sent beside tick t (t + 20) is first read by tick t + 3: parsed after
+        order.clear()
+        feeder.ref.publish(hoi_frame(motion, 20 + t))
+        feeder.publish_state(RobotPose(motion, t), t * DT_NS)
+        assert spin_both(node, feeder, lambda n=t + 1: len(feeder.targets) == n and not node.inbox, 5.0)
+        assert order == ["publish", f"parse {20 + t}"]
+    bad = hoi_frame(motion, 23)
+    bad.body_positions = [math.nan] * len(bad.body_positions)  # a NaN source faults the reference
+    feeder.ref.publish(bad)
+    feeder.publish_state(RobotPose(motion, 3), 3 * DT_NS)
+    assert spin_both(node, feeder, lambda: len(feeder.targets) == 4 and not node.inbox, 5.0)
+    assert node.controller.counters.rejected["reference"] == 1
+    assert feeder.targets[-1].kd[0] == teacher_kd0(node)  # tick 3 ran on the frames it reads
+    feeder.publish_state(RobotPose(motion, 4), 4 * DT_NS)
+    assert spin_both(node, feeder, count_is(feeder.targets, 5), 5.0)
+    assert node.controller.mode == "safe_hold" and "reference" in node.controller.reason
+    assert feeder.targets[-1].kd[0] > teacher_kd0(node)
 
 
 def test_stopping_the_reference_reaches_safe_hold_within_its_timeout(running: Any, motion: HOIMotion) -> None:

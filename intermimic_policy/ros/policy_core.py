@@ -477,6 +477,15 @@ class PolicyController:
         return True
 
     # -- stamp matching -----------------------------------------------------------------------
+    def reference_current(self, now: float) -> bool:
+        """Whether a tick at ``now`` can run on the reference frames already parsed: the buffer
+        has every frame the observation reads and the stream is fresh. The node then parses newly
+        arrived (lookahead) frames after the tick instead of before it. A generator timeline
+        bridges and holds on the windows themselves, so with one the answer is always no."""
+        if self.timeline is not None or not self.buffer.readiness().ok:
+            return False
+        return check_staleness(self.last_rx, now, {"reference": self.timeouts["reference"]}).ok
+
     def state_stamp_complete(self, stamp_ns: int) -> bool:
         """Whether every state input (contacts only when required) carries ``stamp_ns``."""
         samples: list[tuple[str, JointSample | RootSample | PoseSample | ContactSample | None]] = [

@@ -10,7 +10,9 @@ input carries its stamp (contacts only when required); it answers with one PDTar
 that stamp. ``lockstep`` (a simulator that waits for each answer) only changes staleness: a
 matched lockstep tick is current by construction. A watchdog timer does not tick the policy: it
 answers a tick whose inputs stay incomplete past ``patience`` (lockstep: with a hold; real time:
-with the newest inputs, counted as ``late_inputs``) and holds when inputs go stale.
+with the newest inputs, counted as ``late_inputs``) and holds when inputs go stale. Reference
+messages are parsed off the tick's path: after the tick is published, or before it only when the
+tick needs them (``flush_inbox``).
 
 Reported in the status (and the launch report): the node's own tick time (state in -> targets
 out, p50/p99/max) beside its CPU time and the ticks that were preempted or blocked (wall minus
@@ -69,6 +71,8 @@ logger = logging.getLogger("intermimic.ros.policy_node")
 
 STATUS_NAME = "intermimic/policy_node"
 LATENCY_WINDOW = 2048
+# reference messages kept unparsed at most (a window is one message): beyond, they are parsed at once
+INBOX_LIMIT = 64
 
 
 # -- the node ------------------------------------------------------------------------------------
@@ -172,10 +176,11 @@ class PolicyNode(NodeLifetime):
             robot = c.robot is not None
             self.subscriptions = [
                 self.node.create_subscription(t.reference, RobotHOIFrame if robot else HOIFrame,
-                                              self._wrap(c.on_robot_reference if robot else c.on_reference),
+                                              self._deferred(c.on_robot_reference if robot else c.on_reference),
                                               q.reference),
                 self.node.create_subscription(t.reference_window, RobotHOIWindow if robot else HOIWindow,
-                                              self._wrap(c.on_robot_window if robot else c.on_window), q.reference),
+                                              self._deferred(c.on_robot_window if robot else c.on_window),
+                                              q.reference),
                 self.node.create_subscription(t.joint_states, JointState, self._on_joint_state, q.state),
                 self.node.create_subscription(t.odom, Odometry, self._wrap(c.on_odometry), q.state),
                 self.node.create_subscription(t.object_pose, PoseStamped, self._wrap(c.on_object_pose), q.state),
@@ -187,6 +192,8 @@ class PolicyNode(NodeLifetime):
         except BaseException:
             self.node.destroy()
             raise
+        # reference messages received but not parsed yet: (handler, message, arrival time)
+        self.inbox: deque[tuple[Callable[[Any, float], bool], Any, float]] = deque()
         self.pending_stamp: int | None = None
         self.pending_rx: float | None = None
         self.last_answered: int | None = None
@@ -203,6 +210,24 @@ class PolicyNode(NodeLifetime):
             handler(msg, self.clock())
             self._service()
         return callback
+
+    def _deferred(self, handler: Callable[[Any, float], bool]) -> Callable[[Any], None]:
+        """Reference messages wait in the inbox and are parsed after the next tick is published,
+        or before it when it needs them (:meth:`PolicyController.reference_current`). A streamer
+        sends frames ahead of time, so a lookahead frame that arrives beside a state no longer
+        delays that state's tick by its validation; the watchdog parses what waits while idle."""
+        def callback(msg: Any) -> None:
+            self.inbox.append((handler, msg, self.clock()))
+            if len(self.inbox) >= INBOX_LIMIT:
+                self.flush_inbox()
+            self._service()
+        return callback
+
+    def flush_inbox(self) -> None:
+        """Parse every waiting reference message, in arrival order, at its arrival time."""
+        while self.inbox:
+            handler, msg, arrived = self.inbox.popleft()
+            handler(msg, arrived)
 
     def _on_joint_state(self, msg: JointState) -> None:
         now = self.clock()
@@ -229,6 +254,8 @@ class PolicyNode(NodeLifetime):
             return
         started = self.clock()
         tick0 = thread_cpu_and_switches()
+        if self.inbox and not c.reference_current(started):
+            self.flush_inbox()
         if self.config.lockstep:
             result = c.tick(started, s, matched=matched and not force)
         else:
@@ -237,12 +264,14 @@ class PolicyNode(NodeLifetime):
                 self.stats.late_inputs += 1
         if result.message is None and not force:
             self.last_result = result
+            self.flush_inbox()
             return
         self._emit(result, started, tick0, self.pending_rx, s)
         if result.message is not None:
             self.last_answered, self.pending_stamp = s, None
 
     def _on_watchdog(self) -> None:
+        self.flush_inbox()
         now = self.clock()
         c = self.controller
         if self.pending_stamp is not None and self.pending_rx is not None:
@@ -258,6 +287,7 @@ class PolicyNode(NodeLifetime):
               stamp_ns: int) -> None:
         self.last_result = result
         if result.message is None:
+            self.flush_inbox()
             return
         self.pub_targets.publish(result.message)
         done = self.clock()
@@ -265,6 +295,7 @@ class PolicyNode(NodeLifetime):
         cpu0, blocked0, preempted0 = tick0
         self.stats.record(started, arrived if arrived is not None else started, done, stamp_ns,
                           cpu - cpu0, blocked - blocked0, preempted - preempted0)
+        self.flush_inbox()
         self.controller.prepare()
         if result.clipped_limit or result.clipped_slew:
             logger.debug("clamped joints: limits %s, slew %s", result.clipped_limit, result.clipped_slew)
