@@ -206,6 +206,14 @@ class Driver:
         self.joints.publish(j)
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """How the node runs (the floor's echo at the same priority): SCHED_FIFO priority, warm-up."""
+
+    rt_priority: int = 0
+    warm_lead_ms: float = 0.0
+
+
 def run_echo(domain: int, prefix: str, seconds: float, rt_priority: int = 0) -> int:
     """The DDS floor's peer: subscribed to the node's five inputs; answers each JointState with a
     prebuilt PDTargets of the policy node's size, stamped with its stamp."""
@@ -238,10 +246,11 @@ def _env() -> dict[str, str]:
 
 
 def run_node(policy: Path, rate: float, physics_hz: float, objects: list[str], domain: int, prefix: str,
-             lockstep: bool, seconds: float, tmp: Path, rt_priority: int) -> subprocess.Popen[str]:
+             lockstep: bool, seconds: float, tmp: Path, place: Placement) -> subprocess.Popen[str]:
     cfg = {"policy_node": {
         "policy": str(policy), "transport": "cyclone", "domain_id": domain, "lockstep": lockstep,
-        "control_hz": rate, "physics_hz": physics_hz, "objects": objects, "rt_priority": rt_priority,
+        "control_hz": rate, "physics_hz": physics_hz, "objects": objects, "rt_priority": place.rt_priority,
+        "warm_lead_ms": place.warm_lead_ms,
         "soft_start_s": 0.0, "max_slew_rad": 0.0, "status_hz": 5.0, "node_name": "bench_policy_node",
         "timeouts": {"reference_s": 1.0, "object_pose_s": 1.0, "state_s": 1.0, "contacts_s": 1.0},
         "topics": {k: f"{prefix}/{k}" for k in TOPICS},
@@ -253,9 +262,9 @@ def run_node(policy: Path, rate: float, physics_hz: float, objects: list[str], d
                             env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def run_echo_process(domain: int, prefix: str, seconds: float, rt_priority: int) -> subprocess.Popen[str]:
+def run_echo_process(domain: int, prefix: str, seconds: float, place: Placement) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, __file__, "--echo", str(domain), prefix, str(seconds + 60),
-                             str(rt_priority)],
+                             str(place.rt_priority)],
                             env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -334,7 +343,7 @@ def prepare(rate: float, args: argparse.Namespace, tmp: Path) -> Setup:
     return Setup(rate, physics_hz, policy, back_and_forth(clip, frames, rate), [f"{clip.object_name}={cloud}"])
 
 
-def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int,
+def measure(setup: Setup, mode: str, seconds: float, tmp: Path, place: Placement,
             floor_seconds: float | None = None) -> dict[str, float]:
     rate = setup.rate
     domain = 100 + (os.getpid() + int(rate) + (7 if mode == "realtime" else 0)) % 120
@@ -342,7 +351,7 @@ def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int
     # the floor: same driver, same messages, an echo instead of the policy node
     prefix = f"/bench{uuid.uuid4().hex[:8]}"
     floor_s = seconds if floor_seconds is None else floor_seconds
-    echo = run_echo_process(domain, prefix, floor_s, rt_priority)
+    echo = run_echo_process(domain, prefix, floor_s, place)
     driver = Driver(domain, prefix, setup.motion)
     try:
         if not driver.wait_matched(60.0):
@@ -354,7 +363,7 @@ def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int
         _stop(echo)
     prefix = f"/bench{uuid.uuid4().hex[:8]}"
     proc = run_node(setup.policy, rate, setup.physics_hz, setup.objects, domain, prefix, mode == "lockstep",
-                    seconds, tmp, rt_priority)
+                    seconds, tmp, place)
     driver = Driver(domain, prefix, setup.motion)
     try:
         if not driver.wait_matched(90.0):
@@ -362,13 +371,13 @@ def measure(setup: Setup, mode: str, seconds: float, tmp: Path, rt_priority: int
             raise RuntimeError(f"policy node did not come up (exit {proc.poll()}): {log}")
         out.update(drive(driver, rate, mode, seconds, f"node {mode} {rate:g} Hz"))
         s = driver.status
-        if rt_priority and not s.get("scheduling", "").startswith("fifo"):
+        if place.rt_priority and not s.get("scheduling", "").startswith("fifo"):
             raise RuntimeError(f"policy node did not get SCHED_FIFO: {s.get('scheduling')}")
         if s.get("mode") != "running":
             raise RuntimeError(f"policy node ended the run in mode {s.get('mode')!r}: {s.get('reason')}")
         for key in ("tick_ms_p50", "tick_ms_p99", "tick_ms_max", "tick_cpu_ms_p50", "tick_cpu_ms_p99",
                     "blocked_ticks", "preempted_ticks", "latency_ms_p99", "jitter_ms_p99",
-                    "deadline_misses", "state_gaps", "late_inputs", "safe_hold_events", "lookahead_waits"):
+                    "deadline_misses", "state_gaps", "late_inputs", "safe_hold_events", "lookahead_waits", "warm_ups"):
             out[f"node_{key}"] = float(s.get(key, "nan"))
     finally:
         driver.node.destroy()
@@ -445,6 +454,8 @@ def main() -> int:
     parser.add_argument("--clip", default=DEFAULT_CLIP, help="clip file, or a path under $INTERMIMIC_DATA/motions")
     parser.add_argument("--rt-priority", type=int, default=0, metavar="N",
                         help="SCHED_FIFO priority of all three processes (node, echo, driver); 0: normal scheduling")
+    parser.add_argument("--warm-lead-ms", type=float, default=0.0,
+                        help="policy_node.warm_lead_ms: warm the policy up this long before the next state")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("--readme", default="", help="write the table into this README's benchmark block")
     parser.add_argument("--readme-tag", default="", help="which block (markers carry the tag)")
@@ -452,6 +463,7 @@ def main() -> int:
     # the load first: started after apply_rt_priority it would inherit SCHED_FIFO and starve the rest
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     scheduling = apply_rt_priority(args.rt_priority)  # the driver (the robot) as the node
+    place = Placement(args.rt_priority, args.warm_lead_ms)
     load_before = load_average()
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="bench_policy_node_") as d, _stopping(hogs):
@@ -461,7 +473,7 @@ def main() -> int:
             for mode in args.modes:
                 if args.only and f"{rate:g}:{mode}" not in args.only:
                     continue
-                r = measure(setup, mode, args.duration, tmp, args.rt_priority, args.floor_duration)
+                r = measure(setup, mode, args.duration, tmp, place, args.floor_duration)
                 rows.append({"rate": rate, "mode": mode, "seconds": args.duration, "load": load_average(),
                              "figures": r})
                 ok = r["rt_p99"] <= TARGET_P99_MS and r["rt_p99"] <= 3 * r["floor_rt_p99"] and r["missed"] == 0
@@ -476,7 +488,8 @@ def main() -> int:
             + (f" (DDS floor {args.floor_duration:g} s)" if args.floor_duration is not None else "")
             + (f", {args.load} busy-loop load processes" if args.load else "") + ", "
             f"policy {policy}, clip {args.clip} (back and forth), ONNX Runtime on one thread, scheduling "
-            f"{scheduling} (`--rt-priority {args.rt_priority}`).")
+            f"{scheduling} (`--rt-priority {args.rt_priority}`)"
+            + (f", policy warm-up {args.warm_lead_ms:g} ms before each state" if args.warm_lead_ms else "") + ".")
     print(note)
     if args.json:
         Path(args.json).write_text(json.dumps({"note": note, "rows": rows}, indent=2))

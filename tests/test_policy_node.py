@@ -524,6 +524,49 @@ def test_lookahead_frames_are_parsed_after_the_tick_they_arrive_beside(running: 
     assert feeder.targets[-1].kd[0] > teacher_kd0(node)
 
 
+def test_warm_up_runs_the_policy_before_the_next_state_and_changes_nothing(running: Any, motion: HOIMotion) -> None:
+    """With ``warm_lead_ms`` the node runs the policy once between ticks, ahead of the next state
+    (the median arrival interval after the last one), and the ticks answer exactly as without it."""
+    lead_ms, period = 15.0, 1.0 / FPS
+    node, feeder = running(lockstep=True, soft_start_s=0.0, warm_lead_ms=lead_ms,
+                           timeouts=TimeoutConfig(reference_s=5.0, object_pose_s=5.0, state_s=5.0, contacts_s=5.0))
+    calls: list[float] = []
+    policy = node.controller.policy
+    node.controller.policy = lambda obs: (calls.append(time.monotonic()), policy(obs))[1]  # type: ignore[assignment]
+    for k in range(30):
+        feeder.ref.publish(hoi_frame(motion, k))
+    published: list[float] = []
+    start = time.monotonic()
+    for t in range(8):  # states at the control period, in real time
+        while time.monotonic() < start + t * period:
+            spin_both(node, feeder, lambda: False, 0.001)
+        published.append(time.monotonic())
+        feeder.publish_state(RobotPose(motion, t), t * DT_NS)
+        assert spin_both(node, feeder, count_is(feeder.targets, t + 1), 5.0), node.controller.reason
+    spin_both(node, feeder, lambda: False, period)
+    assert node.warm_ups >= 6 and len(calls) == len(feeder.targets) + node.warm_ups
+    # each warm-up lies between two states, about lead_ms before the later one
+    for w in [c for c in calls if not any(0 <= c - p < 0.004 for p in published)][:-1]:
+        later = min(p for p in published + [published[-1] + period] if p > w)
+        assert 0.0 < later - w < 2 * lead_ms * 1e-3
+    # the warm-up leaves the controller as it was: its observation and the cursor
+    before, cursor = node.controller.last_observation.copy(), node.controller.buffer.cursor  # type: ignore[union-attr]
+    node._warm_up()
+    np.testing.assert_array_equal(node.controller.last_observation, before)  # type: ignore[arg-type]
+    assert node.controller.buffer.cursor == cursor and node.controller.counters.ticks == 8
+    # and the answers are those of a node without warm-ups fed the same states
+    plain, plain_feeder = running(lockstep=True, soft_start_s=0.0,
+                                  timeouts=TimeoutConfig(reference_s=5.0, object_pose_s=5.0, state_s=5.0,
+                                                         contacts_s=5.0))
+    for k in range(30):
+        plain_feeder.ref.publish(hoi_frame(motion, k))
+    for t in range(8):
+        plain_feeder.publish_state(RobotPose(motion, t), t * DT_NS)
+        assert spin_both(plain, plain_feeder, count_is(plain_feeder.targets, t + 1), 5.0)
+    assert plain.warm_ups == 0
+    assert [m.position for m in plain_feeder.targets] == [m.position for m in feeder.targets]
+
+
 def test_stopping_the_reference_reaches_safe_hold_within_its_timeout(running: Any, motion: HOIMotion) -> None:
     timeout = 0.3
     node, feeder = running(status_hz=5.0, timeouts=TimeoutConfig(reference_s=timeout, object_pose_s=2.0,

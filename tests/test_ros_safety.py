@@ -113,6 +113,8 @@ def test_config_reads_common_then_its_own_section_and_ros_parameter_form(tmp_pat
     ({"kind": "robot"}, "must be one of"),
     ({"hold_kd_scale": 0.5}, "never lowers damping"),
     ({"control_hz": 1e6}, "control_hz"),  # the node's own rates: finite, 1..1000 Hz (never the policy's)
+    ({"warm_lead_ms": 40.0}, r"warm_lead_ms must be .* within \[0, one control period\)"),  # 30 Hz: 33 ms
+    ({"warm_lead_ms": -1.0}, "warm_lead_ms"),
 ])
 def test_bad_parameters_name_the_key(section: dict, match: str) -> None:
     with pytest.raises(NodeConfigError, match=match):

@@ -518,6 +518,15 @@ class PolicyController:
         refs = self.buffer.ref_frames(cloud)
         return self.obs.build(self.world_state(), refs, cloud)[None]
 
+    def warm(self) -> bool:
+        """Run the policy once on the last observation and discard the result, so that the next
+        tick finds its weights in cache and the core awake (``PolicyNodeConfig.warm_lead_ms``);
+        nothing the controller holds changes. False when there is no observation yet."""
+        if self.last_observation is None:
+            return False
+        self.policy(self.last_observation)
+        return True
+
     # -- the tick ------------------------------------------------------------------------------
     def _message(self, stamp_ns: int, position: np.ndarray, velocity: np.ndarray, kp: np.ndarray,
                  kd: np.ndarray) -> PDTargets:

@@ -71,6 +71,7 @@ logger = logging.getLogger("intermimic.ros.policy_node")
 
 STATUS_NAME = "intermimic/policy_node"
 LATENCY_WINDOW = 2048
+WARM_WINDOW = 8  # arrival intervals the warm-up's schedule is the median of
 # reference messages kept unparsed at most (a window is one message): beyond, they are parsed at once
 INBOX_LIMIT = 64
 
@@ -196,6 +197,9 @@ class PolicyNode(NodeLifetime):
         self.inbox: deque[tuple[Callable[[Any, float], bool], Any, float]] = deque()
         self.pending_stamp: int | None = None
         self.pending_rx: float | None = None
+        self.arrivals: deque[float] = deque(maxlen=WARM_WINDOW + 1)  # state arrivals of answered ticks
+        self.warm_at: float | None = None  # when to warm up before the next state (warm_lead_ms)
+        self.warm_ups = 0
         self.last_answered: int | None = None
         self.last_result: TickResult | None = None
         self.scheduling = "normal"  # what ``apply_rt_priority`` applied to the process
@@ -254,6 +258,7 @@ class PolicyNode(NodeLifetime):
             return
         started = self.clock()
         tick0 = thread_cpu_and_switches()
+        self.warm_at = None
         if self.inbox and not c.reference_current(started):
             self.flush_inbox()
         if self.config.lockstep:
@@ -297,8 +302,27 @@ class PolicyNode(NodeLifetime):
                           cpu - cpu0, blocked - blocked0, preempted - preempted0)
         self.flush_inbox()
         self.controller.prepare()
+        if arrived is not None:
+            self.arrivals.append(arrived)
+            self._schedule_warm_up(done)
         if result.clipped_limit or result.clipped_slew:
             logger.debug("clamped joints: limits %s, slew %s", result.clipped_limit, result.clipped_slew)
+
+    def _schedule_warm_up(self, now: float) -> None:
+        """Warm up ``warm_lead_ms`` before the next state is due: the newest arrival plus the
+        median of the recent arrival intervals (the period until there are two)."""
+        lead = self.config.warm_lead_ms * 1e-3
+        if lead <= 0:
+            return
+        a = self.arrivals
+        gaps = sorted(a[i + 1] - a[i] for i in range(len(a) - 1)) or [self.period]
+        due = a[-1] + gaps[len(gaps) // 2] - lead
+        self.warm_at = due if due > now else None
+
+    def _warm_up(self) -> None:
+        self.warm_at = None
+        if self.controller.warm():
+            self.warm_ups += 1
 
     # -- status -------------------------------------------------------------------------------
     def status_values(self) -> dict[str, str]:
@@ -310,7 +334,7 @@ class PolicyNode(NodeLifetime):
             "frame": "" if c.buffer.cursor is None else str(c.buffer.cursor),
             "clip_end": "" if c.buffer.clip_end is None else str(c.buffer.clip_end),
             **self.stats.values(),
-            "scheduling": self.scheduling,
+            "scheduling": self.scheduling, "warm_ups": str(self.warm_ups),
             "reference_restarts": str(c.buffer.restarts), "reference_skipped_frames": str(c.buffer.skipped_frames),
             "reference_dropped_frames": str(c.buffer.dropped_frames),
         }
@@ -337,9 +361,27 @@ class PolicyNode(NodeLifetime):
 
     # -- lifetime -----------------------------------------------------------------------------
     def spin(self, duration_s: float | None = None, until: Callable[[], bool] | None = None) -> None:
-        self.node.spin(until=until, timeout_s=duration_s)
+        """Run callbacks (and the warm-ups, when on) until ``until()``, ``duration_s`` or the end."""
+        if self.config.warm_lead_ms <= 0:
+            self.node.spin(until=until, timeout_s=duration_s)
+            return
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while not self.node.destroyed and not (until is not None and until()):
+            step = 0.1
+            if end is not None:
+                step = min(step, end - time.monotonic())
+                if step <= 0:
+                    return
+            self.spin_once(step)
 
     def spin_once(self, timeout_s: float = 0.0) -> int:
+        """Wait up to ``timeout_s`` for inputs and run their callbacks, or run a due warm-up."""
+        if self.warm_at is not None:
+            wait = self.warm_at - self.clock()
+            if wait <= 0:
+                self._warm_up()
+                return 1
+            timeout_s = min(timeout_s, wait)
         return self.node.spin_once(timeout_s)
 
 
