@@ -369,7 +369,9 @@ def measure(setup: Setup, mode: str, seconds: float, tmp: Path, place: Placement
         if not driver.wait_matched(90.0):
             log = proc.stdout.read() if proc.poll() is not None and proc.stdout is not None else ""
             raise RuntimeError(f"policy node did not come up (exit {proc.poll()}): {log}")
+        steal0 = steal_ms()
         out.update(drive(driver, rate, mode, seconds, f"node {mode} {rate:g} Hz"))
+        out["steal_ms"] = steal_ms() - steal0
         s = driver.status
         if place.rt_priority and not s.get("scheduling", "").startswith("fifo"):
             raise RuntimeError(f"policy node did not get SCHED_FIFO: {s.get('scheduling')}")
@@ -399,6 +401,16 @@ def markdown(rows: list[dict[str, object]]) -> str:
             f"{f['floor_rt_p50']:.3f} / {f['floor_rt_p99']:.3f} | {f['rt_p99'] / f['floor_rt_p99']:.2f} | "
             f"{f['jitter_p99']:.3f} |")
     return "\n".join(lines)
+
+
+def steal_ms() -> float:
+    """CPU time the hypervisor gave to others while this guest wanted to run (all CPUs, ms since
+    boot; NaN off Linux): a virtual machine's ticks can be late for reasons no process controls."""
+    try:
+        fields_ = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return float(fields_[8]) * 1e3 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def load_average() -> str:
