@@ -121,6 +121,17 @@ class Collision:
 _NO_BOUND = 1e30  # DAQP's infinity
 
 
+@dataclass(frozen=True)
+class _PartBoxes:
+    """Bounding boxes of an object's parts grown by a margin: [P, 3] for points, [L, P, 3] for the
+    links' spheres (grown by each radius too)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    sphere_lo: np.ndarray
+    sphere_hi: np.ndarray
+
+
 def solve_qp(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int,
              A: np.ndarray | None = None, lower: np.ndarray | None = None, soft: bool = False,
              upper: np.ndarray | None = None, hard: int = 0) -> tuple[np.ndarray, bool]:
@@ -208,6 +219,13 @@ class FrameSolver:
         keep |= np.isin(np.asarray(cp.link_names), list(dense))
         self.link_frames, self.point_link = np.unique(cp.frame_ids[keep], return_inverse=True)
         self.link_frame_list = [int(f) for f in self.link_frames]
+        # Live views of every frame's placement (Pinocchio updates data.oMf in place): stacking views
+        # is one copy, where each data.oMf[f] builds a Python object (about 1 us a frame).
+        oMf = self.data.oMf
+        self._frame_rot = [oMf[f].rotation for f in range(self.model.nframes)]
+        self._frame_pos = [oMf[f].translation for f in range(self.model.nframes)]
+        self._link_rot_views = [self._frame_rot[f] for f in self.link_frame_list]
+        self._link_pos_views = [self._frame_pos[f] for f in self.link_frame_list]
         self.points_local = cp.local[keep]
         # Points of the link that carries each hand's contact site: while that hand holds the object
         # its site task defines the contact (on the visual surface, a few mm inside the convex
@@ -229,6 +247,7 @@ class FrameSolver:
         self._link_centre = np.array([(self.points_local[ix].min(0) + self.points_local[ix].max(0)) / 2 for ix in self._link_points])
         self._link_radius = np.array([np.linalg.norm(self.points_local[ix] - c, axis=1).max()
                                       for ix, c in zip(self._link_points, self._link_centre, strict=True)])
+        self._box_cache: dict[tuple[HullSet, float], _PartBoxes] = {}
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
         self._faces_now = False  # exit faces from the current positions (``_exit_fallback``)
@@ -242,10 +261,10 @@ class FrameSolver:
     # -- geometry at the current q -----------------------------------------------------------
     def _points(self) -> np.ndarray:
         """World positions of all collision points (and the link placements, kept for Jacobians)."""
-        oMf = self.data.oMf
-        self._links = np.array([oMf[f].homogeneous for f in self.link_frame_list])  # [L, 4, 4]
+        self._link_rot = np.array(self._link_rot_views)  # [L, 3, 3]
+        self._link_pos = np.array(self._link_pos_views)  # [L, 3]
         # One batched product per link over its padded points, then back to the flat order.
-        world = self._links[:, :3, :3] @ self._pad_local + self._links[:, :3, 3:]  # [L, 3, K]
+        world = self._link_rot @ self._pad_local + self._link_pos[:, :, None]  # [L, 3, K]
         return world.transpose(0, 2, 1).reshape(-1, 3)[self._pad_flat]
 
     def residuals(self, q: np.ndarray, collision: Collision | None) -> tuple[float, float]:
@@ -428,6 +447,7 @@ class FrameSolver:
         rot = [(k, t) for k, t in enumerate(tasks) if t.kind == "rot"]
         dirs = [(k, t) for k, t in enumerate(tasks) if t.kind == "dir"]
         self._pos_f = [t.frame for _, t in pos]
+        self._pos_views = [self._frame_pos[f] for f in self._pos_f]
         self._pos_t = np.array([t.target for _, t in pos], dtype=np.float64).reshape(-1, 3)
         wp = np.zeros((len(pos), 3))
         for i, (_, t) in enumerate(pos):
@@ -444,19 +464,19 @@ class FrameSolver:
         The floor enters the cost as a hinge (zero above the margin; its rows active once this frame
         stay sticky); ``state["pen"]`` is the largest object depth beyond the allowance, which the
         step check compares before the cost."""
-        cfg, oMf = self.config, self.data.oMf
+        cfg, frame_pos, frame_rot = self.config, self._frame_pos, self._frame_rot
         worst = 0.0
-        e_pos = self._pos_t - np.array([oMf[f].translation for f in self._pos_f]).reshape(-1, 3)
+        e_pos = self._pos_t - np.array(self._pos_views).reshape(-1, 3)
         if self._pos_strict.any():
             worst = float(np.abs(e_pos[self._pos_strict] * self._pos_axes[self._pos_strict]).max())
         parts = [e_pos.reshape(-1)]
         for f, target, st in self._rot:
-            e = pin.log3(target @ oMf[f].rotation.T)
+            e = pin.log3(target @ frame_rot[f].T)
             parts.append(e)
             if st:
                 worst = max(worst, float(np.abs(e).max()))
         for f, axis, target, st in self._dir:
-            e = _cross((oMf[f].rotation @ axis)[None], target[None])[0]
+            e = _cross((frame_rot[f] @ axis)[None], target[None])[0]
             parts.append(e)
             if st:
                 worst = max(worst, float(np.abs(e).max()))
@@ -464,9 +484,9 @@ class FrameSolver:
         post = self.desc.default_q - q[7:]
         cost = float(e_all @ (self._task_w * e_all)) + float(self.posture[6:] @ (post * post))
         pts = self._points()
-        ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "links": self._links, "pin": 0.0}
+        ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "link_rot": self._link_rot, "link_pos": self._link_pos, "pin": 0.0}
         if self._pins:
-            ev["pin"] = max(float(np.abs(p - oMf[f].translation)[:2].max()) for f, p in self._pins)
+            ev["pin"] = max(float(np.abs(p - frame_pos[f])[:2].max()) for f, p in self._pins)
         if len(self._floor_w):
             ev["floor"] = depth = cfg.floor_margin - pts[self._floor_w, 2]
             ev["pen"] = max(float(depth.max()), 0.0)
@@ -489,21 +509,27 @@ class FrameSolver:
     def _near_pairs(self, collision: Collision, ev: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
         """(point, part) pairs with the point within ``margin`` of the part's bounding box: links
         whose sphere reaches a part's box first (cheap), then those links' points."""
-        hb, local = collision.hulls, ev["local"]
-        links = ev["links"]
-        centres = np.einsum("lij,lj->li", links[:, :3, :3], self._link_centre) + links[:, :3, 3]
+        box = self._part_boxes(collision.hulls, margin)
+        centres = np.einsum("lij,lj->li", ev["link_rot"], self._link_centre) + ev["link_pos"]
         origins = (centres - collision.pos) @ collision.rot  # [L, 3] sphere centres, object frame
-        r = self._link_radius[:, None, None] + margin
-        lk, pk = np.nonzero(np.all((origins[:, None] > hb.part_lo[None] - r) & (origins[:, None] < hb.part_hi[None] + r), axis=2))
+        lk, pk = np.nonzero(_all3((origins[:, None] > box.sphere_lo) & (origins[:, None] < box.sphere_hi)))
         if not len(lk):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        idx = self._link_pad[lk].reshape(-1)  # [pairs * K] point indices (-1: padding)
+        idx = self._link_pad[lk].reshape(-1)  # [pairs * K] point indices (-1: padding, any point here)
         part = np.repeat(pk, self._link_pad.shape[1])
-        real = idx >= 0
-        idx, part = idx[real], part[real]
-        p = local[idx]
-        inside = np.all((p > hb.part_lo[part] - margin) & (p < hb.part_hi[part] + margin), axis=1)
-        return idx[inside], part[inside]
+        p = ev["local"][idx]
+        keep = _all3((p > box.lo[part]) & (p < box.hi[part])) & (idx >= 0)
+        return idx[keep], part[keep]
+
+    def _part_boxes(self, hulls: HullSet, margin: float) -> _PartBoxes:
+        """The parts' boxes grown by ``margin`` (and by each link's sphere radius), once per object."""
+        box = self._box_cache.get((hulls, margin))
+        if box is None:
+            r = self._link_radius[:, None, None] + margin
+            box = _PartBoxes(hulls.part_lo - margin, hulls.part_hi + margin,
+                             hulls.part_lo[None] - r, hulls.part_hi[None] + r)
+            self._box_cache[(hulls, margin)] = box
+        return box
 
     def _jac(self, f: int) -> np.ndarray:
         """Frame Jacobian (world-aligned) at the last linearisation point, cached per frame id."""
@@ -515,7 +541,7 @@ class FrameSolver:
     def _point_rows(self, ev: dict, sel: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """n . J_point dq for collision points ``sel`` (n . v_p = n . v + w . (arm x n))."""
         lk = self.point_link[sel]
-        w = np.concatenate([normals, _cross(ev["pts"][sel] - ev["links"][lk, :3, 3], normals)], axis=1)  # [k, 6]
+        w = np.concatenate([normals, _cross(ev["pts"][sel] - ev["link_pos"][lk], normals)], axis=1)  # [k, 6]
         out = np.empty((len(sel), self.nv))
         order = np.argsort(lk, kind="stable")
         bounds = run_bounds(lk[order])
@@ -542,7 +568,7 @@ class FrameSolver:
         g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
         if self._pins:  # pinned sites: their horizontal rows (see _qp_step) at the same point
             self._pin_J = np.vstack([jac(f)[:2] for f, _ in self._pins])
-            self._pin_e = np.concatenate([(p - data.oMf[f].translation)[:2] for f, p in self._pins])
+            self._pin_e = np.concatenate([(p - self._frame_pos[f])[:2] for f, p in self._pins])
         return H, g
 
     def _constraint_rows(self, collision: Collision | None, ev: dict,
@@ -654,6 +680,11 @@ def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
     bounds = run_bounds(ks)
     rank = np.arange(len(ks)) - np.repeat(bounds[:-1], np.diff(bounds))
     return np.sort(order[rank < k])
+
+
+def _all3(c: np.ndarray) -> np.ndarray:
+    """np.all over a last axis of length 3 (a generic reduction costs several times more)."""
+    return c[..., 0] & c[..., 1] & c[..., 2]
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
