@@ -104,7 +104,7 @@ def group_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray, groups: n
     part_runs = run_bounds(sorted_parts)
     for a, b in zip(part_runs[:-1], part_runs[1:], strict=True):  # per part: one product over its faces
         k = sorted_parts[a]
-        s = points[order[a:b]] @ hulls.normals[k].T + hulls.offsets[k]  # [m, F] (padding: -inf)
+        s = _plane_values(hulls, points.take(order[a:b], axis=0), k)  # [m, F]
         runs = run_bounds(sorted_groups[a:b])
         best = np.argmax(np.minimum.reduceat(s, runs[:-1], axis=0), axis=1)  # [groups]
         faces[order[a:b]] = np.repeat(best, np.diff(runs))
@@ -119,18 +119,27 @@ def nearest_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray) -> np.n
         return faces
     order = np.argsort(parts, kind="stable")
     sorted_parts = parts[order]
-    runs = run_bounds(sorted_parts)
+    runs = run_bounds(sorted_parts).tolist()
     for a, b in zip(runs[:-1], runs[1:], strict=True):
-        k = sorted_parts[a]
-        faces[order[a:b]] = np.argmax(points[order[a:b]] @ hulls.normals[k].T + hulls.offsets[k], axis=1)
+        rows = order[a:b]
+        faces[rows] = _plane_values(hulls, points.take(rows, axis=0), sorted_parts[a]).argmax(axis=1)
     return faces
+
+
+def _plane_values(hulls: HullSet, points: np.ndarray, k: int) -> np.ndarray:
+    """[m, F] n_f . p + o_f of each point for every face of part ``k`` (padding: -inf). The
+    offsets are added in place: a second [m, F] temporary costs as much as the product."""
+    s = points @ hulls.normals[k].T
+    s += hulls.offsets[k]
+    return s
 
 
 def face_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(depth below the plane of face ``faces[i]`` of part ``parts[i]``, its outward normal) of each
     point: positive behind the plane; the linear non-penetration condition is depth <= allowance."""
-    normal = hulls.normals[parts, faces]
-    return -(np.einsum("ij,ij->i", points, normal) + hulls.offsets[parts, faces]), normal
+    flat = parts * hulls.normals.shape[1] + faces  # one index into the flattened faces: a cheap gather
+    normal = hulls.flat_normals.take(flat, axis=0)
+    return -(np.einsum("ij,ij->i", points, normal) + hulls.flat_offsets.take(flat)), normal
 
 
 def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -236,13 +236,14 @@ class FrameSolver:
         self._link_points = [np.flatnonzero(self.point_link == li) for li in range(len(self.link_frames))]
         width = max(len(ix) for ix in self._link_points)
         self._link_pad = np.array([np.r_[ix, np.full(width - len(ix), -1)] for ix in self._link_points], np.int64)
-        # Points per link padded to K (zeros), [L, 3, K]; _pad_flat picks the real ones in flat order.
+        # Points per link padded to K (zeros), [L, 3, K]; _pad_take [N, 3] picks each real point's
+        # coordinates out of the flattened [L, 3, K] in flat order (one gather).
         self._pad_local = np.zeros((len(self._link_points), 3, width))
         flat = np.zeros(len(self.points_local), np.int64)
         for li, ix in enumerate(self._link_points):
             self._pad_local[li, :, : len(ix)] = self.points_local[ix].T
-            flat[ix] = li * width + np.arange(len(ix))
-        self._pad_flat = flat
+            flat[ix] = li * 3 * width + np.arange(len(ix))
+        self._pad_take = flat[:, None] + np.arange(3) * width
         # Broad-phase spheres about each link's points (centre: middle of their box, link frame).
         self._link_centre = np.array([(self.points_local[ix].min(0) + self.points_local[ix].max(0)) / 2 for ix in self._link_points])
         self._link_radius = np.array([np.linalg.norm(self.points_local[ix] - c, axis=1).max()
@@ -257,6 +258,7 @@ class FrameSolver:
         reg[:6] = self.config.root_damping
         self.reg = reg
         self.posture = np.r_[np.zeros(6), d.posture_weights]
+        self._H_reg = np.diag(self.reg + self.posture)  # what the normal equations add to J'WJ
 
     # -- geometry at the current q -----------------------------------------------------------
     def _points(self) -> np.ndarray:
@@ -265,7 +267,7 @@ class FrameSolver:
         self._link_pos = np.array(self._link_pos_views)  # [L, 3]
         # One batched product per link over its padded points, then back to the flat order.
         world = self._link_rot @ self._pad_local + self._link_pos[:, :, None]  # [L, 3, K]
-        return world.transpose(0, 2, 1).reshape(-1, 3)[self._pad_flat]
+        return world.reshape(-1).take(self._pad_take)
 
     def residuals(self, q: np.ndarray, collision: Collision | None) -> tuple[float, float]:
         """(floor depth, object depth) in metres at q (positive = penetrating)."""
@@ -354,7 +356,7 @@ class FrameSolver:
                 # retry at the same damping) and the step gets shorter (known pairs: damp harder).
                 idx, part, depth = ev_new["obj"][:3] if "obj" in ev_new else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
                 bad = depth - cfg.object_allowance > cfg.penetration_tolerance
-                known = set(zip(extra[0].tolist(), extra[1].tolist(), strict=True)) | self._row_pairs
+                known = {(i, k) for pairs in (extra, self._row_pairs) for i, k in zip(pairs[0].tolist(), pairs[1].tolist(), strict=True)}
                 new = np.array([(i, k) not in known for i, k in zip(idx[bad].tolist(), part[bad].tolist(), strict=True)], bool)
                 if new.any():
                     extra = (np.r_[extra[0], idx[bad][new]], np.r_[extra[1], part[bad][new]])
@@ -499,7 +501,7 @@ class FrameSolver:
             if self._exclude is not None:
                 keep = ~self._exclude[idx]
                 idx, part = idx[keep], part[keep]
-            depth, normal = pair_depths(collision.hulls, local[idx], part)
+            depth, normal = pair_depths(collision.hulls, local.take(idx, axis=0), part)
             ev["obj"] = idx, part, depth, normal
             if len(idx):
                 ev["pen"] = max(float((depth - cfg.object_allowance).max()), ev["pen"])
@@ -515,10 +517,10 @@ class FrameSolver:
         lk, pk = np.nonzero(_all3((origins[:, None] > box.sphere_lo) & (origins[:, None] < box.sphere_hi)))
         if not len(lk):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        idx = self._link_pad[lk].reshape(-1)  # [pairs * K] point indices (-1: padding, any point here)
+        idx = self._link_pad.take(lk, axis=0).reshape(-1)  # [pairs * K] point indices (-1: padding, any point here)
         part = np.repeat(pk, self._link_pad.shape[1])
-        p = ev["local"][idx]
-        keep = _all3((p > box.lo[part]) & (p < box.hi[part])) & (idx >= 0)
+        p = ev["local"].take(idx, axis=0)
+        keep = _all3((p > box.lo.take(part, axis=0)) & (p < box.hi.take(part, axis=0))) & (idx >= 0)
         return idx[keep], part[keep]
 
     def _part_boxes(self, hulls: HullSet, margin: float) -> _PartBoxes:
@@ -540,14 +542,17 @@ class FrameSolver:
 
     def _point_rows(self, ev: dict, sel: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """n . J_point dq for collision points ``sel`` (n . v_p = n . v + w . (arm x n))."""
-        lk = self.point_link[sel]
-        w = np.concatenate([normals, _cross(ev["pts"][sel] - ev["link_pos"][lk], normals)], axis=1)  # [k, 6]
-        out = np.empty((len(sel), self.nv))
-        order = np.argsort(lk, kind="stable")
-        bounds = run_bounds(lk[order])
+        lk = self.point_link.take(sel)
+        order = np.argsort(lk, kind="stable")  # by link, so that each link's rows are one slice
+        lk, sel, normals = lk.take(order), sel.take(order), normals.take(order, axis=0)
+        arm = ev["pts"].take(sel, axis=0) - ev["link_pos"].take(lk, axis=0)
+        w = np.concatenate([normals, _cross(arm, normals)], axis=1)  # [k, 6]
+        rows = np.empty((len(sel), self.nv))
+        bounds = run_bounds(lk).tolist()
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # one product per link
-            rows = order[a:b]
-            out[rows] = w[rows] @ self._jac(self.link_frame_list[lk[rows[0]]])
+            rows[a:b] = w[a:b] @ self._jac(self.link_frame_list[lk[a]])
+        out = np.empty_like(rows)
+        out[order] = rows
         return out
 
     def _linearize(self, q: np.ndarray, ev: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -556,15 +561,12 @@ class FrameSolver:
         pin.computeJointJacobians(model, data, q)
         self._jac_cache: dict[int, np.ndarray] = {}
         jac = self._jac
-        blocks = [np.stack([jac(f)[:3] for f in self._pos_f]).reshape(-1, self.nv) if self._pos_f else np.zeros((0, self.nv))]
-        blocks += [jac(f)[3:] for f, _, _ in self._rot] + [jac(f)[3:] for f, _, _, _ in self._dir]
-        bs, ws = [ev["e"]], [self._task_w]
-        A = np.vstack(blocks)
-        b = np.concatenate(bs)
-        w = np.concatenate(ws)
-        Aw = A * w[:, None]
-        H = A.T @ Aw + np.diag(self.reg + self.posture)
-        g = Aw.T @ b
+        blocks = ([jac(f)[:3] for f in self._pos_f] + [jac(f)[3:] for f, _, _ in self._rot]
+                  + [jac(f)[3:] for f, _, _, _ in self._dir])
+        A = np.concatenate(blocks) if blocks else np.zeros((0, self.nv))
+        Aw = A * self._task_w[:, None]
+        H = A.T @ Aw + self._H_reg
+        g = Aw.T @ ev["e"]
         g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
         if self._pins:  # pinned sites: their horizontal rows (see _qp_step) at the same point
             self._pin_J = np.vstack([jac(f)[:2] for f, _ in self._pins])
@@ -577,7 +579,7 @@ class FrameSolver:
         deepest (point, part) pairs within ``constraint_band`` of the link's exit face (see
         ``_exit_faces``) plus the ``extra`` pairs: the point stays on the face's outer side up to the
         allowance (n . dp >= depth - allowance; > 0 pushes a deep point out)."""
-        self._row_pairs: set[tuple[int, int]] = set()
+        self._row_pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         cfg = self.config
         floor_A = floor_lo = None
         if len(self._floor_w):  # the floor: points near it stay above it (dz >= depth)
@@ -594,8 +596,8 @@ class FrameSolver:
         near = np.flatnonzero(~is_extra & (depth > -cfg.constraint_band))
         key = self.point_link[idx[near]] * len(collision.hulls.part_lo) + part[near]
         sel = np.union1d(near[_deepest(key, depth[near], cfg.rows_per_link)], np.flatnonzero(is_extra))
-        idx, part, depth, normal = idx[sel], part[sel], depth[sel], normal[sel]
-        self._row_pairs = set(zip(idx.tolist(), part.tolist(), strict=True))
+        idx, part, depth, normal = idx.take(sel), part.take(sel), depth.take(sel), normal.take(sel, axis=0)
+        self._row_pairs = idx, part
         if not len(idx):
             return floor_A, floor_lo
         A = self._point_rows(ev, idx, normal @ collision.rot.T)
@@ -617,7 +619,7 @@ class FrameSolver:
         idx, part, depth, normal = ev["obj"]
         n_near = len(idx)
         if len(extra[0]):
-            d2, n2 = pair_depths(hulls, local[extra[0]], extra[1])
+            d2, n2 = pair_depths(hulls, local.take(extra[0], axis=0), extra[1])
             idx, part = np.concatenate((idx, extra[0])), np.concatenate((part, extra[1]))
             depth, normal = np.concatenate((depth, d2)), np.concatenate((normal, n2))
         is_extra = np.arange(len(idx)) >= n_near
@@ -630,7 +632,7 @@ class FrameSolver:
             return idx, part, depth, normal, is_extra
         i, k = idx[inside], part[inside]
         depth, normal = depth.copy(), normal.copy()
-        depth[inside], normal[inside] = face_depths(hulls, local[i], k, self._link_faces(collision, ev, i, k))
+        depth[inside], normal[inside] = face_depths(hulls, local.take(i, axis=0), k, self._link_faces(collision, ev, i, k))
         return idx, part, depth, normal, is_extra
 
     def _link_faces(self, collision: Collision, ev: dict, i: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -640,8 +642,8 @@ class FrameSolver:
         rest of the frame). At a corner the own faces differ too, but a link may leave by both."""
         hulls = collision.hulls
         if self._faces_now:  # the fallback (``_exit_fallback``): each point's nearest face at its position now
-            return nearest_faces(hulls, ev["local"][i], k)
-        ref = (ev["local"] if self._prev_local is None else self._prev_local)[i]
+            return nearest_faces(hulls, ev["local"].take(i, axis=0), k)
+        ref = (ev["local"] if self._prev_local is None else self._prev_local).take(i, axis=0)
         faces = nearest_faces(hulls, ref, k)
         link = self.point_link[i]
         known = self._faces[link, k]
