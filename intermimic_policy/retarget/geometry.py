@@ -13,6 +13,7 @@ Everything here works in the object frame; callers transform with the object's p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import trimesh
@@ -38,6 +39,12 @@ class HullSet:
     @property
     def flat_offsets(self) -> np.ndarray:
         return self.offsets.reshape(-1)
+
+    @cached_property
+    def planes(self) -> np.ndarray:
+        """[P, 4, F] each part's face planes as columns (n_f; o_f): [p, 1] @ planes[k] gives every
+        n_f . p + o_f in one product."""
+        return np.concatenate([self.normals.transpose(0, 2, 1), self.offsets[:, None, :]], axis=1)
 
 
 def hull_set(parts: tuple[tuple[np.ndarray, np.ndarray], ...]) -> HullSet:
@@ -104,7 +111,7 @@ def group_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray, groups: n
     part_runs = run_bounds(sorted_parts)
     for a, b in zip(part_runs[:-1], part_runs[1:], strict=True):  # per part: one product over its faces
         k = sorted_parts[a]
-        s = _plane_values(hulls, points.take(order[a:b], axis=0), k)  # [m, F]
+        s = _homogeneous(points.take(order[a:b], axis=0)) @ hulls.planes[k]  # [m, F] (padding: -inf)
         runs = run_bounds(sorted_groups[a:b])
         best = np.argmax(np.minimum.reduceat(s, runs[:-1], axis=0), axis=1)  # [groups]
         faces[order[a:b]] = np.repeat(best, np.diff(runs))
@@ -120,18 +127,19 @@ def nearest_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray) -> np.n
     order = np.argsort(parts, kind="stable")
     sorted_parts = parts[order]
     runs = run_bounds(sorted_parts).tolist()
+    homogeneous = _homogeneous(points)
     for a, b in zip(runs[:-1], runs[1:], strict=True):
         rows = order[a:b]
-        faces[rows] = _plane_values(hulls, points.take(rows, axis=0), sorted_parts[a]).argmax(axis=1)
+        faces[rows] = (homogeneous.take(rows, axis=0) @ hulls.planes[sorted_parts[a]]).argmax(axis=1)
     return faces
 
 
-def _plane_values(hulls: HullSet, points: np.ndarray, k: int) -> np.ndarray:
-    """[m, F] n_f . p + o_f of each point for every face of part ``k`` (padding: -inf). The
-    offsets are added in place: a second [m, F] temporary costs as much as the product."""
-    s = points @ hulls.normals[k].T
-    s += hulls.offsets[k]
-    return s
+def _homogeneous(points: np.ndarray) -> np.ndarray:
+    """[N, 4] points with a fourth coordinate 1 (see ``HullSet.planes``)."""
+    out = np.empty((len(points), 4))
+    out[:, :3] = points
+    out[:, 3] = 1.0
+    return out
 
 
 def face_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
