@@ -84,8 +84,12 @@ def part_depths(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tupl
 
 def run_bounds(keys: np.ndarray) -> np.ndarray:
     """[0, ..., len] starts of the runs of equal values in ``keys`` (sorted), and the end."""
-    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    return np.concatenate(([0], change, [len(keys)]))
+    if not len(keys):
+        return np.zeros(2, np.int64)
+    edge = np.empty(len(keys) + 1, bool)  # edge[i]: a run starts (or the keys end) at i
+    edge[0] = edge[-1] = True
+    np.not_equal(keys[1:], keys[:-1], out=edge[1:-1])
+    return np.flatnonzero(edge)
 
 
 def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,

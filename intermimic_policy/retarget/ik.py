@@ -454,12 +454,12 @@ class FrameSolver:
         wp = np.zeros((len(pos), 3))
         for i, (_, t) in enumerate(pos):
             wp[i, list(t.axes)] = t.weight
-        self._pos_strict = np.array([k in strict for k, _ in pos], bool)
+        pos_strict = np.array([k in strict for k, _ in pos], bool)
+        self._strict_rows, self._strict_axes = np.flatnonzero(pos_strict), wp[pos_strict] > 0
         self._rot = [(t.frame, np.asarray(t.target), k in strict) for k, t in rot]
         self._dir = [(t.frame, np.asarray(t.axis), np.asarray(t.target), k in strict) for k, t in dirs]
         self._task_w = np.concatenate([wp.reshape(-1), np.repeat([t.weight for _, t in rot], 3),
                                        np.repeat([t.weight for _, t in dirs], 3)])
-        self._pos_axes = wp > 0
 
     def _evaluate(self, collision: Collision | None, q: np.ndarray) -> tuple[float, float, dict]:
         """(cost, worst strict / penetration residual, state) at the placements in ``self.data``.
@@ -469,8 +469,8 @@ class FrameSolver:
         cfg, frame_pos, frame_rot = self.config, self._frame_pos, self._frame_rot
         worst = 0.0
         e_pos = self._pos_t - np.array(self._pos_views).reshape(-1, 3)
-        if self._pos_strict.any():
-            worst = float(np.abs(e_pos[self._pos_strict] * self._pos_axes[self._pos_strict]).max())
+        if len(self._strict_rows):
+            worst = float(np.abs(e_pos.take(self._strict_rows, axis=0) * self._strict_axes).max())
         parts = [e_pos.reshape(-1)]
         for f, target, st in self._rot:
             e = pin.log3(target @ frame_rot[f].T)
@@ -680,7 +680,7 @@ def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
     order = np.lexsort((-depth, key))
     ks = key[order]
     bounds = run_bounds(ks)
-    rank = np.arange(len(ks)) - np.repeat(bounds[:-1], np.diff(bounds))
+    rank = np.arange(len(ks)) - np.repeat(bounds[:-1], bounds[1:] - bounds[:-1])
     return np.sort(order[rank < k])
 
 
@@ -690,7 +690,9 @@ def _all3(c: np.ndarray) -> np.ndarray:
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product (np.cross is slow on small arrays)."""
-    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
-                     a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
+    """Row-wise cross product (np.cross and np.stack are slow on small arrays)."""
+    out = np.empty((len(a), 3))
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
