@@ -451,9 +451,7 @@ class FrameSolver:
         self._pos_f = [t.frame for _, t in pos]
         self._pos_views = [self._frame_pos[f] for f in self._pos_f]
         self._pos_t = np.array([t.target for _, t in pos], dtype=np.float64).reshape(-1, 3)
-        wp = np.zeros((len(pos), 3))
-        for i, (_, t) in enumerate(pos):
-            wp[i, list(t.axes)] = t.weight
+        wp = np.array([[t.weight if a in t.axes else 0.0 for a in range(3)] for _, t in pos], np.float64).reshape(-1, 3)
         pos_strict = np.array([k in strict for k, _ in pos], bool)
         self._strict_rows, self._strict_axes = np.flatnonzero(pos_strict), wp[pos_strict] > 0
         self._rot = [(t.frame, np.asarray(t.target), k in strict) for k, t in rot]
@@ -655,12 +653,13 @@ class FrameSolver:
         key = link[open_] * len(hulls.part_lo) + k[open_]
         # Only (link, part) keys whose points disagree can conflict (the common case is one face).
         keys = np.unique(key * hulls.normals.shape[1] + faces[open_]) // hulls.normals.shape[1]
-        cand = np.isin(key, keys[1:][keys[1:] == keys[:-1]])
+        n_keys = len(self.link_frames) * len(hulls.part_lo)
+        cand = _isin_keys(key, keys[1:][keys[1:] == keys[:-1]], n_keys)
         if cand.any():
             c = open_[cand]
             shared = group_faces(hulls, ref[c], k[c], link[c])
             dot = np.einsum("ij,ij->i", hulls.normals[k[c], faces[c]], hulls.normals[k[c], shared])
-            conflict = np.isin(key[cand], key[cand][dot < self.config.exit_face_cos])  # some point would go the other way
+            conflict = _isin_keys(key[cand], key[cand][dot < self.config.exit_face_cos], n_keys)  # some point would go the other way
             c, shared = c[conflict], shared[conflict]
             faces[c] = shared
             self._faces[link[c], k[c]] = shared
@@ -682,6 +681,13 @@ def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
     bounds = run_bounds(ks)
     rank = np.arange(len(ks)) - np.repeat(bounds[:-1], bounds[1:] - bounds[:-1])
     return np.sort(order[rank < k])
+
+
+def _isin_keys(values: np.ndarray, members: np.ndarray, size: int) -> np.ndarray:
+    """np.isin for integer keys in [0, size): a lookup table (np.isin's setup costs more here)."""
+    table = np.zeros(size, bool)
+    table[members] = True
+    return table[values]
 
 
 def _all3(c: np.ndarray) -> np.ndarray:
