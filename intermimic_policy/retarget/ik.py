@@ -359,7 +359,7 @@ class FrameSolver:
                 # retry at the same damping) and the step gets shorter (known pairs: damp harder).
                 idx, part, depth = ev_new["obj"][:3] if "obj" in ev_new else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
                 bad = depth - cfg.object_allowance > cfg.penetration_tolerance
-                known = {(i, k) for pairs in (extra, self._row_pairs) for i, k in zip(pairs[0].tolist(), pairs[1].tolist(), strict=True)}
+                known = _pair_set(extra) | _pair_set(self._row_pairs)
                 new = np.array([(i, k) not in known for i, k in zip(idx[bad].tolist(), part[bad].tolist(), strict=True)], bool)
                 if new.any():
                     extra = (np.r_[extra[0], idx[bad][new]], np.r_[extra[1], part[bad][new]])
@@ -689,6 +689,11 @@ def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
     bounds = run_bounds(ks)
     rank = np.arange(len(ks)) - np.repeat(bounds[:-1], bounds[1:] - bounds[:-1])
     return np.sort(order[rank < k])
+
+
+def _pair_set(pairs: tuple[np.ndarray, np.ndarray]) -> set[tuple[int, int]]:
+    """(point, part) index arrays as a set of pairs."""
+    return set(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True))
 
 
 def _isin_keys(values: np.ndarray, members: np.ndarray, size: int) -> np.ndarray:
