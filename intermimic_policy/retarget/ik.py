@@ -124,15 +124,12 @@ _NO_BOUND = 1e30  # DAQP's infinity
 @dataclass(frozen=True)
 class _PartBoxes:
     """Bounding boxes of an object's parts grown by a margin: [P, 3] for points, [L, P, 3] for the
-    links' spheres (grown by each radius too), and [L, 3] the whole object's box for the spheres
-    (it holds every part's box: a sphere that misses it misses them all)."""
+    links' spheres (grown by each radius too)."""
 
     lo: np.ndarray
     hi: np.ndarray
     sphere_lo: np.ndarray
     sphere_hi: np.ndarray
-    object_lo: np.ndarray
-    object_hi: np.ndarray
 
 
 def solve_qp(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int,
@@ -515,13 +512,9 @@ class FrameSolver:
         box = self._part_boxes(collision.hulls, margin)
         centres = np.einsum("lij,lj->li", ev["link_rot"], self._link_centre) + ev["link_pos"]
         origins = (centres - collision.pos) @ collision.rot  # [L, 3] sphere centres, object frame
-        # Links whose sphere reaches the whole object's box (most are far), then their parts' boxes.
-        near = np.flatnonzero(_all3((origins > box.object_lo) & (origins < box.object_hi)))
-        o = origins.take(near, axis=0)[:, None]
-        lk, pk = np.nonzero(_all3((o > box.sphere_lo.take(near, axis=0)) & (o < box.sphere_hi.take(near, axis=0))))
+        lk, pk = np.nonzero(_all3((origins[:, None] > box.sphere_lo) & (origins[:, None] < box.sphere_hi)))
         if not len(lk):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        lk = near.take(lk)
         idx = self._link_pad.take(lk, axis=0).reshape(-1)  # [pairs * K] point indices (-1: padding, any point here)
         part = np.repeat(pk, self._link_pad.shape[1])
         p = ev["local"].take(idx, axis=0)
@@ -534,7 +527,7 @@ class FrameSolver:
         if box is None:
             r = self._link_radius[:, None, None] + margin
             box = _PartBoxes(hulls.part_lo - margin, hulls.part_hi + margin,
-                             hulls.part_lo[None] - r, hulls.part_hi[None] + r, hulls.lo - r[:, 0], hulls.hi + r[:, 0])
+                             hulls.part_lo[None] - r, hulls.part_hi[None] + r)
             self._box_cache[(hulls, margin)] = box
         return box
 
