@@ -13,6 +13,7 @@ Everything here works in the object frame; callers transform with the object's p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import trimesh
@@ -38,6 +39,12 @@ class HullSet:
     @property
     def flat_offsets(self) -> np.ndarray:
         return self.offsets.reshape(-1)
+
+    @cached_property
+    def planes(self) -> np.ndarray:
+        """[P, 4, F] each part's face planes as columns (n_f; o_f): [p, 1] @ planes[k] gives every
+        n_f . p + o_f in one product."""
+        return np.concatenate([self.normals.transpose(0, 2, 1), self.offsets[:, None, :]], axis=1)
 
 
 def hull_set(parts: tuple[tuple[np.ndarray, np.ndarray], ...]) -> HullSet:
@@ -77,8 +84,12 @@ def part_depths(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tupl
 
 def run_bounds(keys: np.ndarray) -> np.ndarray:
     """[0, ..., len] starts of the runs of equal values in ``keys`` (sorted), and the end."""
-    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    return np.concatenate(([0], change, [len(keys)]))
+    if not len(keys):
+        return np.zeros(2, np.int64)
+    edge = np.empty(len(keys) + 1, bool)  # edge[i]: a run starts (or the keys end) at i
+    edge[0] = edge[-1] = True
+    np.not_equal(keys[1:], keys[:-1], out=edge[1:-1])
+    return np.flatnonzero(edge)
 
 
 def pair_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray,
@@ -104,7 +115,7 @@ def group_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray, groups: n
     part_runs = run_bounds(sorted_parts)
     for a, b in zip(part_runs[:-1], part_runs[1:], strict=True):  # per part: one product over its faces
         k = sorted_parts[a]
-        s = points[order[a:b]] @ hulls.normals[k].T + hulls.offsets[k]  # [m, F] (padding: -inf)
+        s = _homogeneous(points.take(order[a:b], axis=0)) @ hulls.planes[k]  # [m, F] (padding: -inf)
         runs = run_bounds(sorted_groups[a:b])
         best = np.argmax(np.minimum.reduceat(s, runs[:-1], axis=0), axis=1)  # [groups]
         faces[order[a:b]] = np.repeat(best, np.diff(runs))
@@ -119,18 +130,28 @@ def nearest_faces(hulls: HullSet, points: np.ndarray, parts: np.ndarray) -> np.n
         return faces
     order = np.argsort(parts, kind="stable")
     sorted_parts = parts[order]
-    runs = run_bounds(sorted_parts)
+    runs = run_bounds(sorted_parts).tolist()
+    homogeneous = _homogeneous(points)
     for a, b in zip(runs[:-1], runs[1:], strict=True):
-        k = sorted_parts[a]
-        faces[order[a:b]] = np.argmax(points[order[a:b]] @ hulls.normals[k].T + hulls.offsets[k], axis=1)
+        rows = order[a:b]
+        faces[rows] = (homogeneous.take(rows, axis=0) @ hulls.planes[sorted_parts[a]]).argmax(axis=1)
     return faces
+
+
+def _homogeneous(points: np.ndarray) -> np.ndarray:
+    """[N, 4] points with a fourth coordinate 1 (see ``HullSet.planes``)."""
+    out = np.empty((len(points), 4))
+    out[:, :3] = points
+    out[:, 3] = 1.0
+    return out
 
 
 def face_depths(hulls: HullSet, points: np.ndarray, parts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(depth below the plane of face ``faces[i]`` of part ``parts[i]``, its outward normal) of each
     point: positive behind the plane; the linear non-penetration condition is depth <= allowance."""
-    normal = hulls.normals[parts, faces]
-    return -(np.einsum("ij,ij->i", points, normal) + hulls.offsets[parts, faces]), normal
+    flat = parts * hulls.normals.shape[1] + faces  # one index into the flattened faces: a cheap gather
+    normal = hulls.flat_normals.take(flat, axis=0)
+    return -(np.einsum("ij,ij->i", points, normal) + hulls.flat_offsets.take(flat)), normal
 
 
 def hull_depth(hulls: HullSet, points: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -121,6 +121,17 @@ class Collision:
 _NO_BOUND = 1e30  # DAQP's infinity
 
 
+@dataclass(frozen=True)
+class _PartBoxes:
+    """Bounding boxes of an object's parts grown by a margin: [P, 3] for points, [L, P, 3] for the
+    links' spheres (grown by each radius too)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    sphere_lo: np.ndarray
+    sphere_hi: np.ndarray
+
+
 def solve_qp(H: np.ndarray, g: np.ndarray, lo: np.ndarray, hi: np.ndarray, offset: int,
              A: np.ndarray | None = None, lower: np.ndarray | None = None, soft: bool = False,
              upper: np.ndarray | None = None, hard: int = 0) -> tuple[np.ndarray, bool]:
@@ -208,6 +219,13 @@ class FrameSolver:
         keep |= np.isin(np.asarray(cp.link_names), list(dense))
         self.link_frames, self.point_link = np.unique(cp.frame_ids[keep], return_inverse=True)
         self.link_frame_list = [int(f) for f in self.link_frames]
+        # Live views of every frame's placement (Pinocchio updates data.oMf in place): stacking views
+        # is one copy, where each data.oMf[f] builds a Python object (about 1 us a frame).
+        oMf = self.data.oMf
+        self._frame_rot = [oMf[f].rotation for f in range(self.model.nframes)]
+        self._frame_pos = [oMf[f].translation for f in range(self.model.nframes)]
+        self._link_rot_views = [self._frame_rot[f] for f in self.link_frame_list]
+        self._link_pos_views = [self._frame_pos[f] for f in self.link_frame_list]
         self.points_local = cp.local[keep]
         # Points of the link that carries each hand's contact site: while that hand holds the object
         # its site task defines the contact (on the visual surface, a few mm inside the convex
@@ -218,17 +236,19 @@ class FrameSolver:
         self._link_points = [np.flatnonzero(self.point_link == li) for li in range(len(self.link_frames))]
         width = max(len(ix) for ix in self._link_points)
         self._link_pad = np.array([np.r_[ix, np.full(width - len(ix), -1)] for ix in self._link_points], np.int64)
-        # Points per link padded to K (zeros), [L, 3, K]; _pad_flat picks the real ones in flat order.
+        # Points per link padded to K (zeros), [L, 3, K]; _pad_take [N, 3] picks each real point's
+        # coordinates out of the flattened [L, 3, K] in flat order (one gather).
         self._pad_local = np.zeros((len(self._link_points), 3, width))
         flat = np.zeros(len(self.points_local), np.int64)
         for li, ix in enumerate(self._link_points):
             self._pad_local[li, :, : len(ix)] = self.points_local[ix].T
-            flat[ix] = li * width + np.arange(len(ix))
-        self._pad_flat = flat
+            flat[ix] = li * 3 * width + np.arange(len(ix))
+        self._pad_take = flat[:, None] + np.arange(3) * width
         # Broad-phase spheres about each link's points (centre: middle of their box, link frame).
         self._link_centre = np.array([(self.points_local[ix].min(0) + self.points_local[ix].max(0)) / 2 for ix in self._link_points])
         self._link_radius = np.array([np.linalg.norm(self.points_local[ix] - c, axis=1).max()
                                       for ix, c in zip(self._link_points, self._link_centre, strict=True)])
+        self._box_cache: dict[tuple[HullSet, float], _PartBoxes] = {}
         self._root_step_lo = -np.r_[np.full(3, self.config.max_root_step), np.full(3, self.config.max_step)]
         self._prev_local: np.ndarray | None = None  # object-frame points at the end of the last frame
         self._faces_now = False  # exit faces from the current positions (``_exit_fallback``)
@@ -238,15 +258,16 @@ class FrameSolver:
         reg[:6] = self.config.root_damping
         self.reg = reg
         self.posture = np.r_[np.zeros(6), d.posture_weights]
+        self._H_reg = np.diag(self.reg + self.posture)  # what the normal equations add to J'WJ
 
     # -- geometry at the current q -----------------------------------------------------------
     def _points(self) -> np.ndarray:
         """World positions of all collision points (and the link placements, kept for Jacobians)."""
-        oMf = self.data.oMf
-        self._links = np.array([oMf[f].homogeneous for f in self.link_frame_list])  # [L, 4, 4]
+        self._link_rot = np.array(self._link_rot_views)  # [L, 3, 3]
+        self._link_pos = np.array(self._link_pos_views)  # [L, 3]
         # One batched product per link over its padded points, then back to the flat order.
-        world = self._links[:, :3, :3] @ self._pad_local + self._links[:, :3, 3:]  # [L, 3, K]
-        return world.transpose(0, 2, 1).reshape(-1, 3)[self._pad_flat]
+        world = self._link_rot @ self._pad_local + self._link_pos[:, :, None]  # [L, 3, K]
+        return world.reshape(-1).take(self._pad_take)
 
     def residuals(self, q: np.ndarray, collision: Collision | None) -> tuple[float, float]:
         """(floor depth, object depth) in metres at q (positive = penetrating)."""
@@ -335,7 +356,7 @@ class FrameSolver:
                 # retry at the same damping) and the step gets shorter (known pairs: damp harder).
                 idx, part, depth = ev_new["obj"][:3] if "obj" in ev_new else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
                 bad = depth - cfg.object_allowance > cfg.penetration_tolerance
-                known = set(zip(extra[0].tolist(), extra[1].tolist(), strict=True)) | self._row_pairs
+                known = _pair_set(extra) | _pair_set(self._row_pairs)
                 new = np.array([(i, k) not in known for i, k in zip(idx[bad].tolist(), part[bad].tolist(), strict=True)], bool)
                 if new.any():
                     extra = (np.r_[extra[0], idx[bad][new]], np.r_[extra[1], part[bad][new]])
@@ -428,35 +449,34 @@ class FrameSolver:
         rot = [(k, t) for k, t in enumerate(tasks) if t.kind == "rot"]
         dirs = [(k, t) for k, t in enumerate(tasks) if t.kind == "dir"]
         self._pos_f = [t.frame for _, t in pos]
+        self._pos_views = [self._frame_pos[f] for f in self._pos_f]
         self._pos_t = np.array([t.target for _, t in pos], dtype=np.float64).reshape(-1, 3)
-        wp = np.zeros((len(pos), 3))
-        for i, (_, t) in enumerate(pos):
-            wp[i, list(t.axes)] = t.weight
-        self._pos_strict = np.array([k in strict for k, _ in pos], bool)
+        wp = np.array([[t.weight if a in t.axes else 0.0 for a in range(3)] for _, t in pos], np.float64).reshape(-1, 3)
+        pos_strict = np.array([k in strict for k, _ in pos], bool)
+        self._strict_rows, self._strict_axes = np.flatnonzero(pos_strict), wp[pos_strict] > 0
         self._rot = [(t.frame, np.asarray(t.target), k in strict) for k, t in rot]
         self._dir = [(t.frame, np.asarray(t.axis), np.asarray(t.target), k in strict) for k, t in dirs]
         self._task_w = np.concatenate([wp.reshape(-1), np.repeat([t.weight for _, t in rot], 3),
                                        np.repeat([t.weight for _, t in dirs], 3)])
-        self._pos_axes = wp > 0
 
     def _evaluate(self, collision: Collision | None, q: np.ndarray) -> tuple[float, float, dict]:
         """(cost, worst strict / penetration residual, state) at the placements in ``self.data``.
         The floor enters the cost as a hinge (zero above the margin; its rows active once this frame
         stay sticky); ``state["pen"]`` is the largest object depth beyond the allowance, which the
         step check compares before the cost."""
-        cfg, oMf = self.config, self.data.oMf
+        cfg, frame_pos, frame_rot = self.config, self._frame_pos, self._frame_rot
         worst = 0.0
-        e_pos = self._pos_t - np.array([oMf[f].translation for f in self._pos_f]).reshape(-1, 3)
-        if self._pos_strict.any():
-            worst = float(np.abs(e_pos[self._pos_strict] * self._pos_axes[self._pos_strict]).max())
+        e_pos = self._pos_t - np.array(self._pos_views).reshape(-1, 3)
+        if len(self._strict_rows):
+            worst = float(np.abs(e_pos.take(self._strict_rows, axis=0) * self._strict_axes).max())
         parts = [e_pos.reshape(-1)]
         for f, target, st in self._rot:
-            e = pin.log3(target @ oMf[f].rotation.T)
+            e = pin.log3(target @ frame_rot[f].T)
             parts.append(e)
             if st:
                 worst = max(worst, float(np.abs(e).max()))
         for f, axis, target, st in self._dir:
-            e = _cross((oMf[f].rotation @ axis)[None], target[None])[0]
+            e = _cross((frame_rot[f] @ axis)[None], target[None])[0]
             parts.append(e)
             if st:
                 worst = max(worst, float(np.abs(e).max()))
@@ -464,9 +484,9 @@ class FrameSolver:
         post = self.desc.default_q - q[7:]
         cost = float(e_all @ (self._task_w * e_all)) + float(self.posture[6:] @ (post * post))
         pts = self._points()
-        ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "links": self._links, "pin": 0.0}
+        ev: dict = {"e": e_all, "pen": 0.0, "pts": pts, "link_rot": self._link_rot, "link_pos": self._link_pos, "pin": 0.0}
         if self._pins:
-            ev["pin"] = max(float(np.abs(p - oMf[f].translation)[:2].max()) for f, p in self._pins)
+            ev["pin"] = max(float(np.abs(p - frame_pos[f])[:2].max()) for f, p in self._pins)
         if len(self._floor_w):
             ev["floor"] = depth = cfg.floor_margin - pts[self._floor_w, 2]
             ev["pen"] = max(float(depth.max()), 0.0)
@@ -479,7 +499,7 @@ class FrameSolver:
             if self._exclude is not None:
                 keep = ~self._exclude[idx]
                 idx, part = idx[keep], part[keep]
-            depth, normal = pair_depths(collision.hulls, local[idx], part)
+            depth, normal = pair_depths(collision.hulls, local.take(idx, axis=0), part)
             ev["obj"] = idx, part, depth, normal
             if len(idx):
                 ev["pen"] = max(float((depth - cfg.object_allowance).max()), ev["pen"])
@@ -489,21 +509,27 @@ class FrameSolver:
     def _near_pairs(self, collision: Collision, ev: dict, margin: float) -> tuple[np.ndarray, np.ndarray]:
         """(point, part) pairs with the point within ``margin`` of the part's bounding box: links
         whose sphere reaches a part's box first (cheap), then those links' points."""
-        hb, local = collision.hulls, ev["local"]
-        links = ev["links"]
-        centres = np.einsum("lij,lj->li", links[:, :3, :3], self._link_centre) + links[:, :3, 3]
+        box = self._part_boxes(collision.hulls, margin)
+        centres = np.einsum("lij,lj->li", ev["link_rot"], self._link_centre) + ev["link_pos"]
         origins = (centres - collision.pos) @ collision.rot  # [L, 3] sphere centres, object frame
-        r = self._link_radius[:, None, None] + margin
-        lk, pk = np.nonzero(np.all((origins[:, None] > hb.part_lo[None] - r) & (origins[:, None] < hb.part_hi[None] + r), axis=2))
+        lk, pk = np.nonzero(_all3((origins[:, None] > box.sphere_lo) & (origins[:, None] < box.sphere_hi)))
         if not len(lk):
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        idx = self._link_pad[lk].reshape(-1)  # [pairs * K] point indices (-1: padding)
+        idx = self._link_pad.take(lk, axis=0).reshape(-1)  # [pairs * K] point indices (-1: padding, any point here)
         part = np.repeat(pk, self._link_pad.shape[1])
-        real = idx >= 0
-        idx, part = idx[real], part[real]
-        p = local[idx]
-        inside = np.all((p > hb.part_lo[part] - margin) & (p < hb.part_hi[part] + margin), axis=1)
-        return idx[inside], part[inside]
+        p = ev["local"].take(idx, axis=0)
+        keep = _all3((p > box.lo.take(part, axis=0)) & (p < box.hi.take(part, axis=0))) & (idx >= 0)
+        return idx[keep], part[keep]
+
+    def _part_boxes(self, hulls: HullSet, margin: float) -> _PartBoxes:
+        """The parts' boxes grown by ``margin`` (and by each link's sphere radius), once per object."""
+        box = self._box_cache.get((hulls, margin))
+        if box is None:
+            r = self._link_radius[:, None, None] + margin
+            box = _PartBoxes(hulls.part_lo - margin, hulls.part_hi + margin,
+                             hulls.part_lo[None] - r, hulls.part_hi[None] + r)
+            self._box_cache[(hulls, margin)] = box
+        return box
 
     def _jac(self, f: int) -> np.ndarray:
         """Frame Jacobian (world-aligned) at the last linearisation point, cached per frame id."""
@@ -514,14 +540,17 @@ class FrameSolver:
 
     def _point_rows(self, ev: dict, sel: np.ndarray, normals: np.ndarray) -> np.ndarray:
         """n . J_point dq for collision points ``sel`` (n . v_p = n . v + w . (arm x n))."""
-        lk = self.point_link[sel]
-        w = np.concatenate([normals, _cross(ev["pts"][sel] - ev["links"][lk, :3, 3], normals)], axis=1)  # [k, 6]
-        out = np.empty((len(sel), self.nv))
-        order = np.argsort(lk, kind="stable")
-        bounds = run_bounds(lk[order])
+        lk = self.point_link.take(sel)
+        order = np.argsort(lk, kind="stable")  # by link, so that each link's rows are one slice
+        lk, sel, normals = lk.take(order), sel.take(order), normals.take(order, axis=0)
+        arm = ev["pts"].take(sel, axis=0) - ev["link_pos"].take(lk, axis=0)
+        w = np.concatenate([normals, _cross(arm, normals)], axis=1)  # [k, 6]
+        rows = np.empty((len(sel), self.nv))
+        bounds = run_bounds(lk).tolist()
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # one product per link
-            rows = order[a:b]
-            out[rows] = w[rows] @ self._jac(self.link_frame_list[lk[rows[0]]])
+            rows[a:b] = w[a:b] @ self._jac(self.link_frame_list[lk[a]])
+        out = np.empty_like(rows)
+        out[order] = rows
         return out
 
     def _linearize(self, q: np.ndarray, ev: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -530,19 +559,16 @@ class FrameSolver:
         pin.computeJointJacobians(model, data, q)
         self._jac_cache: dict[int, np.ndarray] = {}
         jac = self._jac
-        blocks = [np.stack([jac(f)[:3] for f in self._pos_f]).reshape(-1, self.nv) if self._pos_f else np.zeros((0, self.nv))]
-        blocks += [jac(f)[3:] for f, _, _ in self._rot] + [jac(f)[3:] for f, _, _, _ in self._dir]
-        bs, ws = [ev["e"]], [self._task_w]
-        A = np.vstack(blocks)
-        b = np.concatenate(bs)
-        w = np.concatenate(ws)
-        Aw = A * w[:, None]
-        H = A.T @ Aw + np.diag(self.reg + self.posture)
-        g = Aw.T @ b
+        blocks = ([jac(f)[:3] for f in self._pos_f] + [jac(f)[3:] for f, _, _ in self._rot]
+                  + [jac(f)[3:] for f, _, _, _ in self._dir])
+        A = np.concatenate(blocks) if blocks else np.zeros((0, self.nv))
+        Aw = A * self._task_w[:, None]
+        H = A.T @ Aw + self._H_reg
+        g = Aw.T @ ev["e"]
         g[6:] += self.posture[6:] * (self.desc.default_q - q[7:])
         if self._pins:  # pinned sites: their horizontal rows (see _qp_step) at the same point
             self._pin_J = np.vstack([jac(f)[:2] for f, _ in self._pins])
-            self._pin_e = np.concatenate([(p - data.oMf[f].translation)[:2] for f, p in self._pins])
+            self._pin_e = np.concatenate([(p - self._frame_pos[f])[:2] for f, p in self._pins])
         return H, g
 
     def _constraint_rows(self, collision: Collision | None, ev: dict,
@@ -551,7 +577,7 @@ class FrameSolver:
         deepest (point, part) pairs within ``constraint_band`` of the link's exit face (see
         ``_exit_faces``) plus the ``extra`` pairs: the point stays on the face's outer side up to the
         allowance (n . dp >= depth - allowance; > 0 pushes a deep point out)."""
-        self._row_pairs: set[tuple[int, int]] = set()
+        self._row_pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         cfg = self.config
         floor_A = floor_lo = None
         if len(self._floor_w):  # the floor: points near it stay above it (dz >= depth)
@@ -567,9 +593,10 @@ class FrameSolver:
         idx, part, depth, normal, is_extra = self._exit_faces(collision, ev, extra)
         near = np.flatnonzero(~is_extra & (depth > -cfg.constraint_band))
         key = self.point_link[idx[near]] * len(collision.hulls.part_lo) + part[near]
-        sel = np.union1d(near[_deepest(key, depth[near], cfg.rows_per_link)], np.flatnonzero(is_extra))
-        idx, part, depth, normal = idx[sel], part[sel], depth[sel], normal[sel]
-        self._row_pairs = set(zip(idx.tolist(), part.tolist(), strict=True))
+        # The extra pairs come last (``_exit_faces``), after every near one: the union is the concatenation.
+        sel = np.concatenate((near[_deepest(key, depth[near], cfg.rows_per_link)], np.flatnonzero(is_extra)))
+        idx, part, depth, normal = idx.take(sel), part.take(sel), depth.take(sel), normal.take(sel, axis=0)
+        self._row_pairs = idx, part
         if not len(idx):
             return floor_A, floor_lo
         A = self._point_rows(ev, idx, normal @ collision.rot.T)
@@ -591,7 +618,7 @@ class FrameSolver:
         idx, part, depth, normal = ev["obj"]
         n_near = len(idx)
         if len(extra[0]):
-            d2, n2 = pair_depths(hulls, local[extra[0]], extra[1])
+            d2, n2 = pair_depths(hulls, local.take(extra[0], axis=0), extra[1])
             idx, part = np.concatenate((idx, extra[0])), np.concatenate((part, extra[1]))
             depth, normal = np.concatenate((depth, d2)), np.concatenate((normal, n2))
         is_extra = np.arange(len(idx)) >= n_near
@@ -604,7 +631,7 @@ class FrameSolver:
             return idx, part, depth, normal, is_extra
         i, k = idx[inside], part[inside]
         depth, normal = depth.copy(), normal.copy()
-        depth[inside], normal[inside] = face_depths(hulls, local[i], k, self._link_faces(collision, ev, i, k))
+        depth[inside], normal[inside] = face_depths(hulls, local.take(i, axis=0), k, self._link_faces(collision, ev, i, k))
         return idx, part, depth, normal, is_extra
 
     def _link_faces(self, collision: Collision, ev: dict, i: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -614,8 +641,8 @@ class FrameSolver:
         rest of the frame). At a corner the own faces differ too, but a link may leave by both."""
         hulls = collision.hulls
         if self._faces_now:  # the fallback (``_exit_fallback``): each point's nearest face at its position now
-            return nearest_faces(hulls, ev["local"][i], k)
-        ref = (ev["local"] if self._prev_local is None else self._prev_local)[i]
+            return nearest_faces(hulls, ev["local"].take(i, axis=0), k)
+        ref = (ev["local"] if self._prev_local is None else self._prev_local).take(i, axis=0)
         faces = nearest_faces(hulls, ref, k)
         link = self.point_link[i]
         known = self._faces[link, k]
@@ -627,12 +654,13 @@ class FrameSolver:
         key = link[open_] * len(hulls.part_lo) + k[open_]
         # Only (link, part) keys whose points disagree can conflict (the common case is one face).
         keys = np.unique(key * hulls.normals.shape[1] + faces[open_]) // hulls.normals.shape[1]
-        cand = np.isin(key, keys[1:][keys[1:] == keys[:-1]])
+        n_keys = len(self.link_frames) * len(hulls.part_lo)
+        cand = _isin_keys(key, keys[1:][keys[1:] == keys[:-1]], n_keys)
         if cand.any():
             c = open_[cand]
             shared = group_faces(hulls, ref[c], k[c], link[c])
             dot = np.einsum("ij,ij->i", hulls.normals[k[c], faces[c]], hulls.normals[k[c], shared])
-            conflict = np.isin(key[cand], key[cand][dot < self.config.exit_face_cos])  # some point would go the other way
+            conflict = _isin_keys(key[cand], key[cand][dot < self.config.exit_face_cos], n_keys)  # some point would go the other way
             c, shared = c[conflict], shared[conflict]
             faces[c] = shared
             self._faces[link[c], k[c]] = shared
@@ -652,12 +680,31 @@ def _deepest(key: np.ndarray, depth: np.ndarray, k: int) -> np.ndarray:
     order = np.lexsort((-depth, key))
     ks = key[order]
     bounds = run_bounds(ks)
-    rank = np.arange(len(ks)) - np.repeat(bounds[:-1], np.diff(bounds))
+    rank = np.arange(len(ks)) - np.repeat(bounds[:-1], bounds[1:] - bounds[:-1])
     return np.sort(order[rank < k])
 
 
+def _pair_set(pairs: tuple[np.ndarray, np.ndarray]) -> set[tuple[int, int]]:
+    """(point, part) index arrays as a set of pairs."""
+    return set(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True))
+
+
+def _isin_keys(values: np.ndarray, members: np.ndarray, size: int) -> np.ndarray:
+    """np.isin for integer keys in [0, size): a lookup table (np.isin's setup costs more here)."""
+    table = np.zeros(size, bool)
+    table[members] = True
+    return table[values]
+
+
+def _all3(c: np.ndarray) -> np.ndarray:
+    """np.all over a last axis of length 3 (a generic reduction costs several times more)."""
+    return c[..., 0] & c[..., 1] & c[..., 2]
+
+
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product (np.cross is slow on small arrays)."""
-    return np.stack([a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
-                     a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-                     a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]], axis=1)
+    """Row-wise cross product (np.cross and np.stack are slow on small arrays)."""
+    out = np.empty((len(a), 3))
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
