@@ -275,6 +275,10 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
         out[q] = work[index[q]]
 
 
+# the observation kernel under a public name: the environment's fused CPU step calls it per world
+observation_kernel = _build
+
+
 class CompiledObservation(NumpyObservation):
     """:class:`numpy_obs.NumpyObservation` as one compiled pass (same layout, same values)."""
 

@@ -65,6 +65,7 @@ from intermimic_policy.sim.env_step import (
     reference_side,
     simulated_side,
 )
+from intermimic_policy.sim.fused_step import FusedStep, fused_step_applies
 from intermimic_policy.sim.metrics import EpisodeMetrics
 from intermimic_policy.sim.objects import ObjectAsset, load_object
 from intermimic_policy.sim.policy_contract import env_contract
@@ -240,6 +241,16 @@ class HOIEnv:
         self._push = torch.full((n,), pert.push, device=self.device)
         self._push_every = max(1, int(round(pert.push_interval_s * cfg.control_hz)))
         self._delay_line: Tensor | None = None
+        # the compiled step where it applies (sim.fused_step); why not, otherwise
+        self.fused_step_fallback = fused_step_applies(cfg, [g.backend for g in self.groups], self.psi.config.enabled)
+        self._fused = None if self.fused_step_fallback is not None else FusedStep(
+            cfg, lib, [(g.backend, g.start) for g in self.groups], self.world_object, self._bodies,  # type: ignore[misc]
+            self.dt)
+
+    @property
+    def fused_step_active(self) -> bool:
+        """Whether steps run the compiled CPU path (``config.fused_cpu_step`` and it applies)."""
+        return self._fused is not None
 
     def _skeleton(self, given: Skeleton | None, clips: Sequence[HOIMotion]) -> Skeleton | None:
         """The humanoid: ``given`` when the caller has one (e.g. a subject skeleton fitted to more
@@ -493,16 +504,8 @@ class HOIEnv:
         t, steps = self.t + 1, self.steps + 1
         runner = self._physics
         runner.start(targets)
-        try:
-            parts = []
-            # the reference side needs no physics: with a pipeline it runs while the worlds step
-            ref_sides = [self._reference_side(b.worlds, t) for b in self._blocks]
-            for i, (block, ref_side) in enumerate(zip(self._blocks, ref_sides)):
-                runner.wait(i)
-                parts.append(self._simulated_side(block, ref_side, t, steps))
-        finally:
-            runner.settle()
-        part = merge(parts)
+        part = self._fused.step(self.clip, t, steps, self.hand_lost, self._prev) if self._fused is not None \
+            else self._torch_part(t, steps)
         self.t.copy_(t)
         self.steps.copy_(steps)
         self.hand_lost = part.hand_lost
@@ -546,6 +549,20 @@ class HOIEnv:
                 self._reset_worlds(done_ids, clips, self._sample_frames(clips))
         self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
         return self._noisy(self.obs.clone()), reward, terminated, truncated, info
+
+    def _torch_part(self, t: Tensor, steps: Tensor) -> StepPart:
+        """The per-world results of the step from the torch terms (``sim.env_step``), block by block."""
+        runner = self._physics
+        try:
+            parts = []
+            # the reference side needs no physics: with a pipeline it runs while the worlds step
+            ref_sides = [self._reference_side(b.worlds, t) for b in self._blocks]
+            for i, (block, ref_side) in enumerate(zip(self._blocks, ref_sides)):
+                runner.wait(i)
+                parts.append(self._simulated_side(block, ref_side, t, steps))
+        finally:
+            runner.settle()
+        return merge(parts)
 
     # -- perturbations (sim.perturb) -------------------------------------------------------------
     def _draw_perturbation(self, ids: Tensor) -> None:

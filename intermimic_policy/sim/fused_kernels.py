@@ -1,0 +1,519 @@
+"""Compiled (numba) kernels of the fused CPU step: one loop over worlds for all the per-world work
+after the physics (state extraction, reward factors, terminations, E_h/E_o, hand counters and the
+observation).
+
+Why: at a few worlds the torch step is ~700 small tensor ops, whose dispatch costs milliseconds
+whatever the tensor size. Here each world is a few loops over its own numbers. The torch terms
+(``sim.rewards``, ``sim.terminations``, ``sim.metrics``, ``state.interaction_graph``,
+``observation.terms``) stay the definition; every formula below names the function it mirrors,
+and ``tests/test_env_fused_step.py`` checks the two paths equal on real clips.
+
+Precision: simulator values are rounded to float32 where ``backends.base.extract_state`` rounds
+them (so both paths read the same state), the arithmetic is float64, results are float32.
+The observation is ``observation.compiled_obs``'s kernel, fed here with each world's state and
+its reference frames packed from the motion library's table.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from intermimic_policy.observation.compiled_obs import observation_kernel
+
+_JIT = {"cache": True, "nogil": True, "fastmath": False}
+# the graph sums and maxima may be reordered (vectorised): ~4x faster, rounding-level differences
+_JIT_REORDER = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract"}}
+
+# rows of the reward-factor output, in ``compute_reward``'s term order
+TERM_NAMES = ("p", "r", "pv", "rv", "eg1", "op", "or", "opv", "orv", "eg2", "ig", "cg_hand", "cg_other",
+              "cg_all", "eg3")
+# rows of the reasons output, in the torch step's dict order
+REASON_NAMES = ("nonfinite", "fall", "human_deviation", "object_deviation", "ig_deviation", "hand_contact_lost",
+                "clip_end", "episode_cap", "physics_failure", "nonfinite_obs")
+# the error rows of the reward, as ``rewards._ROWS`` (their weights come in this order)
+ERROR_ROWS = ("p", "r", "pv", "rv", "eg1", "op", "or", "opv", "orv", "eg2", "eg2", "ig", "cg_hand", "cg_hand",
+              "cg_other", "cg_all", "eg3")
+LABEL_THRESHOLD = 0.1  # rewards.LABEL_THRESHOLD (checked equal by the caller)
+IG_EPS = 1e-6
+IG_DECAY = 5.0
+PROXIMITY_DECAY = 5.0
+
+
+@numba.njit(**_JIT)
+def _r32(x: float) -> float:  # pragma: no cover - compiled
+    return float(np.float32(x))
+
+
+@numba.njit(**_JIT)
+def _quat_matrix(x: float, y: float, z: float, w: float, m: np.ndarray) -> None:  # pragma: no cover
+    m[0, 0] = 1 - 2 * (y * y + z * z)
+    m[0, 1] = 2 * (x * y - z * w)
+    m[0, 2] = 2 * (x * z + y * w)
+    m[1, 0] = 2 * (x * y + z * w)
+    m[1, 1] = 1 - 2 * (x * x + z * z)
+    m[1, 2] = 2 * (y * z - x * w)
+    m[2, 0] = 2 * (x * z - y * w)
+    m[2, 1] = 2 * (y * z + x * w)
+    m[2, 2] = 1 - 2 * (x * x + y * y)
+
+
+@numba.njit(**_JIT)
+def _angle_between(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover
+    """``fast.angle_between``: 2 atan2(|xyz|, |w|) of conj(a) b, quaternions xyzw."""
+    w = a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3]
+    x = a[3] * b[0] - b[3] * a[0] - (a[1] * b[2] - a[2] * b[1])
+    y = a[3] * b[1] - b[3] * a[1] - (a[2] * b[0] - a[0] * b[2])
+    z = a[3] * b[2] - b[3] * a[2] - (a[0] * b[1] - a[1] * b[0])
+    return 2.0 * np.arctan2(np.sqrt(x * x + y * y + z * z), abs(w))
+
+
+@numba.njit(**_JIT)
+def _heading_cos_sin(q: np.ndarray) -> tuple[float, float]:  # pragma: no cover
+    """``fast.heading_cos_sin``: the normalised xy of the quaternion's forward axis."""
+    x, y, z, w = q[0], q[1], q[2], q[3]
+    fx, fy = 1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y + z * w)
+    n = np.hypot(fx, fy)
+    if n < 1e-12:
+        return 1.0, 0.0
+    return fx / n, fy / n
+
+
+@numba.njit(**_JIT)
+def _extract_world(w: int, xpos: np.ndarray, xquat: np.ndarray, cvel: np.ndarray, com: np.ndarray,
+                   qpos: np.ndarray, qvel: np.ndarray, sens: np.ndarray, body: np.ndarray, body_root: np.ndarray,
+                   jq: np.ndarray, jv: np.ndarray, any_found: np.ndarray, obj_found: np.ndarray, obj_body: int,
+                   obj_root: int, threshold: float, pos: np.ndarray, quat: np.ndarray, mat: np.ndarray,
+                   lin: np.ndarray, ang: np.ndarray, jav: np.ndarray, any_c: np.ndarray, obj_c: np.ndarray,
+                   force: np.ndarray, opos: np.ndarray, oquat: np.ndarray, omat: np.ndarray, olin: np.ndarray,
+                   oang: np.ndarray) -> bool:  # pragma: no cover
+    """World ``w``'s ``SimState`` rows as ``backends.base.extract_state`` forms them (float32-rounded
+    values in float64 arrays); True when every pose and velocity is finite (``nonfinite_state``)."""
+    finite = True
+    for i in range(body.shape[0]):
+        b = body[i]
+        r = body_root[i]
+        px, py, pz = xpos[w, b, 0], xpos[w, b, 1], xpos[w, b, 2]
+        qw, qx, qy, qz = xquat[w, b, 0], xquat[w, b, 1], xquat[w, b, 2], xquat[w, b, 3]
+        n = max(np.sqrt(qx * qx + qy * qy + qz * qz + qw * qw), 1e-9)
+        quat[i, 0], quat[i, 1], quat[i, 2], quat[i, 3] = _r32(qx / n), _r32(qy / n), _r32(qz / n), _r32(qw / n)
+        _quat_matrix(quat[i, 0], quat[i, 1], quat[i, 2], quat[i, 3], mat[i])
+        ax, ay, az = cvel[w, b, 0], cvel[w, b, 1], cvel[w, b, 2]
+        dx, dy, dz = px - com[w, r, 0], py - com[w, r, 1], pz - com[w, r, 2]
+        lin[i, 0] = _r32(cvel[w, b, 3] + (ay * dz - az * dy))
+        lin[i, 1] = _r32(cvel[w, b, 4] + (az * dx - ax * dz))
+        lin[i, 2] = _r32(cvel[w, b, 5] + (ax * dy - ay * dx))
+        ang[i, 0], ang[i, 1], ang[i, 2] = _r32(ax), _r32(ay), _r32(az)
+        pos[i, 0], pos[i, 1], pos[i, 2] = _r32(px), _r32(py), _r32(pz)
+        for k in range(3):
+            if not (np.isfinite(pos[i, k]) and np.isfinite(lin[i, k]) and np.isfinite(ang[i, k])):
+                finite = False
+        for k in range(4):
+            if not np.isfinite(quat[i, k]):
+                finite = False
+        a = any_found[i]
+        hit = False
+        for k in range(3):
+            f = -sens[w, a + 1 + k]
+            force[i, k] = _r32(f)
+            if abs(f) > threshold:
+                hit = True
+        any_c[i] = sens[w, a] > 0 and hit
+        o = obj_found[i]
+        hit = False
+        for k in range(3):
+            if abs(sens[w, o + 1 + k]) > threshold:
+                hit = True
+        obj_c[i] = sens[w, o] > 0 and hit
+    # joint angular velocity from hinge angles and rates (joint_map.angular_velocity_from_hinge_rates)
+    for j in range(jav.shape[0]):
+        b_, c_ = qpos[w, jq[3 * j + 1]], qpos[w, jq[3 * j + 2]]
+        da, db, dc = qvel[w, jv[3 * j]], qvel[w, jv[3 * j + 1]], qvel[w, jv[3 * j + 2]]
+        sb, cb, sc, cc = np.sin(b_), np.cos(b_), np.sin(c_), np.cos(c_)
+        jav[j, 0] = _r32(da * cb * cc + db * sc)
+        jav[j, 1] = _r32(-da * cb * sc + db * cc)
+        jav[j, 2] = _r32(da * sb + dc)
+    ob, orr = obj_body, obj_root
+    px, py, pz = xpos[w, ob, 0], xpos[w, ob, 1], xpos[w, ob, 2]
+    qw, qx, qy, qz = xquat[w, ob, 0], xquat[w, ob, 1], xquat[w, ob, 2], xquat[w, ob, 3]
+    n = max(np.sqrt(qx * qx + qy * qy + qz * qz + qw * qw), 1e-9)
+    oquat[0], oquat[1], oquat[2], oquat[3] = _r32(qx / n), _r32(qy / n), _r32(qz / n), _r32(qw / n)
+    _quat_matrix(oquat[0], oquat[1], oquat[2], oquat[3], omat)
+    ax, ay, az = cvel[w, ob, 0], cvel[w, ob, 1], cvel[w, ob, 2]
+    dx, dy, dz = px - com[w, orr, 0], py - com[w, orr, 1], pz - com[w, orr, 2]
+    olin[0] = _r32(cvel[w, ob, 3] + (ay * dz - az * dy))
+    olin[1] = _r32(cvel[w, ob, 4] + (az * dx - ax * dz))
+    olin[2] = _r32(cvel[w, ob, 5] + (ax * dy - ay * dx))
+    oang[0], oang[1], oang[2] = _r32(ax), _r32(ay), _r32(az)
+    opos[0], opos[1], opos[2] = _r32(px), _r32(py), _r32(pz)
+    for k in range(3):
+        if not (np.isfinite(opos[k]) and np.isfinite(olin[k]) and np.isfinite(oang[k])):
+            finite = False
+    for k in range(4):
+        if not np.isfinite(oquat[k]):
+            finite = False
+    return finite
+
+
+@numba.njit(**_JIT)
+def _place_points(pts: np.ndarray, q: np.ndarray, x: float, y: float, z: float, out: np.ndarray) -> None:  # pragma: no cover
+    """``object_points_world``: R p + x for object-frame points [P, 3], into ``out`` [3, P]."""
+    m = np.empty((3, 3))
+    _quat_matrix(q[0], q[1], q[2], q[3], m)
+    for p in range(pts.shape[0]):
+        a, b, c = pts[p, 0], pts[p, 1], pts[p, 2]
+        out[0, p] = m[0, 0] * a + m[0, 1] * b + m[0, 2] * c + x
+        out[1, p] = m[1, 0] * a + m[1, 1] * b + m[1, 2] * c + y
+        out[2, p] = m[2, 0] * a + m[2, 1] * b + m[2, 2] * c + z
+
+
+@numba.njit(**_JIT_REORDER)
+def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: np.ndarray, centre: np.ndarray,
+           ref_centre: np.ndarray, floor: float, scratch: np.ndarray) -> tuple[float, float, float]:  # pragma: no cover
+    """(ig reward error, deviation ratio, E_o) of one world: ``state.interaction_graph``'s
+    ``ig_reward_error`` and ``ig_deviation_ratio`` and ``metrics.object_error``.
+
+    ``pts``/``ref_pts`` [3, P] world-frame points; edges are taken relative to each side's object
+    position as the torch path does. ``scratch`` [9, P].
+    """
+    npts = pts.shape[1]
+    cx, cy, cz = scratch[0], scratch[1], scratch[2]
+    rx, ry, rz = scratch[3], scratch[4], scratch[5]
+    dx, dy, dz = scratch[6], scratch[7], scratch[8]
+    e_o = 0.0
+    for p in range(npts):
+        cx[p], cy[p], cz[p] = pts[0, p] - centre[0], pts[1, p] - centre[1], pts[2, p] - centre[2]
+        rx[p], ry[p], rz[p] = (ref_pts[0, p] - ref_centre[0], ref_pts[1, p] - ref_centre[1],
+                               ref_pts[2, p] - ref_centre[2])
+        dx[p], dy[p], dz[p] = pts[0, p] - ref_pts[0, p], pts[1, p] - ref_pts[1, p], pts[2, p] - ref_pts[2, p]
+        e_o += np.sqrt(dx[p] * dx[p] + dy[p] * dy[p] + dz[p] * dz[p])
+    floor_sq = floor * floor
+    s1 = 0.0
+    w1 = 0.0
+    s2 = 0.0
+    w2 = 0.0
+    worst = 0.0
+    for k in range(key_pos.shape[0]):
+        ax, ay, az = key_pos[k, 0] - centre[0], key_pos[k, 1] - centre[1], key_pos[k, 2] - centre[2]
+        bx, by, bz = ref_key[k, 0] - ref_centre[0], ref_key[k, 1] - ref_centre[1], ref_key[k, 2] - ref_centre[2]
+        kx, ky, kz = key_pos[k, 0] - ref_key[k, 0], key_pos[k, 1] - ref_key[k, 1], key_pos[k, 2] - ref_key[k, 2]
+        for p in range(npts):
+            ex, ey, ez = ax - cx[p], ay - cy[p], az - cz[p]
+            e = ex * ex + ey * ey + ez * ez
+            fx, fy, fz = bx - rx[p], by - ry[p], bz - rz[p]
+            er = fx * fx + fy * fy + fz * fz
+            gx, gy, gz = kx - dx[p], ky - dy[p], kz - dz[p]
+            dev = gx * gx + gy * gy + gz * gz
+            a = 1.0 / max(e, 0.01)
+            b = 1.0 / max(er, 0.01)
+            s1 += dev * a
+            w1 += a
+            s2 += dev * b
+            w2 += b
+            ratio = dev / max(min(e, er), floor_sq)
+            worst = max(worst, ratio)
+    return s1 / w1 + s2 / w2, np.sqrt(worst), e_o / npts
+
+
+@numba.njit(**_JIT)
+def _pack_reference(table: np.ndarray, row: int, fo: np.ndarray, key: np.ndarray, nh: np.ndarray,
+                    cidx: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """One reference frame (a motion-library table row) packed as ``CompiledObservation.packed``
+    packs a ``RefSample``: key positions, no-hand matrices, object matrix, tan rows, key
+    velocities, no-hand angular velocities, object pos/vel/ang vel, the reference-heading extras
+    (local key positions, f(ig) of the key bodies) and the contact labels.
+
+    ``fo``: table offsets of body_pos, body_rot, body_lin_vel, body_ang_vel, object_pos, object_rot,
+    object_lin_vel, object_ang_vel, body_contact, ig.
+    """
+    t = table[row]
+    nk, nr, nc = key.shape[0], nh.shape[0], cidx.shape[0]
+    m = np.empty((3, 3))
+    at = 0
+    for j in range(nk):
+        for i in range(3):
+            out[at + 3 * j + i] = t[fo[0] + 3 * key[j] + i]
+    at += 3 * nk
+    tan_at = at + 9 * nr + 9
+    for j in range(nr):
+        o = fo[1] + 4 * nh[j]
+        _quat_matrix(t[o], t[o + 1], t[o + 2], t[o + 3], m)
+        for r in range(3):
+            for c in range(3):
+                out[at + 9 * j + 3 * r + c] = m[r, c]
+            out[tan_at + 6 * j + r] = m[r, 0]
+            out[tan_at + 6 * j + 3 + r] = m[r, 2]
+    at += 9 * nr
+    o = fo[5]
+    _quat_matrix(t[o], t[o + 1], t[o + 2], t[o + 3], m)
+    for r in range(3):
+        for c in range(3):
+            out[at + 3 * r + c] = m[r, c]
+    at += 9 + 6 * nr
+    for j in range(nk):
+        for i in range(3):
+            out[at + 3 * j + i] = t[fo[2] + 3 * key[j] + i]
+    at += 3 * nk
+    for j in range(nr):
+        for i in range(3):
+            out[at + 3 * j + i] = t[fo[3] + 3 * nh[j] + i]
+    at += 3 * nr
+    for f in (4, 6, 7):
+        for i in range(3):
+            out[at + i] = t[fo[f] + i]
+        at += 3
+    # the reference heading (numpy_obs.heading_matrix of the root's matrix)
+    o = fo[1]
+    _quat_matrix(t[o], t[o + 1], t[o + 2], t[o + 3], m)
+    fx, fy = m[0, 0], m[1, 0]
+    n = (fx * fx + fy * fy) ** 0.5
+    c, s = (1.0, 0.0) if n < 1e-12 else (fx / n, fy / n)
+    r0x, r0y, r0z = t[fo[0]], t[fo[0] + 1], t[fo[0] + 2]
+    for j in range(nk):
+        b = key[j]
+        vx, vy, vz = t[fo[0] + 3 * b] - r0x, t[fo[0] + 3 * b + 1] - r0y, t[fo[0] + 3 * b + 2] - r0z
+        out[at + 3 * j] = c * vx + s * vy
+        out[at + 3 * j + 1] = -s * vx + c * vy
+        out[at + 3 * j + 2] = vz
+        gx, gy, gz = t[fo[9] + 3 * b], t[fo[9] + 3 * b + 1], t[fo[9] + 3 * b + 2]
+        hx, hy, hz = c * gx + s * gy, -s * gx + c * gy, gz
+        norm = np.sqrt(hx * hx + hy * hy + hz * hz)
+        f = np.exp(-IG_DECAY * norm) / (norm + IG_EPS)
+        out[at + 3 * nk + 3 * j] = hx * f
+        out[at + 3 * nk + 3 * j + 1] = hy * f
+        out[at + 3 * nk + 3 * j + 2] = hz * f
+    at += 6 * nk
+    for q in range(nc):
+        out[at + q] = t[fo[8] + cidx[q]]
+
+
+@numba.njit(**_JIT)
+def step_worlds(
+    # simulator arrays [N, ...] (float64, live views) and the layout's index arrays
+    xpos: np.ndarray, xquat: np.ndarray, cvel: np.ndarray, com: np.ndarray, qpos: np.ndarray, qvel: np.ndarray,
+    sens: np.ndarray, body: np.ndarray, body_root: np.ndarray, jq: np.ndarray, jv: np.ndarray,
+    any_found: np.ndarray, obj_found: np.ndarray, obj_body: int, obj_root: int, threshold: float,
+    # per world: world ids of this backend's rows, clip, new frame, steps, counters, previous velocities
+    worlds: np.ndarray, clip: np.ndarray, t: np.ndarray, steps: np.ndarray, num_frames: np.ndarray,
+    hand_lost_in: np.ndarray, prev_jav: np.ndarray, prev_olin: np.ndarray, prev_oang: np.ndarray,
+    failed: np.ndarray, world_object: np.ndarray,
+    # reference table and the object clouds
+    table: np.ndarray, max_frames: int, fo: np.ndarray, obs_offsets: np.ndarray, points: np.ndarray,
+    cloud_pts: np.ndarray, cloud_table: np.ndarray,
+    # body subsets and settings
+    key: np.ndarray, foot: np.ndarray, hands: np.ndarray, non_hand: np.ndarray, neg_weights: np.ndarray,
+    object_contact: bool, dt: float, fall_height: float, key_body_dev: float, object_dev: float, ig_ratio: float,
+    ig_floor: float, lost_frames: int, grace: int, early: bool, cap: int,
+    # the observation (CompiledObservation's constants)
+    o_key: np.ndarray, o_nh: np.ndarray, o_c: np.ndarray, o_lay: np.ndarray, o_sim_at: np.ndarray,
+    o_blk_at: np.ndarray, o_blk_size: int, o_ig_at: int, o_blk_extra: int, o_tail: int, o_x: np.ndarray,
+    o_work: np.ndarray, o_index: np.ndarray, o_refs: np.ndarray,
+    # outputs, rows indexed by world id
+    obs: np.ndarray, reward: np.ndarray, terms: np.ndarray, reasons: np.ndarray, reset: np.ndarray,
+    terminated: np.ndarray, hand_lost: np.ndarray, e_h: np.ndarray, e_o: np.ndarray, jav_out: np.ndarray,
+    olin_out: np.ndarray, oang_out: np.ndarray,
+) -> None:  # pragma: no cover
+    """Everything ``env_step.simulated_side`` returns, for the worlds of one backend."""
+    nb = body.shape[0]
+    nj = jq.shape[0] // 3
+    npts = points.shape[1]
+    pos, quat, mat = np.empty((nb, 3)), np.empty((nb, 4)), np.empty((nb, 3, 3))
+    lin, ang, jav = np.empty((nb, 3)), np.empty((nb, 3)), np.empty((nj, 3))
+    any_c, obj_c = np.empty(nb, np.bool_), np.empty(nb, np.bool_)
+    force = np.empty((nb, 3))
+    opos, oquat, omat, olin, oang = np.empty(3), np.empty(4), np.empty((3, 3)), np.empty(3), np.empty(3)
+    rq = np.empty(4)
+    pts, ref_pts, scratch = np.empty((3, npts)), np.empty((3, npts)), np.empty((9, npts))
+    key_pos, ref_key = np.empty((key.shape[0], 3)), np.empty((key.shape[0], 3))
+    err = np.empty(neg_weights.shape[0])
+    nk = key.shape[0]
+    nh = hands.shape[1]
+    for r in range(worlds.shape[0]):
+        w = worlds[r]
+        finite = _extract_world(r, xpos, xquat, cvel, com, qpos, qvel, sens, body, body_root, jq, jv, any_found,
+                                obj_found, obj_body, obj_root, threshold, pos, quat, mat, lin, ang, jav, any_c,
+                                obj_c, force, opos, oquat, omat, olin, oang)
+        contact = obj_c if object_contact else any_c
+        last = num_frames[clip[w]] - 1
+        row = clip[w] * max_frames + min(max(t[w], 0), last)
+        ref = table[row]
+        rb, rr, rl, ra = fo[0], fo[1], fo[2], fo[3]
+        rop, ror, rol, roa, rc, rig = fo[4], fo[5], fo[6], fo[7], fo[8], fo[9]
+        active = steps[w] > 2  # rewards.ENERGY_WARMUP_STEPS (checked by the caller)
+        # -- reward errors (rewards.compute_reward's rows) -----------------------------------------------
+        p_err = 0.0
+        for j in range(nk):
+            b = key[j]
+            gx, gy, gz = ref[rig + 3 * b], ref[rig + 3 * b + 1], ref[rig + 3 * b + 2]
+            prox = 1.0 if foot[b] else np.exp(-PROXIMITY_DECAY * np.sqrt(gx * gx + gy * gy + gz * gz))
+            d = 0.0
+            for i in range(3):
+                key_pos[j, i] = pos[b, i]
+                ref_key[j, i] = ref[rb + 3 * b + i]
+                dd = ref_key[j, i] - pos[b, i]
+                d += dd * dd
+            p_err += d * prox
+        err[0] = p_err / nk
+        r_err = 0.0
+        pv = 0.0
+        rv = 0.0
+        for b in range(nb):
+            gx, gy, gz = ref[rig + 3 * b], ref[rig + 3 * b + 1], ref[rig + 3 * b + 2]
+            prox = np.exp(-PROXIMITY_DECAY * np.sqrt(gx * gx + gy * gy + gz * gz))
+            for i in range(4):
+                rq[i] = ref[rr + 4 * b + i]
+            r_err += _angle_between(rq, quat[b]) * (1.0 - prox)
+            for i in range(3):
+                dv = ref[rl + 3 * b + i] - lin[b, i]
+                da = ref[ra + 3 * b + i] - ang[b, i]
+                pv += dv * dv
+                rv += da * da
+        err[1] = r_err / nb
+        err[2] = pv / (3 * nb)
+        err[3] = rv / (3 * nb)
+        acc = 0.0
+        for j in range(nj):
+            for i in range(3):
+                a = (jav[j, i] - prev_jav[w, j, i]) / dt
+                acc += a * a
+        err[4] = acc / (3 * nj) if active else 0.0
+        # object in each root's heading frame (rewards.object_frame_errors)
+        for i in range(4):
+            rq[i] = ref[rr + i]
+        c0, s0 = _heading_cos_sin(quat[0])
+        c1, s1 = _heading_cos_sin(rq)
+        dx0, dy0 = opos[0] - pos[0, 0], opos[1] - pos[0, 1]
+        dx1, dy1 = ref[rop] - ref[rb], ref[rop + 1] - ref[rb + 1]
+        e0 = (c1 * dx1 + s1 * dy1) - (c0 * dx0 + s0 * dy0)
+        e1 = (c1 * dy1 - s1 * dx1) - (c0 * dy0 - s0 * dx0)
+        e2 = ref[rop + 2] - opos[2]
+        err[5] = (e0 * e0 + e1 * e1 + e2 * e2) / 3.0
+        h0 = -0.5 * np.arctan2(s0, c0)
+        h1 = -0.5 * np.arctan2(s1, c1)
+        hz0, hw0, hz1, hw1 = np.sin(h0), np.cos(h0), np.sin(h1), np.cos(h1)
+        ox, oy, oz, ow = oquat[0], oquat[1], oquat[2], oquat[3]
+        sim_q = np.array([hw0 * ox - hz0 * oy, hw0 * oy + hz0 * ox, hw0 * oz + hz0 * ow, hw0 * ow - hz0 * oz])
+        qx, qy, qz, qw = ref[ror], ref[ror + 1], ref[ror + 2], ref[ror + 3]
+        ref_q = np.array([hw1 * qx - hz1 * qy, hw1 * qy + hz1 * qx, hw1 * qz + hz1 * qw, hw1 * qw - hz1 * qz])
+        err[6] = _angle_between(ref_q, sim_q)
+        opv = 0.0
+        orv = 0.0
+        ea = 0.0
+        eb = 0.0
+        for i in range(3):
+            d1 = ref[rol + i] - olin[i]
+            d2 = ref[roa + i] - oang[i]
+            opv += d1 * d1
+            orv += d2 * d2
+            a1 = (olin[i] - prev_olin[w, i]) / dt
+            a2 = (oang[i] - prev_oang[w, i]) / dt
+            ea += a1 * a1
+            eb += a2 * a2
+        err[7] = opv / 3.0
+        err[8] = orv / 3.0
+        err[9] = ea / 3.0 if active else 0.0
+        err[10] = eb / 3.0 if active else 0.0
+        # the interaction graph, E_o (state.interaction_graph, metrics.object_error)
+        pw = points[world_object[w]]
+        _place_points(pw, oquat, opos[0], opos[1], opos[2], pts)
+        rq[0], rq[1], rq[2], rq[3] = ref[ror], ref[ror + 1], ref[ror + 2], ref[ror + 3]
+        _place_points(pw, rq, ref[rop], ref[rop + 1], ref[rop + 2], ref_pts)
+        ref_centre = ref[rop:rop + 3].astype(np.float64)
+        ig_err, ratio, eo = _graph(key_pos, ref_key, pts, ref_pts, opos, ref_centre, ig_floor, scratch)
+        err[11] = ig_err
+        # contacts (rewards.hand_contact_errors, other_contact_error, penalty_contact_error)
+        wanted = np.zeros(2, np.bool_)
+        touching = np.zeros(2, np.bool_)
+        for hand in range(2):
+            miss = 0.0
+            for j in range(nh):
+                b = hands[hand, j]
+                if ref[rc + b] > LABEL_THRESHOLD:
+                    wanted[hand] = True
+                if contact[b]:
+                    touching[hand] = True
+                else:
+                    miss += 1.0
+            err[12 + hand] = miss / nh
+        other = 0.0
+        for j in range(non_hand.shape[0]):
+            b = non_hand[j]
+            if ref[rc + b] > LABEL_THRESHOLD and not contact[b]:
+                other += 1.0
+        err[14] = other / non_hand.shape[0]
+        pen = 0.0
+        total = 0.0
+        for b in range(nb):
+            if contact[b] and ref[rc + b] < -LABEL_THRESHOLD:
+                pen += 1.0
+            total += abs(force[b, 0]) + abs(force[b, 1]) + abs(force[b, 2])
+        err[15] = pen / nb
+        err[16] = total * total
+        # factors (exp(-w err), float32) and their product
+        f = np.empty(err.shape[0], np.float32)
+        for i in range(err.shape[0]):
+            f[i] = np.float32(np.exp(np.float32(err[i]) * neg_weights[i]))
+        for i in range(9):
+            terms[i, w] = f[i]
+        terms[9, w] = f[9] * f[10]
+        terms[10, w] = f[11]
+        left = np.float32(0.5) * (np.float32(1.0) + f[12]) if wanted[0] else np.float32(1.0)
+        right = np.float32(0.5) * (np.float32(1.0) + f[13]) if wanted[1] else np.float32(1.0)
+        terms[11, w] = left * right
+        terms[12, w] = f[14]
+        terms[13, w] = f[15]
+        terms[14, w] = f[16]
+        prod = np.float32(1.0)
+        for i in range(15):
+            prod = prod * terms[i, w]
+        reward[w] = prod
+        # hand counters (terminations.update_hand_contact_lost)
+        lost = False
+        for hand in range(2):
+            m = 1.0 if (wanted[hand] and not touching[hand]) else 0.0
+            hand_lost[w, hand] = (hand_lost_in[w, hand] + m) * m
+            if hand_lost[w, hand] > lost_frames:
+                lost = True
+        # errors (metrics.step_errors)
+        eh = 0.0
+        for j in range(nk):
+            d0, d1, d2 = ref_key[j, 0] - key_pos[j, 0], ref_key[j, 1] - key_pos[j, 1], ref_key[j, 2] - key_pos[j, 2]
+            eh += np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+        e_h[w] = eh / nk
+        e_o[w] = eo
+        # terminations (terminations.check_terminations), checked on the float32 values
+        live = steps[w] > grace
+        reasons[0, w] = not finite
+        reasons[1, w] = live and pos[0, 2] < np.float32(fall_height)
+        reasons[2, w] = early and live and e_h[w] > np.float32(key_body_dev)
+        reasons[3, w] = early and live and e_o[w] > np.float32(object_dev)
+        reasons[4, w] = early and live and np.float32(ratio) > np.float32(ig_ratio)
+        reasons[5, w] = early and live and lost
+        reasons[6, w] = t[w] >= num_frames[clip[w]] - 1
+        reasons[7, w] = cap >= 0 and steps[w] >= cap
+        reasons[8, w] = failed[r]
+        fail = False
+        for i in range(6):
+            fail = fail or reasons[i, w]
+        terminated[w] = fail
+        reset[w] = fail or reasons[6, w] or reasons[7, w]
+        # velocities for the next step's energy factors
+        for j in range(nj):
+            for i in range(3):
+                jav_out[w, j, i] = jav[j, i]
+        for i in range(3):
+            olin_out[w, i] = olin[i]
+            oang_out[w, i] = oang[i]
+        # the observation (observation.compiled_obs), references at t + each offset
+        for k in range(obs_offsets.shape[0]):
+            frame = min(max(t[w] + obs_offsets[k], 0), last)
+            _pack_reference(table, clip[w] * max_frames + frame, fo, o_key, o_nh, o_c, o_refs[k])
+        ob = world_object[w]
+        observation_kernel(pos, mat, lin, ang, any_c, opos, omat, olin, oang, cloud_pts[ob], cloud_table[ob], o_refs,
+                           o_key, o_nh, o_c, o_lay, o_sim_at, o_blk_at, o_blk_size, o_ig_at, o_blk_extra, o_tail,
+                           o_x, o_work, o_index, obs[w])
+        ok = True
+        for i in range(obs.shape[1]):
+            if not np.isfinite(obs[w, i]):
+                ok = False
+        reasons[9, w] = not ok

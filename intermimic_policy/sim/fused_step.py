@@ -1,0 +1,175 @@
+"""The fused CPU step: ``env_step.simulated_side`` (and the reference side it needs) as one compiled
+pass per backend, for the few-world CPU environment (the sim bridge, small CPU training runs).
+
+Why: with 1-8 worlds the torch step is dispatch-bound (hundreds of tiny ops cost ~4-6 ms per step,
+more than the physics of a world). :func:`sim.fused_kernels.step_worlds` reads the simulator's
+arrays and the motion library's table in place and writes every output of the step into fresh
+arrays, which are handed back as tensors (no copies).
+
+It applies (:func:`fused_step_applies`) to the SMPL-X humanoid on the CPU MuJoCo backend, with an
+object in every scene, PSI off, no pipeline and an observation spec of the standard terms
+(``observation.numpy_obs.NUMPY_TERMS``). Everything else, robots, MuJoCo Warp, GPU devices, PSI
+recording, the pipelined step and custom observation terms, runs the torch path, which stays the
+definition (tests/test_env_fused_step.py checks the two equal on real clips). Perturbations act
+outside this part of the step, so they are covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from intermimic_policy.embodiment.smplx_body import NUM_BODIES
+from intermimic_policy.observation.compiled_obs import CompiledObservation, available
+from intermimic_policy.observation.numpy_obs import NUMPY_TERMS, ObjectCloud
+from intermimic_policy.observation.spec import ObservationSpec
+from intermimic_policy.sim import fused_kernels as kern
+from intermimic_policy.sim import rewards
+from intermimic_policy.sim.backends.mujoco_cpu import MujocoCPUBackend
+from intermimic_policy.sim.env_config import HOIEnvConfig
+from intermimic_policy.sim.env_step import StepPart
+from intermimic_policy.sim.reference import MotionLibrary
+from intermimic_policy.sim.rewards import PrevVelocities, RewardBodies, _row_weights
+
+# RefFrame fields the kernels read, in the order of their ``fo`` offsets
+_TABLE_FIELDS = ("body_pos", "body_rot", "body_lin_vel", "body_ang_vel", "object_pos", "object_rot",
+                 "object_lin_vel", "object_ang_vel", "body_contact", "ig")
+
+
+def fused_step_applies(config: HOIEnvConfig, backends: Sequence[object], psi_enabled: bool) -> str | None:
+    """None when the fused step covers this environment, else why not (it then runs torch)."""
+    if not config.fused_cpu_step:
+        return "fused_cpu_step is off"
+    if not available():
+        return "numba is not installed"
+    if config.device != "cpu" or config.backend != "mujoco":
+        return f"backend {config.backend!r} on {config.device!r} (the fused step is CPU MuJoCo only)"
+    if config.robot is not None:
+        return f"robot {config.robot!r} (the fused step is the SMPL-X humanoid's)"
+    if config.pipeline:
+        return "the pipelined step"
+    if psi_enabled:
+        return "PSI recording"
+    spec = config.obs_spec
+    if spec.num_bodies != NUM_BODIES or any(t.name not in NUMPY_TERMS for t in spec.terms):
+        return "an observation spec with terms beyond the standard ones"
+    if not all(isinstance(b, MujocoCPUBackend) and b.layout.has_object for b in backends):
+        return "a scene without an object"
+    return None
+
+
+@dataclass(frozen=True)
+class _BackendRows:
+    """One backend's worlds and its layout's index arrays."""
+
+    backend: MujocoCPUBackend
+    worlds: np.ndarray  # env world id of each backend row
+    body: np.ndarray
+    body_root: np.ndarray
+    jq: np.ndarray
+    jv: np.ndarray
+    any_found: np.ndarray
+    obj_found: np.ndarray
+    obj_body: int
+    obj_root: int
+
+
+class FusedStep:
+    """Computes a :class:`StepPart` for all worlds with :func:`fused_kernels.step_worlds`."""
+
+    def __init__(self, config: HOIEnvConfig, library: MotionLibrary, groups: Sequence[tuple[MujocoCPUBackend, int]],
+                 world_object: torch.Tensor, bodies: RewardBodies, dt: float) -> None:
+        if rewards.ENERGY_WARMUP_STEPS != 2 or rewards.LABEL_THRESHOLD != kern.LABEL_THRESHOLD:
+            raise AssertionError("sim.fused_kernels mirrors rewards' constants: update it")  # pragma: no cover
+        self.config = cfg = config
+        self.num_worlds = cfg.num_worlds
+        self.dt = float(dt)
+        self._rows = [self._backend_rows(b, start) for b, start in groups]
+        self._table = library.frame_table.numpy()
+        offsets = library.field_offsets()
+        self._fo = np.array([offsets[f] for f in _TABLE_FIELDS], dtype=np.int64)
+        self._max_frames = int(library.max_frames)
+        self._num_frames = library.num_frames.numpy().astype(np.int64)
+        self._points = np.ascontiguousarray(library.points.numpy())
+        clouds = [ObjectCloud(p) for p in self._points.astype(np.float64)]
+        self._cloud_pts = np.ascontiguousarray(np.stack([c.points for c in clouds]))
+        self._cloud_table = np.ascontiguousarray(np.stack([c.distance_table for c in clouds]))
+        self._world_object = world_object.numpy().astype(np.int64)
+        self._obs_offsets = np.array(cfg.obs_spec.ref_offsets, dtype=np.int64)
+        self._key = np.array(bodies.key, dtype=np.int64)
+        foot = np.zeros(bodies.num_bodies, dtype=np.bool_)
+        foot[list(bodies.feet)] = True
+        self._foot = foot
+        if len(bodies.left_hand) != len(bodies.right_hand):
+            raise ValueError("the fused step needs hands of equal body counts")
+        self._hands = np.array([bodies.left_hand, bodies.right_hand], dtype=np.int64)
+        self._non_hand = np.array(bodies.non_hand_contact, dtype=np.int64)
+        self._neg_weights = _row_weights(cfg.reward, torch.float32, torch.device("cpu")).numpy()[:, 0].copy()
+        self._obs = _ObservationConstants(cfg.obs_spec)
+
+    @staticmethod
+    def _backend_rows(backend: MujocoCPUBackend, start: int) -> _BackendRows:
+        lay = backend.layout
+        i64 = np.int64
+        return _BackendRows(
+            backend, np.arange(start, start + backend.num_worlds, dtype=i64), lay.humanoid_body_ids.astype(i64),
+            lay.body_rootid[lay.humanoid_body_ids].astype(i64), lay.joint_qpos_adr.astype(i64),
+            lay.joint_qvel_adr.astype(i64), lay.any_contact_adr.astype(i64), lay.object_contact_adr.astype(i64),
+            int(lay.object_body_id), int(lay.body_rootid[lay.object_body_id]))
+
+    def step(self, clip: torch.Tensor, t: torch.Tensor, steps: torch.Tensor, hand_lost: torch.Tensor,
+             prev: PrevVelocities) -> StepPart:
+        """The step's per-world results for all worlds, from the backends' current state;
+        ``t``/``steps`` the new frame and step count of each world."""
+        n, cfg, term, o = self.num_worlds, self.config, self.config.termination, self._obs
+        f32 = np.float32
+        obs = np.empty((n, o.dim), f32)
+        reward, e_h, e_o = np.empty(n, f32), np.empty(n, f32), np.empty(n, f32)
+        terms = np.empty((len(kern.TERM_NAMES), n), f32)
+        reasons = np.empty((len(kern.REASON_NAMES), n), np.bool_)
+        flags = np.empty((2, n), np.bool_)  # reset, terminated
+        lost = np.empty((n, 2), f32)
+        jav = np.empty(tuple(prev.joint_ang_vel.shape), f32)
+        olin, oang = np.empty((n, 3), f32), np.empty((n, 3), f32)
+        clip_a, t_a, steps_a = clip.numpy(), t.numpy(), steps.numpy()
+        lost_in = hand_lost.numpy()
+        prev_jav, prev_olin, prev_oang = (prev.joint_ang_vel.numpy(), prev.object_lin_vel.numpy(),
+                                          prev.object_ang_vel.numpy())
+        cap = -1 if cfg.episode_cap is None else int(cfg.episode_cap)
+        for g in self._rows:
+            raw = g.backend.raw_state()
+            kern.step_worlds(
+                raw.xpos, raw.xquat, raw.cvel, raw.subtree_com, raw.qpos, raw.qvel, raw.sensordata, g.body, g.body_root,
+                g.jq, g.jv, g.any_found, g.obj_found, g.obj_body, g.obj_root, float(cfg.contact_threshold),
+                g.worlds, clip_a, t_a, steps_a, self._num_frames, lost_in, prev_jav, prev_olin, prev_oang, raw.failed,
+                self._world_object, self._table, self._max_frames, self._fo, self._obs_offsets, self._points,
+                self._cloud_pts, self._cloud_table, self._key, self._foot, self._hands, self._non_hand,
+                self._neg_weights, cfg.reward.contact_source == "object", self.dt, float(term.fall_height),
+                float(term.key_body_dev), float(term.object_dev), float(term.ig_ratio), float(term.ig_floor),
+                int(term.hand_contact_lost_frames), int(term.grace_steps), bool(term.early_termination), cap,
+                o.key, o.nh, o.contact, o.lay, o.sim_at, o.blk_at, o.blk_size, o.ig_at, o.blk_extra, o.tail, o.x,
+                o.work, o.index, o.refs,
+                obs, reward, terms, reasons, flags[0], flags[1], lost, e_h, e_o, jav, olin, oang)
+        tt = torch.from_numpy
+        terms_t, reasons_t = tt(terms), tt(reasons)
+        return StepPart(
+            obs=tt(obs), reward=tt(reward), terms=dict(zip(kern.TERM_NAMES, terms_t.unbind(0))),
+            reasons=dict(zip(kern.REASON_NAMES, reasons_t.unbind(0))), reset=tt(flags[0]), terminated=tt(flags[1]),
+            hand_lost=tt(lost), e_h=tt(e_h), e_o=tt(e_o), prev=PrevVelocities(tt(jav), tt(olin), tt(oang)),
+            psi_state=None)
+
+
+class _ObservationConstants:
+    """:class:`CompiledObservation`'s layout constants and one world's workspaces."""
+
+    def __init__(self, spec: ObservationSpec) -> None:
+        c = CompiledObservation(spec)
+        self.dim = spec.dim
+        self.key, self.nh, self.contact = c._key64, c._nh64, c._c64
+        self.lay, self.sim_at, self.blk_at = c._lay, c._sim_at, c._blk_at
+        self.blk_size, self.ig_at, self.blk_extra, self.tail = int(c._blk.size), int(c._ig_at), int(c._blk_extra), int(c._tail)
+        self.x, self.work, self.index = c._x, c.work, c._index64
+        self.refs = np.zeros((len(spec.ref_offsets), c._ref_len))
