@@ -168,51 +168,79 @@ def _place_points(pts: np.ndarray, q: np.ndarray, x: float, y: float, z: float, 
 
 
 @numba.njit(**_JIT_REORDER)
+def _edge_sq(ax: float, ay: float, az: float, x: np.ndarray, y: np.ndarray, z: np.ndarray,
+             out: np.ndarray) -> None:  # pragma: no cover
+    """|a - p|^2 for every point p (float32, one vectorised pass)."""
+    for p in range(x.shape[0]):
+        ex, ey, ez = ax - x[p], ay - y[p], az - z[p]
+        out[p] = ex * ex + ey * ey + ez * ez
+
+
+@numba.njit(**_JIT_REORDER)
+def _weighted_sum(edge: np.ndarray, dev: np.ndarray) -> tuple[float, float]:  # pragma: no cover
+    """(sum dev w, sum w) with w = 1 / max(|G|^2, 0.01) (``interaction_graph._reward_error``)."""
+    lo, one = np.float32(0.01), np.float32(1.0)
+    s, w = np.float32(0.0), np.float32(0.0)
+    for p in range(edge.shape[0]):
+        e = edge[p]
+        a = one / (e if e > lo else lo)
+        s += dev[p] * a
+        w += a
+    return s, w
+
+
+@numba.njit(**_JIT_REORDER)
+def _deviations(edge: np.ndarray, ref_edge: np.ndarray, dev: np.ndarray, floor_sq: float,
+                ratio_sq: float) -> float:  # pragma: no cover
+    """How many edges moved more than ratio x max(min(|G|, |G_ref|), floor) (squared: no division,
+    and a count, not a maximum, vectorises: ``interaction_graph._deviation_ratio`` > ratio)."""
+    f, r2 = np.float32(floor_sq), np.float32(ratio_sq)
+    count = np.float32(0.0)
+    for p in range(edge.shape[0]):
+        a, b = edge[p], ref_edge[p]
+        m = a if a < b else b
+        m = m if m > f else f
+        count += np.float32(1.0) if dev[p] > r2 * m else np.float32(0.0)
+    return count
+
+
+@numba.njit(**_JIT)
 def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: np.ndarray, centre: np.ndarray,
-           ref_centre: np.ndarray, floor: float, scratch: np.ndarray) -> tuple[float, float, float]:  # pragma: no cover
-    """(ig reward error, deviation ratio, E_o) of one world: ``state.interaction_graph``'s
-    ``ig_reward_error`` and ``ig_deviation_ratio`` and ``metrics.object_error``.
+           ref_centre: np.ndarray, floor: float, ratio: float, scratch: np.ndarray) -> tuple[float, bool, float]:  # pragma: no cover
+    """(ig reward error, graph deviation, E_o) of one world: ``state.interaction_graph``'s
+    ``ig_reward_error``, ``ig_deviation_ratio(...) > ratio`` and ``metrics.object_error``.
 
     ``pts``/``ref_pts`` [3, P] world-frame points; edges are taken relative to each side's object
-    position as the torch path does. ``scratch`` [9, P].
+    position as the torch path does, in float32 as it does. ``scratch`` [12, P] float32.
     """
     npts = pts.shape[1]
-    cx, cy, cz = scratch[0], scratch[1], scratch[2]
-    rx, ry, rz = scratch[3], scratch[4], scratch[5]
-    dx, dy, dz = scratch[6], scratch[7], scratch[8]
+    f32 = np.float32
     e_o = 0.0
     for p in range(npts):
-        cx[p], cy[p], cz[p] = pts[0, p] - centre[0], pts[1, p] - centre[1], pts[2, p] - centre[2]
-        rx[p], ry[p], rz[p] = (ref_pts[0, p] - ref_centre[0], ref_pts[1, p] - ref_centre[1],
-                               ref_pts[2, p] - ref_centre[2])
-        dx[p], dy[p], dz[p] = pts[0, p] - ref_pts[0, p], pts[1, p] - ref_pts[1, p], pts[2, p] - ref_pts[2, p]
-        e_o += np.sqrt(dx[p] * dx[p] + dy[p] * dy[p] + dz[p] * dz[p])
-    floor_sq = floor * floor
-    s1 = 0.0
-    w1 = 0.0
-    s2 = 0.0
-    w2 = 0.0
-    worst = 0.0
+        for i in range(3):
+            scratch[i, p] = f32(pts[i, p] - centre[i])
+            scratch[3 + i, p] = f32(ref_pts[i, p] - ref_centre[i])
+        ex, ey, ez = pts[0, p] - ref_pts[0, p], pts[1, p] - ref_pts[1, p], pts[2, p] - ref_pts[2, p]
+        scratch[6, p], scratch[7, p], scratch[8, p] = f32(ex), f32(ey), f32(ez)
+        e_o += np.sqrt(ex * ex + ey * ey + ez * ez)
+    edge, ref_edge, dev = scratch[9], scratch[10], scratch[11]
+    s1 = w1 = s2 = w2 = 0.0
+    over = 0.0
     for k in range(key_pos.shape[0]):
-        ax, ay, az = key_pos[k, 0] - centre[0], key_pos[k, 1] - centre[1], key_pos[k, 2] - centre[2]
-        bx, by, bz = ref_key[k, 0] - ref_centre[0], ref_key[k, 1] - ref_centre[1], ref_key[k, 2] - ref_centre[2]
-        kx, ky, kz = key_pos[k, 0] - ref_key[k, 0], key_pos[k, 1] - ref_key[k, 1], key_pos[k, 2] - ref_key[k, 2]
-        for p in range(npts):
-            ex, ey, ez = ax - cx[p], ay - cy[p], az - cz[p]
-            e = ex * ex + ey * ey + ez * ez
-            fx, fy, fz = bx - rx[p], by - ry[p], bz - rz[p]
-            er = fx * fx + fy * fy + fz * fz
-            gx, gy, gz = kx - dx[p], ky - dy[p], kz - dz[p]
-            dev = gx * gx + gy * gy + gz * gz
-            a = 1.0 / max(e, 0.01)
-            b = 1.0 / max(er, 0.01)
-            s1 += dev * a
-            w1 += a
-            s2 += dev * b
-            w2 += b
-            ratio = dev / max(min(e, er), floor_sq)
-            worst = max(worst, ratio)
-    return s1 / w1 + s2 / w2, np.sqrt(worst), e_o / npts
+        _edge_sq(f32(key_pos[k, 0] - centre[0]), f32(key_pos[k, 1] - centre[1]), f32(key_pos[k, 2] - centre[2]),
+                 scratch[0], scratch[1], scratch[2], edge)
+        _edge_sq(f32(ref_key[k, 0] - ref_centre[0]), f32(ref_key[k, 1] - ref_centre[1]),
+                 f32(ref_key[k, 2] - ref_centre[2]), scratch[3], scratch[4], scratch[5], ref_edge)
+        _edge_sq(f32(key_pos[k, 0] - ref_key[k, 0]), f32(key_pos[k, 1] - ref_key[k, 1]),
+                 f32(key_pos[k, 2] - ref_key[k, 2]), scratch[6], scratch[7], scratch[8], dev)
+        a, b = _weighted_sum(edge, dev)
+        s1 += a
+        w1 += b
+        a, b = _weighted_sum(ref_edge, dev)
+        s2 += a
+        w2 += b
+        over += _deviations(edge, ref_edge, dev, floor * floor, ratio * ratio)
+    return s1 / w1 + s2 / w2, over > 0.0, e_o / npts
 
 
 @numba.njit(**_JIT)
@@ -323,7 +351,7 @@ def step_worlds(
     force = np.empty((nb, 3))
     opos, oquat, omat, olin, oang = np.empty(3), np.empty(4), np.empty((3, 3)), np.empty(3), np.empty(3)
     rq = np.empty(4)
-    pts, ref_pts, scratch = np.empty((3, npts)), np.empty((3, npts)), np.empty((9, npts))
+    pts, ref_pts, scratch = np.empty((3, npts)), np.empty((3, npts)), np.empty((12, npts), np.float32)
     key_pos, ref_key = np.empty((key.shape[0], 3)), np.empty((key.shape[0], 3))
     err = np.empty(neg_weights.shape[0])
     nk = key.shape[0]
@@ -419,7 +447,7 @@ def step_worlds(
         rq[0], rq[1], rq[2], rq[3] = ref[ror], ref[ror + 1], ref[ror + 2], ref[ror + 3]
         _place_points(pw, rq, ref[rop], ref[rop + 1], ref[rop + 2], ref_pts)
         ref_centre = ref[rop:rop + 3].astype(np.float64)
-        ig_err, ratio, eo = _graph(key_pos, ref_key, pts, ref_pts, opos, ref_centre, ig_floor, scratch)
+        ig_err, ig_dev, eo = _graph(key_pos, ref_key, pts, ref_pts, opos, ref_centre, ig_floor, ig_ratio, scratch)
         err[11] = ig_err
         # contacts (rewards.hand_contact_errors, other_contact_error, penalty_contact_error)
         wanted = np.zeros(2, np.bool_)
@@ -487,7 +515,7 @@ def step_worlds(
         reasons[1, w] = live and pos[0, 2] < np.float32(fall_height)
         reasons[2, w] = early and live and e_h[w] > np.float32(key_body_dev)
         reasons[3, w] = early and live and e_o[w] > np.float32(object_dev)
-        reasons[4, w] = early and live and np.float32(ratio) > np.float32(ig_ratio)
+        reasons[4, w] = early and live and ig_dev
         reasons[5, w] = early and live and lost
         reasons[6, w] = t[w] >= num_frames[clip[w]] - 1
         reasons[7, w] = cap >= 0 and steps[w] >= cap
