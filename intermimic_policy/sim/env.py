@@ -491,7 +491,6 @@ class HOIEnv:
             return self._step(actions)
 
     def _step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
-        cfg, lib = self.config, self.motion_library
         n = self.num_worlds
         if tuple(actions.shape) != (n, self.num_actions):
             raise EnvError(f"actions have shape {tuple(actions.shape)}, expected ({n}, {self.num_actions})")
@@ -504,8 +503,9 @@ class HOIEnv:
         t, steps = self.t + 1, self.steps + 1
         runner = self._physics
         runner.start(targets)
-        part = self._fused.step(self.clip, t, steps, self.hand_lost, self._prev) if self._fused is not None \
-            else self._torch_part(t, steps)
+        if self._fused is not None:
+            return self._fused_finish(t, steps)
+        part = self._torch_part(t, steps)
         self.t.copy_(t)
         self.steps.copy_(steps)
         self.hand_lost = part.hand_lost
@@ -517,10 +517,7 @@ class HOIEnv:
         reset = reset | failed
         live = self.active.clone()
         if bool((bad_obs & live).any()):
-            bad_ids = torch.nonzero(bad_obs & live).flatten()
-            self.nonfinite_resets += int(bad_ids.numel())
-            logger.warning("non-finite observation in worlds %s (clips %s); resetting them",
-                           bad_ids.tolist(), [lib.clip_names[int(c)] for c in self.clip[bad_ids]])
+            self._count_nonfinite(torch.nonzero(bad_obs & live).flatten())
         reward = torch.where(live & ~failed, torch.nan_to_num(reward, nan=0.0), torch.zeros_like(reward))
         live_ids = torch.nonzero(live).flatten()
         self.metrics.step(e_h, e_o)
@@ -532,23 +529,54 @@ class HOIEnv:
         terminated = terminated & live
         truncated = done & ~terminated
         done_ids = torch.nonzero(done).flatten()
-        info: dict[str, Any] = {
-            "reward_terms": terms, "reasons": reasons, "E_h": e_h, "E_o": e_o,
-            "time_outs": truncated, "episode_steps": self.steps.clone(), "frame": self.t.clone(),
-            "clip": self.clip.clone(), "done_ids": done_ids,
-        }
+        info = self._info(terms, reasons, e_h, e_o, truncated, done_ids)
         self.obs = obs
         if done_ids.numel():
-            info["terminal_obs"] = obs[done_ids].clone()
-            end, term = self.t[done_ids], terminated[done_ids]
-            self.psi.on_episode_end(done_ids, end, term)
-            self.metrics.end(done_ids, end, term)
-            self.active[done_ids] = False
-            if cfg.auto_reset:
-                clips = self._sample_clips(done_ids)
-                self._reset_worlds(done_ids, clips, self._sample_frames(clips))
+            self._end_episodes(done_ids, terminated, info)
         self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
         return self._noisy(self.obs.clone()), reward, terminated, truncated, info
+
+    def _fused_finish(self, t: Tensor, steps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        """The rest of :meth:`_step` on the compiled path (``sim.fused_step``): the per-world part of
+        the bookkeeping is done in the kernel, episode ends and resets here as on the torch path."""
+        assert self._fused is not None and self._prev is not None
+        out = self._fused.step(self.clip, t, steps, self.hand_lost, self._prev, self.active, self.metrics)
+        self.t.copy_(t)
+        self.steps.copy_(steps)
+        self.hand_lost = out.hand_lost
+        self._prev = out.prev
+        if out.num_bad_live:
+            self._count_nonfinite(torch.nonzero(out.reasons["nonfinite_obs"] & self.active).flatten())
+        done_ids = torch.nonzero(out.done).flatten() if out.num_done else torch.zeros(0, dtype=torch.long)
+        info = self._info(out.terms, out.reasons, out.e_h, out.e_o, out.truncated, done_ids)
+        self.obs = out.obs
+        if out.num_done:
+            self._end_episodes(done_ids, out.terminated, info)
+        if out.num_nonfinite_obs:
+            self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
+        return self._noisy(self.obs.clone()), out.reward, out.terminated, out.truncated, info
+
+    def _count_nonfinite(self, bad_ids: Tensor) -> None:
+        self.nonfinite_resets += int(bad_ids.numel())
+        logger.warning("non-finite observation in worlds %s (clips %s); resetting them", bad_ids.tolist(),
+                       [self.motion_library.clip_names[int(c)] for c in self.clip[bad_ids]])
+
+    def _info(self, terms: dict[str, Tensor], reasons: dict[str, Tensor], e_h: Tensor, e_o: Tensor,
+              truncated: Tensor, done_ids: Tensor) -> dict[str, Any]:
+        return {"reward_terms": terms, "reasons": reasons, "E_h": e_h, "E_o": e_o, "time_outs": truncated,
+                "episode_steps": self.steps.clone(), "frame": self.t.clone(), "clip": self.clip.clone(),
+                "done_ids": done_ids}
+
+    def _end_episodes(self, done_ids: Tensor, terminated: Tensor, info: dict[str, Any]) -> None:
+        """Close the episodes of ``done_ids`` (PSI, metrics) and, with auto-reset, start new ones."""
+        info["terminal_obs"] = self.obs[done_ids].clone()
+        end, term = self.t[done_ids], terminated[done_ids]
+        self.psi.on_episode_end(done_ids, end, term)
+        self.metrics.end(done_ids, end, term)
+        self.active[done_ids] = False
+        if self.config.auto_reset:
+            clips = self._sample_clips(done_ids)
+            self._reset_worlds(done_ids, clips, self._sample_frames(clips))
 
     def _torch_part(self, t: Tensor, steps: Tensor) -> StepPart:
         """The per-world results of the step from the torch terms (``sim.env_step``), block by block."""

@@ -336,12 +336,22 @@ def step_worlds(
     o_key: np.ndarray, o_nh: np.ndarray, o_c: np.ndarray, o_lay: np.ndarray, o_sim_at: np.ndarray,
     o_blk_at: np.ndarray, o_blk_size: int, o_ig_at: int, o_blk_extra: int, o_tail: int, o_x: np.ndarray,
     o_work: np.ndarray, o_index: np.ndarray, o_refs: np.ndarray,
+    # the env's bookkeeping: running episodes, EpisodeMetrics' accumulators (updated in place)
+    live_in: np.ndarray, m_active: np.ndarray, m_sum_h: np.ndarray, m_sum_o: np.ndarray, m_count: np.ndarray,
     # outputs, rows indexed by world id
-    obs: np.ndarray, reward: np.ndarray, terms: np.ndarray, reasons: np.ndarray, reset: np.ndarray,
-    terminated: np.ndarray, hand_lost: np.ndarray, e_h: np.ndarray, e_o: np.ndarray, jav_out: np.ndarray,
-    olin_out: np.ndarray, oang_out: np.ndarray,
-) -> None:  # pragma: no cover
-    """Everything ``env_step.simulated_side`` returns, for the worlds of one backend."""
+    obs: np.ndarray, reward: np.ndarray, terms: np.ndarray, reasons: np.ndarray, done: np.ndarray,
+    terminated: np.ndarray, truncated: np.ndarray, hand_lost: np.ndarray, e_h: np.ndarray, e_o: np.ndarray,
+    jav_out: np.ndarray, olin_out: np.ndarray, oang_out: np.ndarray,
+) -> tuple[int, int, int]:  # pragma: no cover
+    """Everything ``env_step.simulated_side`` returns for the worlds of one backend, and the
+    per-world part of ``HOIEnv._step``'s bookkeeping: the reward masked to running worlds that did
+    not fail, ``terminated``/``truncated``/``done`` of running worlds, the metrics' sums.
+
+    Returns (worlds done, running worlds with a non-finite observation, non-finite observations).
+    """
+    n_done = 0
+    n_bad_live = 0
+    n_bad = 0
     nb = body.shape[0]
     nj = jq.shape[0] // 3
     npts = points.shape[1]
@@ -510,21 +520,20 @@ def step_worlds(
         e_h[w] = eh / nk
         e_o[w] = eo
         # terminations (terminations.check_terminations), checked on the float32 values
-        live = steps[w] > grace
+        checked = steps[w] > grace
         reasons[0, w] = not finite
-        reasons[1, w] = live and pos[0, 2] < np.float32(fall_height)
-        reasons[2, w] = early and live and e_h[w] > np.float32(key_body_dev)
-        reasons[3, w] = early and live and e_o[w] > np.float32(object_dev)
-        reasons[4, w] = early and live and ig_dev
-        reasons[5, w] = early and live and lost
+        reasons[1, w] = checked and pos[0, 2] < np.float32(fall_height)
+        reasons[2, w] = early and checked and e_h[w] > np.float32(key_body_dev)
+        reasons[3, w] = early and checked and e_o[w] > np.float32(object_dev)
+        reasons[4, w] = early and checked and ig_dev
+        reasons[5, w] = early and checked and lost
         reasons[6, w] = t[w] >= num_frames[clip[w]] - 1
         reasons[7, w] = cap >= 0 and steps[w] >= cap
         reasons[8, w] = failed[r]
         fail = False
         for i in range(6):
             fail = fail or reasons[i, w]
-        terminated[w] = fail
-        reset[w] = fail or reasons[6, w] or reasons[7, w]
+        ends = fail or reasons[6, w] or reasons[7, w]
         # velocities for the next step's energy factors
         for j in range(nj):
             for i in range(3):
@@ -545,3 +554,19 @@ def step_worlds(
             if not np.isfinite(obs[w, i]):
                 ok = False
         reasons[9, w] = not ok
+        # HOIEnv._step: failures end the episode; only running worlds report (and earn) anything
+        broken = reasons[8, w] or not ok
+        live = live_in[w]
+        if not live or broken or np.isnan(reward[w]):
+            reward[w] = np.float32(0.0)
+        terminated[w] = (fail or broken) and live
+        done[w] = (ends or broken) and live
+        truncated[w] = done[w] and not terminated[w]
+        if m_active[w]:
+            m_sum_h[w] += np.float64(e_h[w])
+            m_sum_o[w] += np.float64(e_o[w])
+            m_count[w] += 1
+        n_done += done[w]
+        n_bad_live += (not ok) and live
+        n_bad += not ok
+    return n_done, n_bad_live, n_bad

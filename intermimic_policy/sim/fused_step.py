@@ -30,7 +30,7 @@ from intermimic_policy.sim import fused_kernels as kern
 from intermimic_policy.sim import rewards
 from intermimic_policy.sim.backends.mujoco_cpu import MujocoCPUBackend
 from intermimic_policy.sim.env_config import HOIEnvConfig
-from intermimic_policy.sim.env_step import StepPart
+from intermimic_policy.sim.metrics import EpisodeMetrics
 from intermimic_policy.sim.reference import MotionLibrary
 from intermimic_policy.sim.rewards import PrevVelocities, RewardBodies, _row_weights
 
@@ -121,16 +121,17 @@ class FusedStep:
             int(lay.object_body_id), int(lay.body_rootid[lay.object_body_id]))
 
     def step(self, clip: torch.Tensor, t: torch.Tensor, steps: torch.Tensor, hand_lost: torch.Tensor,
-             prev: PrevVelocities) -> StepPart:
+             prev: PrevVelocities, active: torch.Tensor, metrics: EpisodeMetrics) -> FusedOutcome:
         """The step's per-world results for all worlds, from the backends' current state;
-        ``t``/``steps`` the new frame and step count of each world."""
+        ``t``/``steps`` the new frame and step count of each world, ``active`` its running
+        episodes; ``metrics``' sums are updated in place."""
         n, cfg, term, o = self.num_worlds, self.config, self.config.termination, self._obs
         f32 = np.float32
         obs = np.empty((n, o.dim), f32)
         reward, e_h, e_o = np.empty(n, f32), np.empty(n, f32), np.empty(n, f32)
         terms = np.empty((len(kern.TERM_NAMES), n), f32)
         reasons = np.empty((len(kern.REASON_NAMES), n), np.bool_)
-        flags = np.empty((2, n), np.bool_)  # reset, terminated
+        ends = np.empty((3, n), np.bool_)  # done, terminated, truncated
         lost = np.empty((n, 2), f32)
         jav = np.empty(tuple(prev.joint_ang_vel.shape), f32)
         olin, oang = np.empty((n, 3), f32), np.empty((n, 3), f32)
@@ -138,10 +139,12 @@ class FusedStep:
         lost_in = hand_lost.numpy()
         prev_jav, prev_olin, prev_oang = (prev.joint_ang_vel.numpy(), prev.object_lin_vel.numpy(),
                                           prev.object_ang_vel.numpy())
+        m_active, m_sum_h, m_sum_o, m_count = (x.numpy() for x in metrics.accumulators())
         cap = -1 if cfg.episode_cap is None else int(cfg.episode_cap)
+        counts = np.zeros(3, np.int64)
         for g in self._rows:
             raw = g.backend.raw_state()
-            kern.step_worlds(
+            counts += kern.step_worlds(
                 raw.xpos, raw.xquat, raw.cvel, raw.subtree_com, raw.qpos, raw.qvel, raw.sensordata, g.body, g.body_root,
                 g.jq, g.jv, g.any_found, g.obj_found, g.obj_body, g.obj_root, float(cfg.contact_threshold),
                 g.worlds, clip_a, t_a, steps_a, self._num_frames, lost_in, prev_jav, prev_olin, prev_oang, raw.failed,
@@ -151,15 +154,37 @@ class FusedStep:
                 float(term.key_body_dev), float(term.object_dev), float(term.ig_ratio), float(term.ig_floor),
                 int(term.hand_contact_lost_frames), int(term.grace_steps), bool(term.early_termination), cap,
                 o.key, o.nh, o.contact, o.lay, o.sim_at, o.blk_at, o.blk_size, o.ig_at, o.blk_extra, o.tail, o.x,
-                o.work, o.index, o.refs,
-                obs, reward, terms, reasons, flags[0], flags[1], lost, e_h, e_o, jav, olin, oang)
+                o.work, o.index, o.refs, active.numpy(), m_active, m_sum_h, m_sum_o, m_count,
+                obs, reward, terms, reasons, ends[0], ends[1], ends[2], lost, e_h, e_o, jav, olin, oang)
         tt = torch.from_numpy
-        terms_t, reasons_t = tt(terms), tt(reasons)
-        return StepPart(
-            obs=tt(obs), reward=tt(reward), terms=dict(zip(kern.TERM_NAMES, terms_t.unbind(0))),
-            reasons=dict(zip(kern.REASON_NAMES, reasons_t.unbind(0))), reset=tt(flags[0]), terminated=tt(flags[1]),
-            hand_lost=tt(lost), e_h=tt(e_h), e_o=tt(e_o), prev=PrevVelocities(tt(jav), tt(olin), tt(oang)),
-            psi_state=None)
+        ends_t = tt(ends)
+        return FusedOutcome(
+            obs=tt(obs), reward=tt(reward), terms=dict(zip(kern.TERM_NAMES, tt(terms).unbind(0))),
+            reasons=dict(zip(kern.REASON_NAMES, tt(reasons).unbind(0))), done=ends_t[0], terminated=ends_t[1],
+            truncated=ends_t[2], hand_lost=tt(lost), e_h=tt(e_h), e_o=tt(e_o),
+            prev=PrevVelocities(tt(jav), tt(olin), tt(oang)), num_done=int(counts[0]), num_bad_live=int(counts[1]),
+            num_nonfinite_obs=int(counts[2]))
+
+
+@dataclass(frozen=True)
+class FusedOutcome:
+    """A fused step's results: what ``HOIEnv.step`` returns per world, already masked to the
+    running worlds (reward, terminated, truncated, done), and counts for the rare paths."""
+
+    obs: torch.Tensor  # [n, D] (non-finite values passed through)
+    reward: torch.Tensor  # [n] 0 where the world is not running or failed
+    terms: dict[str, torch.Tensor]  # reward factors, [n] each
+    reasons: dict[str, torch.Tensor]  # termination reasons, [n] bool each
+    done: torch.Tensor  # [n] bool: running worlds whose episode ends
+    terminated: torch.Tensor  # [n] bool: ... in failure
+    truncated: torch.Tensor  # [n] bool: ... by a time-out
+    hand_lost: torch.Tensor  # [n, 2]
+    e_h: torch.Tensor
+    e_o: torch.Tensor
+    prev: PrevVelocities
+    num_done: int
+    num_bad_live: int  # running worlds whose observation is not finite
+    num_nonfinite_obs: int
 
 
 class _ObservationConstants:
