@@ -58,12 +58,11 @@ def _torch_outcome(env: HOIEnv, t: torch.Tensor, steps: torch.Tensor) -> dict[st
 
 def _compare(fused: FusedOutcome, want: dict[str, Any], step: int) -> None:
     part = want["part"]
-    close = {"rtol": RTOL, "atol": ATOL}
-    torch.testing.assert_close(fused.obs, part.obs, **close, msg=lambda m: f"step {step} obs: {m}")
-    torch.testing.assert_close(fused.reward, want["reward"], **close)
+    torch.testing.assert_close(fused.obs, part.obs, rtol=RTOL, atol=ATOL, msg=lambda m: f"step {step} observation: {m}")
+    torch.testing.assert_close(fused.reward, want["reward"], rtol=RTOL, atol=ATOL, msg=lambda m: f"step {step} reward: {m}")
     assert fused.terms.keys() == part.terms.keys()
     for name, value in part.terms.items():
-        torch.testing.assert_close(fused.terms[name], value, **close, msg=lambda m, n=name: f"step {step} {n}: {m}")
+        torch.testing.assert_close(fused.terms[name], value, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"step {step} {n}: {m}")
     assert list(fused.reasons) == list(part.reasons)
     for name, value in part.reasons.items():
         assert torch.equal(fused.reasons[name], value), (step, name)

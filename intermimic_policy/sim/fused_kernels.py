@@ -16,14 +16,22 @@ its reference frames packed from the motion library's table.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 
 from intermimic_policy.observation.compiled_obs import observation_kernel
 
-_JIT = {"cache": True, "nogil": True, "fastmath": False}
-# the graph sums and maxima may be reordered (vectorised): ~4x faster, rounding-level differences
-_JIT_REORDER = {"cache": True, "nogil": True, "fastmath": {"reassoc", "contract"}}
+
+def _jit(fn: Any) -> Any:
+    return numba.njit(cache=True, nogil=True, fastmath=False)(fn)
+
+
+def _jit_reorder(fn: Any) -> Any:
+    """For the graph's sums: reordered (vectorised) they are ~4x faster, equal to rounding."""
+    return numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(fn)
+
 
 # rows of the reward-factor output, in ``compute_reward``'s term order
 TERM_NAMES = ("p", "r", "pv", "rv", "eg1", "op", "or", "opv", "orv", "eg2", "ig", "cg_hand", "cg_other",
@@ -40,12 +48,12 @@ IG_DECAY = 5.0
 PROXIMITY_DECAY = 5.0
 
 
-@numba.njit(**_JIT)
+@_jit
 def _r32(x: float) -> float:  # pragma: no cover - compiled
     return float(np.float32(x))
 
 
-@numba.njit(**_JIT)
+@_jit
 def _quat_matrix(x: float, y: float, z: float, w: float, m: np.ndarray) -> None:  # pragma: no cover
     m[0, 0] = 1 - 2 * (y * y + z * z)
     m[0, 1] = 2 * (x * y - z * w)
@@ -58,7 +66,7 @@ def _quat_matrix(x: float, y: float, z: float, w: float, m: np.ndarray) -> None:
     m[2, 2] = 1 - 2 * (x * x + y * y)
 
 
-@numba.njit(**_JIT)
+@_jit
 def _angle_between(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover
     """``fast.angle_between``: 2 atan2(|xyz|, |w|) of conj(a) b, quaternions xyzw."""
     w = a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3]
@@ -68,7 +76,7 @@ def _angle_between(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover
     return 2.0 * np.arctan2(np.sqrt(x * x + y * y + z * z), abs(w))
 
 
-@numba.njit(**_JIT)
+@_jit
 def _heading_cos_sin(q: np.ndarray) -> tuple[float, float]:  # pragma: no cover
     """``fast.heading_cos_sin``: the normalised xy of the quaternion's forward axis."""
     x, y, z, w = q[0], q[1], q[2], q[3]
@@ -79,7 +87,7 @@ def _heading_cos_sin(q: np.ndarray) -> tuple[float, float]:  # pragma: no cover
     return fx / n, fy / n
 
 
-@numba.njit(**_JIT)
+@_jit
 def _extract_world(w: int, xpos: np.ndarray, xquat: np.ndarray, cvel: np.ndarray, com: np.ndarray,
                    qpos: np.ndarray, qvel: np.ndarray, sens: np.ndarray, body: np.ndarray, body_root: np.ndarray,
                    jq: np.ndarray, jv: np.ndarray, any_found: np.ndarray, obj_found: np.ndarray, obj_body: int,
@@ -155,7 +163,7 @@ def _extract_world(w: int, xpos: np.ndarray, xquat: np.ndarray, cvel: np.ndarray
     return finite
 
 
-@numba.njit(**_JIT)
+@_jit
 def _place_points(pts: np.ndarray, q: np.ndarray, x: float, y: float, z: float, out: np.ndarray) -> None:  # pragma: no cover
     """``object_points_world``: R p + x for object-frame points [P, 3], into ``out`` [3, P]."""
     m = np.empty((3, 3))
@@ -167,7 +175,7 @@ def _place_points(pts: np.ndarray, q: np.ndarray, x: float, y: float, z: float, 
         out[2, p] = m[2, 0] * a + m[2, 1] * b + m[2, 2] * c + z
 
 
-@numba.njit(**_JIT_REORDER)
+@_jit_reorder
 def _edge_sq(ax: float, ay: float, az: float, x: np.ndarray, y: np.ndarray, z: np.ndarray,
              out: np.ndarray) -> None:  # pragma: no cover
     """|a - p|^2 for every point p (float32, one vectorised pass)."""
@@ -176,7 +184,7 @@ def _edge_sq(ax: float, ay: float, az: float, x: np.ndarray, y: np.ndarray, z: n
         out[p] = ex * ex + ey * ey + ez * ez
 
 
-@numba.njit(**_JIT_REORDER)
+@_jit_reorder
 def _weighted_sum(edge: np.ndarray, dev: np.ndarray) -> tuple[float, float]:  # pragma: no cover
     """(sum dev w, sum w) with w = 1 / max(|G|^2, 0.01) (``interaction_graph._reward_error``)."""
     lo, one = np.float32(0.01), np.float32(1.0)
@@ -186,10 +194,10 @@ def _weighted_sum(edge: np.ndarray, dev: np.ndarray) -> tuple[float, float]:  # 
         a = one / (e if e > lo else lo)
         s += dev[p] * a
         w += a
-    return s, w
+    return float(s), float(w)
 
 
-@numba.njit(**_JIT_REORDER)
+@_jit_reorder
 def _deviations(edge: np.ndarray, ref_edge: np.ndarray, dev: np.ndarray, floor_sq: float,
                 ratio_sq: float) -> float:  # pragma: no cover
     """How many edges moved more than ratio x max(min(|G|, |G_ref|), floor) (squared: no division,
@@ -201,10 +209,10 @@ def _deviations(edge: np.ndarray, ref_edge: np.ndarray, dev: np.ndarray, floor_s
         m = a if a < b else b
         m = m if m > f else f
         count += np.float32(1.0) if dev[p] > r2 * m else np.float32(0.0)
-    return count
+    return float(count)
 
 
-@numba.njit(**_JIT)
+@_jit
 def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: np.ndarray, centre: np.ndarray,
            ref_centre: np.ndarray, floor: float, ratio: float, scratch: np.ndarray) -> tuple[float, bool, float]:  # pragma: no cover
     """(ig reward error, graph deviation, E_o) of one world: ``state.interaction_graph``'s
@@ -243,7 +251,7 @@ def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: n
     return s1 / w1 + s2 / w2, over > 0.0, e_o / npts
 
 
-@numba.njit(**_JIT)
+@_jit
 def _pack_reference(table: np.ndarray, row: int, fo: np.ndarray, key: np.ndarray, nh: np.ndarray,
                     cidx: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """One reference frame (a motion-library table row) packed as ``CompiledObservation.packed``
@@ -267,16 +275,16 @@ def _pack_reference(table: np.ndarray, row: int, fo: np.ndarray, key: np.ndarray
         o = fo[1] + 4 * nh[j]
         _quat_matrix(t[o], t[o + 1], t[o + 2], t[o + 3], m)
         for r in range(3):
-            for c in range(3):
-                out[at + 9 * j + 3 * r + c] = m[r, c]
+            for col in range(3):
+                out[at + 9 * j + 3 * r + col] = m[r, col]
             out[tan_at + 6 * j + r] = m[r, 0]
             out[tan_at + 6 * j + 3 + r] = m[r, 2]
     at += 9 * nr
     o = fo[5]
     _quat_matrix(t[o], t[o + 1], t[o + 2], t[o + 3], m)
     for r in range(3):
-        for c in range(3):
-            out[at + 3 * r + c] = m[r, c]
+        for col in range(3):
+            out[at + 3 * r + col] = m[r, col]
     at += 9 + 6 * nr
     for j in range(nk):
         for i in range(3):
@@ -315,7 +323,7 @@ def _pack_reference(table: np.ndarray, row: int, fo: np.ndarray, key: np.ndarray
         out[at + q] = t[fo[8] + cidx[q]]
 
 
-@numba.njit(**_JIT)
+@_jit
 def step_worlds(
     # simulator arrays [N, ...] (float64, live views) and the layout's index arrays
     xpos: np.ndarray, xquat: np.ndarray, cvel: np.ndarray, com: np.ndarray, qpos: np.ndarray, qvel: np.ndarray,
