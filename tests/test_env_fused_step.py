@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,17 @@ def _torch_outcome(env: HOIEnv, t: torch.Tensor, steps: torch.Tensor) -> dict[st
     return {"part": part, "reward": reward, "done": done, "terminated": terminated, "truncated": done & ~terminated}
 
 
+def _msg(what: str) -> Callable[[str], str]:
+    return lambda detail: f"{what}: {detail}"
+
+
 def _compare(fused: FusedOutcome, want: dict[str, Any], step: int) -> None:
     part = want["part"]
-    torch.testing.assert_close(fused.obs, part.obs, rtol=RTOL, atol=ATOL, msg=lambda m: f"step {step} observation: {m}")
-    torch.testing.assert_close(fused.reward, want["reward"], rtol=RTOL, atol=ATOL, msg=lambda m: f"step {step} reward: {m}")
+    torch.testing.assert_close(fused.obs, part.obs, rtol=RTOL, atol=ATOL, msg=_msg(f"step {step} observation"))
+    torch.testing.assert_close(fused.reward, want["reward"], rtol=RTOL, atol=ATOL, msg=_msg(f"step {step} reward"))
     assert fused.terms.keys() == part.terms.keys()
     for name, value in part.terms.items():
-        torch.testing.assert_close(fused.terms[name], value, rtol=RTOL, atol=ATOL, msg=lambda m, n=name: f"step {step} {n}: {m}")
+        torch.testing.assert_close(fused.terms[name], value, rtol=RTOL, atol=ATOL, msg=_msg(f"step {step} {name}"))
     assert list(fused.reasons) == list(part.reasons)
     for name, value in part.reasons.items():
         assert torch.equal(fused.reasons[name], value), (step, name)
