@@ -110,11 +110,30 @@ def test_fused_step_equals_the_torch_step_on_the_same_state(clips: list[HOIMotio
     assert seen["hand_contact_lost"] + seen["human_deviation"] + seen["fall"] + seen["ig_deviation"] > 0
 
 
+def test_fused_action_map_equals_the_torch_one(clips: list[HOIMotion]) -> None:
+    env = HOIEnv(_config(3), clips[:1])
+    assert env._fused is not None
+    noise = torch.Generator().manual_seed(4)
+    for scale in (0.1, 1.0, 3.0):  # inside and beyond the action clip
+        actions = scale * torch.randn(3, env.num_actions, generator=noise)
+        fused = env._fused.targets(actions)
+        assert fused.dtype == torch.float64
+        torch.testing.assert_close(fused, env.action_to_targets(actions).double(), rtol=0, atol=2e-6)
+    env.reset()
+    replay = env.pd_replay_actions()
+    env._fused, fused_step = None, env._fused
+    assert torch.equal(replay, env.pd_replay_actions())  # the same float32 operations
+    env._fused = fused_step
+
+
 def test_fused_env_runs_the_torch_env_trajectory(clips: list[HOIMotion]) -> None:
-    """Both paths drive the same physics (the action map is shared): equal episodes end to end."""
+    """Both paths driven through the same action map (the torch one: the compiled map agrees to
+    float32 rounding, which the physics would amplify): equal episodes end to end."""
     def run(fused: bool) -> tuple[HOIEnv, list[Any]]:
         env = HOIEnv(_config(3, fused_cpu_step=fused), clips)
         assert env.fused_step_active == fused
+        if env._fused is not None:
+            env._fused.targets = env._action_to_targets  # type: ignore[method-assign]
         out: list[Any] = [env.reset()]
         noise = torch.Generator().manual_seed(3)
         for _ in range(30):

@@ -400,6 +400,10 @@ def _hinge_targets(actions: np.ndarray, offset: np.ndarray, scale: np.ndarray, c
         out[3 * j + 2] = np.arctan2(-m01, m00)
 
 
+# the action map kernel under a public name (one row): the environment's fused CPU step calls it per world
+hinge_targets_kernel = _hinge_targets
+
+
 class CompiledTargets:
     """The policy output [1, 153] -> hinge-angle targets [153] (float64) as one compiled pass."""
 

@@ -245,7 +245,7 @@ class HOIEnv:
         self.fused_step_fallback = fused_step_applies(cfg, [g.backend for g in self.groups], self.psi.config.enabled)
         self._fused = None if self.fused_step_fallback is not None else FusedStep(
             cfg, lib, [(g.backend, g.start) for g in self.groups], self.world_object, self._bodies,  # type: ignore[misc]
-            self.dt)
+            self.dt, (offset, scale))
 
     @property
     def fused_step_active(self) -> bool:
@@ -478,6 +478,8 @@ class HOIEnv:
 
     def pd_replay_actions(self) -> Tensor:
         """The no-learning baseline: actions whose PD targets are the reference joints at t + 1."""
+        if self._fused is not None:
+            return self._fused.pd_replay_actions(self.clip, self.t)
         with torch_threads(self.config.torch_threads, self.device):
             return self.targets_to_action(self.motion_library.joint_rotvec(self.clip, self.t + 1))
 
@@ -498,7 +500,8 @@ class HOIEnv:
             raise EnvError("actions contain NaN or inf")
         if self._prev is None:
             raise EnvError("call reset() before step()")
-        targets = self._delayed(self._action_to_targets(actions))
+        targets = self._delayed(self._fused.targets(actions) if self._fused is not None
+                                else self._action_to_targets(actions))
         self._apply_pushes()
         t, steps = self.t + 1, self.steps + 1
         runner = self._physics

@@ -21,7 +21,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from intermimic_policy.observation.compiled_obs import observation_kernel
+from intermimic_policy.observation.compiled_obs import hinge_targets_kernel, observation_kernel
 
 
 def _jit(fn: Any) -> Any:
@@ -578,3 +578,12 @@ def step_worlds(
         n_bad_live += (not ok) and live
         n_bad += not ok
     return n_done, n_bad_live, n_bad
+
+
+@_jit
+def hinge_targets(actions: np.ndarray, offset: np.ndarray, scale: np.ndarray, clip: np.float32,
+                  out: np.ndarray) -> None:  # pragma: no cover
+    """Hinge-angle PD targets [N, 153] (float64) of actions [N, 153] (float32): per world
+    ``compiled_obs``'s action map, the rotation vectors formed in float32 as ``pd_targets`` forms them."""
+    for w in range(actions.shape[0]):
+        hinge_targets_kernel(actions[w], offset, scale, clip, out[w])

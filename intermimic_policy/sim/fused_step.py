@@ -81,7 +81,8 @@ class FusedStep:
     """Computes a :class:`StepPart` for all worlds with :func:`fused_kernels.step_worlds`."""
 
     def __init__(self, config: HOIEnvConfig, library: MotionLibrary, groups: Sequence[tuple[MujocoCPUBackend, int]],
-                 world_object: torch.Tensor, bodies: RewardBodies, dt: float) -> None:
+                 world_object: torch.Tensor, bodies: RewardBodies, dt: float,
+                 action_offset_scale: tuple[np.ndarray, np.ndarray]) -> None:
         if rewards.ENERGY_WARMUP_STEPS != 2 or rewards.LABEL_THRESHOLD != kern.LABEL_THRESHOLD:
             raise AssertionError("sim.fused_kernels mirrors rewards' constants: update it")  # pragma: no cover
         self.config = cfg = config
@@ -109,6 +110,23 @@ class FusedStep:
         self._non_hand = np.array(bodies.non_hand_contact, dtype=np.int64)
         self._neg_weights = _row_weights(cfg.reward, torch.float32, torch.device("cpu")).numpy()[:, 0].copy()
         self._obs = _ObservationConstants(cfg.obs_spec)
+        self._action_offset, self._action_scale = (np.ascontiguousarray(x, dtype=np.float32) for x in action_offset_scale)
+        self._joint_rotvec = library.joint_rotvec_table.numpy()
+
+    def targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """Hinge-angle PD targets [N, 153] (float64) of actions [N, 153]: ``HOIEnv.action_to_targets``
+        to float32 rounding (the rotation vectors are the same floats; the angles come from float64)."""
+        a = np.ascontiguousarray(actions.detach().to("cpu", torch.float32).numpy())
+        out = np.empty((a.shape[0], a.shape[1]))
+        kern.hinge_targets(a, self._action_offset, self._action_scale, np.float32(1.0), out)
+        return torch.from_numpy(out)
+
+    def pd_replay_actions(self, clip: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``HOIEnv.pd_replay_actions`` (the same float32 operations) with numpy's few-microsecond ops."""
+        c = clip.numpy()
+        frames = np.minimum(np.maximum(t.numpy() + 1, 0), self._num_frames[c] - 1)
+        flat = self._joint_rotvec[c, frames].reshape(c.shape[0], -1)
+        return torch.from_numpy(np.clip((flat - self._action_offset) / self._action_scale, -1.0, 1.0))
 
     @staticmethod
     def _backend_rows(backend: MujocoCPUBackend, start: int) -> _BackendRows:

@@ -212,6 +212,11 @@ class MotionLibrary:
         out["object_contact"] = out["object_contact"] > 0.5
         return RefFrame(**out)
 
+    @property
+    def joint_rotvec_table(self) -> Tensor:
+        """Every clip's joint rotation vectors, [clips, max_frames, 51, 3] (padded as the table)."""
+        return self._data["joint_rotvec"]
+
     def joint_rotvec(self, clip_ids: Tensor, t: Tensor) -> Tensor:
         """Reference joint rotation vectors [N, 51, 3] at (clip, frame) (clamped)."""
         clip_ids = clip_ids.to(self.device, torch.long)
