@@ -88,9 +88,10 @@ def test_fused_step_equals_the_torch_step_on_the_same_state(clips: list[HOIMotio
     fused_step = env._fused.step
     seen: dict[str, int] = {}
 
-    def both(clip, t, steps, hand_lost, prev, active, metrics):  # type: ignore[no-untyped-def]
-        want = _torch_outcome(env, t, steps)  # first: the fused call updates the metrics' sums
-        out = fused_step(clip, t, steps, hand_lost, prev, active, metrics)
+    def both(hand_lost, prev):  # type: ignore[no-untyped-def]
+        # first: the fused call advances t and steps and adds to the metrics' sums
+        want = _torch_outcome(env, env.t + 1, env.steps + 1)
+        out = fused_step(hand_lost, prev)
         step = seen.setdefault("steps", 0)
         _compare(out, want, step)
         seen["steps"] = step + 1
@@ -133,7 +134,8 @@ def test_fused_env_runs_the_torch_env_trajectory(clips: list[HOIMotion]) -> None
         env = HOIEnv(_config(3, fused_cpu_step=fused), clips)
         assert env.fused_step_active == fused
         if env._fused is not None:
-            env._fused.targets = env._action_to_targets  # type: ignore[method-assign]
+            torch_map = env._action_to_targets
+            env._fused.targets = lambda a: torch_map(torch.as_tensor(a))  # type: ignore[method-assign,assignment]
         out: list[Any] = [env.reset()]
         noise = torch.Generator().manual_seed(3)
         for _ in range(30):

@@ -246,6 +246,9 @@ class HOIEnv:
         self._fused = None if self.fused_step_fallback is not None else FusedStep(
             cfg, lib, [(g.backend, g.start) for g in self.groups], self.world_object, self._bodies,  # type: ignore[misc]
             self.dt, (offset, scale))
+        if self._fused is not None:
+            self._fused.bind(self.clip, self.t, self.steps, self.active, self.metrics)
+        self._no_ids = torch.zeros(0, dtype=torch.long, device=self.device)
 
     @property
     def fused_step_active(self) -> bool:
@@ -496,18 +499,17 @@ class HOIEnv:
         n = self.num_worlds
         if tuple(actions.shape) != (n, self.num_actions):
             raise EnvError(f"actions have shape {tuple(actions.shape)}, expected ({n}, {self.num_actions})")
+        if self._fused is not None:  # the compiled path (sim.fused_step): the same steps, fewer ops
+            return self._fused_step(actions)
         if not bool(torch.isfinite(actions).all()):
             raise EnvError("actions contain NaN or inf")
         if self._prev is None:
             raise EnvError("call reset() before step()")
-        targets = self._delayed(self._fused.targets(actions) if self._fused is not None
-                                else self._action_to_targets(actions))
+        targets = self._delayed(self._action_to_targets(actions))
         self._apply_pushes()
         t, steps = self.t + 1, self.steps + 1
         runner = self._physics
         runner.start(targets)
-        if self._fused is not None:
-            return self._fused_finish(t, steps)
         part = self._torch_part(t, steps)
         self.t.copy_(t)
         self.steps.copy_(steps)
@@ -539,18 +541,25 @@ class HOIEnv:
         self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
         return self._noisy(self.obs.clone()), reward, terminated, truncated, info
 
-    def _fused_finish(self, t: Tensor, steps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
-        """The rest of :meth:`_step` on the compiled path (``sim.fused_step``): the per-world part of
-        the bookkeeping is done in the kernel, episode ends and resets here as on the torch path."""
-        assert self._fused is not None and self._prev is not None
-        out = self._fused.step(self.clip, t, steps, self.hand_lost, self._prev, self.active, self.metrics)
-        self.t.copy_(t)
-        self.steps.copy_(steps)
+    def _fused_step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        """:meth:`_step` on the compiled path (``sim.fused_step``): the action map, the per-world
+        terms and the per-world part of the bookkeeping are compiled (``t`` and ``steps`` advance in
+        place); episode ends and resets run here as on the torch path."""
+        assert self._fused is not None
+        a = actions.detach().to("cpu", torch.float32).numpy()
+        if not np.isfinite(a).all():
+            raise EnvError("actions contain NaN or inf")
+        if self._prev is None:
+            raise EnvError("call reset() before step()")
+        targets = self._delayed(self._fused.targets(a))
+        self._apply_pushes()
+        self._physics.start(targets)
+        out = self._fused.step(self.hand_lost, self._prev)
         self.hand_lost = out.hand_lost
         self._prev = out.prev
         if out.num_bad_live:
             self._count_nonfinite(torch.nonzero(out.reasons["nonfinite_obs"] & self.active).flatten())
-        done_ids = torch.nonzero(out.done).flatten() if out.num_done else torch.zeros(0, dtype=torch.long)
+        done_ids = torch.nonzero(out.done).flatten() if out.num_done else self._no_ids
         info = self._info(out.terms, out.reasons, out.e_h, out.e_o, out.truncated, done_ids)
         self.obs = out.obs
         if out.num_done:

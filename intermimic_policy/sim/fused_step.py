@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,18 +64,12 @@ def fused_step_applies(config: HOIEnvConfig, backends: Sequence[object], psi_ena
 
 @dataclass(frozen=True)
 class _BackendRows:
-    """One backend's worlds and its layout's index arrays."""
+    """One backend and the kernel arguments that describe its model: the layout's index arrays
+    (bodies, their roots, hinge addresses, contact sensors, the object), the contact threshold and
+    the env world id of each backend row."""
 
     backend: MujocoCPUBackend
-    worlds: np.ndarray  # env world id of each backend row
-    body: np.ndarray
-    body_root: np.ndarray
-    jq: np.ndarray
-    jv: np.ndarray
-    any_found: np.ndarray
-    obj_found: np.ndarray
-    obj_body: int
-    obj_root: int
+    args: tuple[Any, ...]
 
 
 class FusedStep:
@@ -88,7 +83,7 @@ class FusedStep:
         self.config = cfg = config
         self.num_worlds = cfg.num_worlds
         self.dt = float(dt)
-        self._rows = [self._backend_rows(b, start) for b, start in groups]
+        self._rows = [self._backend_rows(b, start, cfg.contact_threshold) for b, start in groups]
         self._table = library.frame_table.numpy()
         offsets = library.field_offsets()
         self._fo = np.array([offsets[f] for f in _TABLE_FIELDS], dtype=np.int64)
@@ -112,11 +107,20 @@ class FusedStep:
         self._obs = _ObservationConstants(cfg.obs_spec)
         self._action_offset, self._action_scale = (np.ascontiguousarray(x, dtype=np.float32) for x in action_offset_scale)
         self._joint_rotvec = library.joint_rotvec_table.numpy()
+        self._settings_args = self._settings()
 
-    def targets(self, actions: torch.Tensor) -> torch.Tensor:
+    def bind(self, clip: torch.Tensor, t: torch.Tensor, steps: torch.Tensor, active: torch.Tensor,
+             metrics: EpisodeMetrics) -> None:
+        """The env's per-world tensors that live as long as it (updated in place, never replaced):
+        :meth:`step` reads them, and advances ``t`` and ``steps``, through numpy views."""
+        self._clip, self._t, self._steps, self._active = (x.numpy() for x in (clip, t, steps, active))
+        self._metrics = tuple(x.numpy() for x in metrics.accumulators())
+
+    def targets(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Hinge-angle PD targets [N, 153] (float64) of actions [N, 153]: ``HOIEnv.action_to_targets``
         to float32 rounding (the rotation vectors are the same floats; the angles come from float64)."""
-        a = np.ascontiguousarray(actions.detach().to("cpu", torch.float32).numpy())
+        a = actions.detach().to("cpu", torch.float32).numpy() if isinstance(actions, torch.Tensor) else actions
+        a = np.ascontiguousarray(a, dtype=np.float32)
         out = np.empty((a.shape[0], a.shape[1]))
         kern.hinge_targets(a, self._action_offset, self._action_scale, np.float32(1.0), out)
         return torch.from_numpy(out)
@@ -129,62 +133,66 @@ class FusedStep:
         return torch.from_numpy(np.clip((flat - self._action_offset) / self._action_scale, -1.0, 1.0))
 
     @staticmethod
-    def _backend_rows(backend: MujocoCPUBackend, start: int) -> _BackendRows:
+    def _backend_rows(backend: MujocoCPUBackend, start: int, threshold: float) -> _BackendRows:
         lay = backend.layout
         i64 = np.int64
-        return _BackendRows(
-            backend, np.arange(start, start + backend.num_worlds, dtype=i64), lay.humanoid_body_ids.astype(i64),
-            lay.body_rootid[lay.humanoid_body_ids].astype(i64), lay.joint_qpos_adr.astype(i64),
-            lay.joint_qvel_adr.astype(i64), lay.any_contact_adr.astype(i64), lay.object_contact_adr.astype(i64),
-            int(lay.object_body_id), int(lay.body_rootid[lay.object_body_id]))
+        return _BackendRows(backend, (
+            lay.humanoid_body_ids.astype(i64), lay.body_rootid[lay.humanoid_body_ids].astype(i64),
+            lay.joint_qpos_adr.astype(i64), lay.joint_qvel_adr.astype(i64), lay.any_contact_adr.astype(i64),
+            lay.object_contact_adr.astype(i64), int(lay.object_body_id), int(lay.body_rootid[lay.object_body_id]),
+            float(threshold), np.arange(start, start + backend.num_worlds, dtype=i64)))
 
-    def step(self, clip: torch.Tensor, t: torch.Tensor, steps: torch.Tensor, hand_lost: torch.Tensor,
-             prev: PrevVelocities, active: torch.Tensor, metrics: EpisodeMetrics) -> FusedOutcome:
-        """The step's per-world results for all worlds, from the backends' current state;
-        ``t``/``steps`` the new frame and step count of each world, ``active`` its running
-        episodes; ``metrics``' sums are updated in place."""
-        n, cfg, term, o = self.num_worlds, self.config, self.config.termination, self._obs
-        f32 = np.float32
-        obs = np.empty((n, o.dim), f32)
-        reward, e_h, e_o = np.empty(n, f32), np.empty(n, f32), np.empty(n, f32)
-        terms = np.empty((len(kern.TERM_NAMES), n), f32)
-        reasons = np.empty((len(kern.REASON_NAMES), n), np.bool_)
-        ends = np.empty((3, n), np.bool_)  # done, terminated, truncated
-        lost = np.empty((n, 2), f32)
-        jav = np.empty(tuple(prev.joint_ang_vel.shape), f32)
-        olin, oang = np.empty((n, 3), f32), np.empty((n, 3), f32)
-        clip_a, t_a, steps_a = clip.numpy(), t.numpy(), steps.numpy()
-        lost_in = hand_lost.numpy()
-        prev_jav, prev_olin, prev_oang = (prev.joint_ang_vel.numpy(), prev.object_lin_vel.numpy(),
-                                          prev.object_ang_vel.numpy())
-        m_active, m_sum_h, m_sum_o, m_count = (x.numpy() for x in metrics.accumulators())
-        cap = -1 if cfg.episode_cap is None else int(cfg.episode_cap)
-        counts = np.zeros(3, np.int64)
-        for g in self._rows:
-            raw = g.backend.raw_state()
-            counts += kern.step_worlds(
-                raw.xpos, raw.xquat, raw.cvel, raw.subtree_com, raw.qpos, raw.qvel, raw.sensordata, g.body, g.body_root,
-                g.jq, g.jv, g.any_found, g.obj_found, g.obj_body, g.obj_root, float(cfg.contact_threshold),
-                g.worlds, clip_a, t_a, steps_a, self._num_frames, lost_in, prev_jav, prev_olin, prev_oang, raw.failed,
-                self._world_object, self._table, self._max_frames, self._fo, self._obs_offsets, self._points,
+    def _settings(self) -> tuple[Any, ...]:
+        """The kernel arguments fixed for the env's life, from ``world_object`` to the observation's."""
+        cfg, term, o = self.config, self.config.termination, self._obs
+        return (self._world_object, self._table, self._max_frames, self._fo, self._obs_offsets, self._points,
                 self._cloud_pts, self._cloud_table, self._key, self._foot, self._hands, self._non_hand,
                 self._neg_weights, cfg.reward.contact_source == "object", self.dt, float(term.fall_height),
                 float(term.key_body_dev), float(term.object_dev), float(term.ig_ratio), float(term.ig_floor),
-                int(term.hand_contact_lost_frames), int(term.grace_steps), bool(term.early_termination), cap,
+                int(term.hand_contact_lost_frames), int(term.grace_steps), bool(term.early_termination),
+                -1 if cfg.episode_cap is None else int(cfg.episode_cap),
                 o.key, o.nh, o.contact, o.lay, o.sim_at, o.blk_at, o.blk_size, o.ig_at, o.blk_extra, o.tail, o.x,
-                o.work, o.index, o.refs, active.numpy(), m_active, m_sum_h, m_sum_o, m_count,
-                obs, reward, terms, reasons, ends[0], ends[1], ends[2], lost, e_h, e_o, jav, olin, oang)
+                o.work, o.index, o.refs)
+
+    def step(self, hand_lost: torch.Tensor, prev: PrevVelocities) -> FusedOutcome:
+        """The step's per-world results for all worlds, from the backends' current state: advances
+        the bound ``t`` and ``steps`` by one and adds to the metrics' sums (in place); ``hand_lost``
+        and ``prev`` are the counters and velocities after the last step."""
+        self._t += 1
+        self._steps += 1
+        n, o = self.num_worlds, self._obs
+        f32 = np.float32
+        obs = np.empty((n, o.dim), f32)
+        floats = np.empty((18, n), f32)  # reward, e_h, e_o, the reward factors
+        flags = np.empty((13, n), np.bool_)  # termination reasons; done, terminated, truncated
+        jav = np.empty(tuple(prev.joint_ang_vel.shape), f32)
+        vel = np.empty((2, n, 3), f32)  # object linear, angular velocity
+        lost = np.empty((n, 2), f32)
+        state = (self._clip, self._t, self._steps, self._num_frames, hand_lost.numpy(),
+                 prev.joint_ang_vel.numpy(), prev.object_lin_vel.numpy(), prev.object_ang_vel.numpy())
+        tail = (self._active, *self._metrics, obs, floats[0], floats[3:18], flags[:10],
+                flags[10], flags[11], flags[12], lost, floats[1], floats[2], jav, vel[0], vel[1])
+        n_done = n_bad_live = n_bad = 0
+        for g in self._rows:
+            raw = g.backend.raw_state()
+            done, bad_live, bad = kern.step_worlds(
+                raw.xpos, raw.xquat, raw.cvel, raw.subtree_com, raw.qpos, raw.qvel, raw.sensordata, *g.args, *state,
+                raw.failed, *self._settings_args, *tail)
+            n_done += done
+            n_bad_live += bad_live
+            n_bad += bad
         tt = torch.from_numpy
-        ends_t = tt(ends)
+        floats_t, flags_t, vel_t = tt(floats), tt(flags), tt(vel)
+        rows = floats_t.unbind(0)
         return FusedOutcome(
-            obs=tt(obs), reward=tt(reward), terms=dict(zip(kern.TERM_NAMES, tt(terms).unbind(0))),
-            reasons=dict(zip(kern.REASON_NAMES, tt(reasons).unbind(0))), done=ends_t[0], terminated=ends_t[1],
-            truncated=ends_t[2], hand_lost=tt(lost), e_h=tt(e_h), e_o=tt(e_o),
-            prev=PrevVelocities(tt(jav), tt(olin), tt(oang)), num_done=int(counts[0]), num_bad_live=int(counts[1]),
-            num_nonfinite_obs=int(counts[2]))
+            obs=tt(obs), reward=rows[0], terms=dict(zip(kern.TERM_NAMES, rows[3:18])),
+            reasons=dict(zip(kern.REASON_NAMES, flags_t.unbind(0))), done=flags_t[10], terminated=flags_t[11],
+            truncated=flags_t[12], hand_lost=tt(lost), e_h=rows[1], e_o=rows[2],
+            prev=PrevVelocities(tt(jav), vel_t[0], vel_t[1]), num_done=n_done, num_bad_live=n_bad_live,
+            num_nonfinite_obs=n_bad)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FusedOutcome:
     """A fused step's results: what ``HOIEnv.step`` returns per world, already masked to the
     running worlds (reward, terminated, truncated, done), and counts for the rare paths."""
