@@ -196,6 +196,35 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
            key: np.ndarray, nh: np.ndarray, cidx: np.ndarray, lay: np.ndarray, sim_at: np.ndarray,
            blk_at: np.ndarray, blk_size: int, ig_at: int, blk_extra: int, tail: int,
            x: np.ndarray, work: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    _simulated_ig_rows(pos, opos, omat, cloud_pts, cloud_table, sim_at[6], x)
+    _build_given_ig(pos, mat, lin, ang, contact_b, opos, omat, olin, oang, refs, key, nh, cidx, lay, sim_at, blk_at,
+                    blk_size, ig_at, blk_extra, tail, x, work, index, out)
+
+
+@_jit
+def _simulated_ig_rows(pos: np.ndarray, opos: np.ndarray, omat: np.ndarray, cloud_pts: np.ndarray,
+                       cloud_table: np.ndarray, r0: int, x: np.ndarray) -> None:  # pragma: no cover
+    """Rows ``r0 + b`` of ``x``: the simulated interaction graph, body minus its nearest object
+    point, found in the object frame."""
+    dist = np.empty(cloud_pts.shape[0])
+    for b in range(pos.shape[0]):
+        dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
+        lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
+        ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
+        lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
+        arg = _nearest_index(lx, ly, lz, cloud_table, dist)
+        vx, vy, vz = lx - cloud_pts[arg, 0], ly - cloud_pts[arg, 1], lz - cloud_pts[arg, 2]
+        for i in range(3):
+            x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
+
+
+@_jit
+def _build_given_ig(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, contact_b: np.ndarray,
+                    opos: np.ndarray, omat: np.ndarray, olin: np.ndarray, oang: np.ndarray, refs: np.ndarray,
+                    key: np.ndarray, nh: np.ndarray, cidx: np.ndarray, lay: np.ndarray, sim_at: np.ndarray,
+                    blk_at: np.ndarray, blk_size: int, ig_at: int, blk_extra: int, tail: int,
+                    x: np.ndarray, work: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """:func:`_build` with the simulated interaction-graph rows of ``x`` already written."""
     nb = pos.shape[0]
     nk, nr, nc = key.shape[0], nh.shape[0], cidx.shape[0]
     k_blocks = refs.shape[0]
@@ -221,18 +250,6 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
     for i in range(3):
         x[r2, i] = olin[i]
         x[r3, i] = oang[i]
-    # simulated interaction graph: body minus nearest object point, found in the object frame
-    r0 = sim_at[6]
-    dist = np.empty(cloud_pts.shape[0])
-    for b in range(nb):
-        dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
-        lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
-        ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
-        lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
-        arg = _nearest_index(lx, ly, lz, cloud_table, dist)
-        vx, vy, vz = lx - cloud_pts[arg, 0], ly - cloud_pts[arg, 1], lz - cloud_pts[arg, 2]
-        for i in range(3):
-            x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
     # per block: the rows that a reference frame and the state give together
     h0x, h0y = c, s  # the heading row of h (its z is 0)
     for blk in range(k_blocks):
@@ -297,8 +314,10 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
         out[q] = work[index[q]]
 
 
-# the observation kernel under a public name: the environment's fused CPU step calls it per world
+# the observation kernel under a public name (and its form for a caller that wrote the simulated
+# interaction-graph rows itself): the environment's fused CPU step calls it per world
 observation_kernel = _build
+observation_kernel_given_ig = _build_given_ig
 
 
 class CompiledObservation(NumpyObservation):

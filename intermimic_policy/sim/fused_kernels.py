@@ -21,7 +21,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from intermimic_policy.observation.compiled_obs import hinge_targets_kernel, observation_kernel
+from intermimic_policy.observation.compiled_obs import hinge_targets_kernel, observation_kernel_given_ig
 
 
 def _jit(fn: Any) -> Any:
@@ -251,6 +251,84 @@ def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: n
     return s1 / w1 + s2 / w2, over > 0.0, e_o / npts
 
 
+def cloud_leaves(points: np.ndarray, leaf: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An object cloud [P, 3] cut into leaves of at most ``leaf`` points by median splits along the
+    widest axis: (point order [P], leaf starts [L + 1] in that order, leaf box lows, highs [L, 3])."""
+    order: list[int] = []
+    starts: list[int] = [0]
+    boxes: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def cut(ids: np.ndarray) -> None:
+        pts = points[ids]
+        if len(ids) <= leaf:
+            order.extend(int(i) for i in ids)
+            starts.append(len(order))
+            boxes.append((pts.min(0), pts.max(0)))
+            return
+        axis = int(np.argmax(np.ptp(pts, axis=0)))
+        ids = ids[np.argsort(pts[:, axis], kind="stable")]
+        cut(ids[: len(ids) // 2])
+        cut(ids[len(ids) // 2:])
+
+    cut(np.arange(points.shape[0]))
+    lo, hi = (np.array([b[i] for b in boxes], dtype=np.float64) for i in (0, 1))
+    return np.array(order, dtype=np.int64), np.array(starts, dtype=np.int64), lo, hi
+
+
+@_jit
+def _nearest_point(lx: float, ly: float, lz: float, pts: np.ndarray, order: np.ndarray, starts: np.ndarray,
+                   lo: np.ndarray, hi: np.ndarray, bound: np.ndarray, visit: np.ndarray) -> int:  # pragma: no cover
+    """The index of the cloud point nearest to (lx, ly, lz) (the first of equals), exactly, visiting
+    leaves (``cloud_leaves``; ``pts`` [P, 3] in leaf order) closest box first and stopping at the first
+    box farther than the best point: a few leaves instead of every point. A box's squared distance
+    is formed from the same differences as its points', so it never exceeds theirs in floats."""
+    nl = lo.shape[0]
+    for leaf in range(nl):
+        d = 0.0
+        for i, v in enumerate((lx, ly, lz)):
+            if v < lo[leaf, i]:
+                d += (v - lo[leaf, i]) * (v - lo[leaf, i])
+            elif v > hi[leaf, i]:
+                d += (v - hi[leaf, i]) * (v - hi[leaf, i])
+        bound[leaf] = d
+        j = leaf  # insertion sort of the visiting order by box distance
+        while j > 0 and bound[visit[j - 1]] > d:
+            visit[j] = visit[j - 1]
+            j -= 1
+        visit[j] = leaf
+    best, best_i = np.inf, -1
+    for k in range(nl):
+        leaf = visit[k]
+        if bound[leaf] > best:
+            break
+        for q in range(starts[leaf], starts[leaf + 1]):
+            dx, dy, dz = lx - pts[q, 0], ly - pts[q, 1], lz - pts[q, 2]
+            d = dx * dx + dy * dy + dz * dz
+            i = order[q]
+            if d < best or (d == best and i < best_i):
+                best, best_i = d, i
+    return max(best_i, 0)
+
+
+@_jit
+def _simulated_ig(pos: np.ndarray, opos: np.ndarray, omat: np.ndarray, cloud: np.ndarray, leaf_pts: np.ndarray,
+                  order: np.ndarray, starts: np.ndarray, lo: np.ndarray, hi: np.ndarray, r0: int,
+                  x: np.ndarray) -> None:  # pragma: no cover
+    """Rows ``r0 + b`` of ``x``: each body minus its nearest object point, world frame (found in the
+    object frame, as ``compiled_obs`` does; ``sim.interaction_graph.nearest_point_vectors``)."""
+    bound = np.empty(lo.shape[0])
+    visit = np.empty(lo.shape[0], np.int64)
+    for b in range(pos.shape[0]):
+        dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
+        lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
+        ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
+        lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
+        q = _nearest_point(lx, ly, lz, leaf_pts, order, starts, lo, hi, bound, visit)
+        vx, vy, vz = lx - cloud[q, 0], ly - cloud[q, 1], lz - cloud[q, 2]
+        for i in range(3):
+            x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
+
+
 @_jit
 def _pack_reference(table: np.ndarray, row: int, fo: np.ndarray, key: np.ndarray, nh: np.ndarray,
                     cidx: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
@@ -335,7 +413,8 @@ def step_worlds(
     failed: np.ndarray, world_object: np.ndarray,
     # reference table and the object clouds
     table: np.ndarray, max_frames: int, fo: np.ndarray, obs_offsets: np.ndarray, points: np.ndarray,
-    cloud_pts: np.ndarray, cloud_table: np.ndarray,
+    cloud_pts: np.ndarray, leaf_pts: np.ndarray, leaf_order: np.ndarray, leaf_starts: np.ndarray, leaf_lo: np.ndarray,
+    leaf_hi: np.ndarray,
     # body subsets and settings
     key: np.ndarray, foot: np.ndarray, hands: np.ndarray, non_hand: np.ndarray, neg_weights: np.ndarray,
     object_contact: bool, dt: float, fall_height: float, key_body_dev: float, object_dev: float, ig_ratio: float,
@@ -554,9 +633,11 @@ def step_worlds(
             frame = min(max(t[w] + obs_offsets[k], 0), last)
             _pack_reference(table, clip[w] * max_frames + frame, fo, o_key, o_nh, o_c, o_refs[k])
         ob = world_object[w]
-        observation_kernel(pos, mat, lin, ang, any_c, opos, omat, olin, oang, cloud_pts[ob], cloud_table[ob], o_refs,
-                           o_key, o_nh, o_c, o_lay, o_sim_at, o_blk_at, o_blk_size, o_ig_at, o_blk_extra, o_tail,
-                           o_x, o_work, o_index, obs[w])
+        _simulated_ig(pos, opos, omat, cloud_pts[ob], leaf_pts[ob], leaf_order[ob], leaf_starts[ob], leaf_lo[ob],
+                      leaf_hi[ob], o_sim_at[6], o_x)
+        observation_kernel_given_ig(pos, mat, lin, ang, any_c, opos, omat, olin, oang, o_refs, o_key, o_nh, o_c, o_lay,
+                                    o_sim_at, o_blk_at, o_blk_size, o_ig_at, o_blk_extra, o_tail, o_x, o_work, o_index,
+                                    obs[w])
         ok = True
         for i in range(obs.shape[1]):
             if not np.isfinite(obs[w, i]):

@@ -25,7 +25,7 @@ import torch
 
 from intermimic_policy.embodiment.smplx_body import NUM_BODIES
 from intermimic_policy.observation.compiled_obs import CompiledObservation, available
-from intermimic_policy.observation.numpy_obs import NUMPY_TERMS, ObjectCloud
+from intermimic_policy.observation.numpy_obs import NUMPY_TERMS
 from intermimic_policy.observation.spec import ObservationSpec
 from intermimic_policy.sim import fused_kernels as kern
 from intermimic_policy.sim import rewards
@@ -90,9 +90,8 @@ class FusedStep:
         self._max_frames = int(library.max_frames)
         self._num_frames = library.num_frames.numpy().astype(np.int64)
         self._points = np.ascontiguousarray(library.points.numpy())
-        clouds = [ObjectCloud(p) for p in self._points.astype(np.float64)]
-        self._cloud_pts = np.ascontiguousarray(np.stack([c.points for c in clouds]))
-        self._cloud_table = np.ascontiguousarray(np.stack([c.distance_table for c in clouds]))
+        self._cloud_pts = np.ascontiguousarray(self._points.astype(np.float64))
+        self._leaves = _stacked_leaves(self._cloud_pts)
         self._world_object = world_object.numpy().astype(np.int64)
         self._obs_offsets = np.array(cfg.obs_spec.ref_offsets, dtype=np.int64)
         self._key = np.array(bodies.key, dtype=np.int64)
@@ -146,7 +145,7 @@ class FusedStep:
         """The kernel arguments fixed for the env's life, from ``world_object`` to the observation's."""
         cfg, term, o = self.config, self.config.termination, self._obs
         return (self._world_object, self._table, self._max_frames, self._fo, self._obs_offsets, self._points,
-                self._cloud_pts, self._cloud_table, self._key, self._foot, self._hands, self._non_hand,
+                self._cloud_pts, *self._leaves, self._key, self._foot, self._hands, self._non_hand,
                 self._neg_weights, cfg.reward.contact_source == "object", self.dt, float(term.fall_height),
                 float(term.key_body_dev), float(term.object_dev), float(term.ig_ratio), float(term.ig_floor),
                 int(term.hand_contact_lost_frames), int(term.grace_steps), bool(term.early_termination),
@@ -211,6 +210,23 @@ class FusedOutcome:
     num_done: int
     num_bad_live: int  # running worlds whose observation is not finite
     num_nonfinite_obs: int
+
+
+def _stacked_leaves(clouds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every object's ``fused_kernels.cloud_leaves`` as arrays [objects, ...]: points in leaf order,
+    the order, leaf starts, box lows and highs (objects with fewer leaves padded with empty ones,
+    whose boxes are never near)."""
+    parts = [kern.cloud_leaves(c) for c in clouds]
+    nl = max(len(p[1]) - 1 for p in parts)
+    npts = clouds.shape[1]
+    pts, order = np.empty_like(clouds), np.empty((len(parts), npts), np.int64)
+    starts = np.full((len(parts), nl + 1), npts, np.int64)
+    lo, hi = np.full((len(parts), nl, 3), np.inf), np.full((len(parts), nl, 3), -np.inf)
+    for i, (o, s, a, b) in enumerate(parts):
+        pts[i], order[i] = clouds[i][o], o
+        starts[i, :len(s)] = s
+        lo[i, :len(a)], hi[i, :len(b)] = a, b
+    return pts, order, starts, lo, hi
 
 
 class _ObservationConstants:
