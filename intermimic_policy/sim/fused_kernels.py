@@ -277,12 +277,13 @@ def cloud_leaves(points: np.ndarray, leaf: int = 32) -> tuple[np.ndarray, np.nda
 
 @_jit
 def _nearest_point(lx: float, ly: float, lz: float, pts: np.ndarray, order: np.ndarray, starts: np.ndarray,
-                   lo: np.ndarray, hi: np.ndarray, bound: np.ndarray, visit: np.ndarray) -> int:  # pragma: no cover
-    """The index of the cloud point nearest to (lx, ly, lz) (the first of equals), exactly, visiting
-    leaves (``cloud_leaves``; ``pts`` [P, 3] in leaf order) closest box first and stopping at the first
-    box farther than the best point: a few leaves instead of every point. A box's squared distance
+                   lo: np.ndarray, hi: np.ndarray, bound: np.ndarray) -> int:  # pragma: no cover
+    """The index of the cloud point nearest to (lx, ly, lz) (the first of equals), exactly: the
+    points of the nearest leaf box (``cloud_leaves``; ``pts`` [P, 3] in leaf order) first, then
+    only the leaves whose box is not farther than the best point so far. A box's squared distance
     is formed from the same differences as its points', so it never exceeds theirs in floats."""
     nl = lo.shape[0]
+    first, first_d = 0, np.inf
     for leaf in range(nl):
         d = 0.0
         for i, v in enumerate((lx, ly, lz)):
@@ -291,16 +292,13 @@ def _nearest_point(lx: float, ly: float, lz: float, pts: np.ndarray, order: np.n
             elif v > hi[leaf, i]:
                 d += (v - hi[leaf, i]) * (v - hi[leaf, i])
         bound[leaf] = d
-        j = leaf  # insertion sort of the visiting order by box distance
-        while j > 0 and bound[visit[j - 1]] > d:
-            visit[j] = visit[j - 1]
-            j -= 1
-        visit[j] = leaf
+        if d < first_d:
+            first, first_d = leaf, d
     best, best_i = np.inf, -1
-    for k in range(nl):
-        leaf = visit[k]
-        if bound[leaf] > best:
-            break
+    for k in range(-1, nl):
+        leaf = first if k < 0 else k
+        if (k >= 0 and leaf == first) or bound[leaf] > best:
+            continue
         for q in range(starts[leaf], starts[leaf + 1]):
             dx, dy, dz = lx - pts[q, 0], ly - pts[q, 1], lz - pts[q, 2]
             d = dx * dx + dy * dy + dz * dz
@@ -317,13 +315,12 @@ def _simulated_ig(pos: np.ndarray, opos: np.ndarray, omat: np.ndarray, cloud: np
     """Rows ``r0 + b`` of ``x``: each body minus its nearest object point, world frame (found in the
     object frame, as ``compiled_obs`` does; ``sim.interaction_graph.nearest_point_vectors``)."""
     bound = np.empty(lo.shape[0])
-    visit = np.empty(lo.shape[0], np.int64)
     for b in range(pos.shape[0]):
         dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
         lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
         ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
         lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
-        q = _nearest_point(lx, ly, lz, leaf_pts, order, starts, lo, hi, bound, visit)
+        q = _nearest_point(lx, ly, lz, leaf_pts, order, starts, lo, hi, bound)
         vx, vy, vz = lx - cloud[q, 0], ly - cloud[q, 1], lz - cloud[q, 2]
         for i in range(3):
             x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
