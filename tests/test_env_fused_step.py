@@ -14,14 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from intermimic_policy.motion.hoi_motion import HOIMotion
 from intermimic_policy.motion.io import load_motion
+from intermimic_policy.sim import fused_kernels
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import HOIEnvConfig
-from intermimic_policy.sim.fused_step import FusedOutcome
+from intermimic_policy.sim.fused_step import FusedOutcome, _stacked_leaves
 from intermimic_policy.sim.perturb import Perturbation
 from intermimic_policy.sim.psi import PSIConfig
 
@@ -199,3 +201,14 @@ def test_perturbations_act_outside_the_fused_part(clips: list[HOIMotion]) -> Non
     for _ in range(6):
         obs, *_ = env.step(env.pd_replay_actions())
     assert torch.isfinite(obs).all()
+
+
+def test_leaf_pruned_nearest_point_is_exact() -> None:
+    g = np.random.default_rng(0)
+    cloud = g.normal(size=(1000, 3)) * np.array([0.5, 0.3, 0.1])  # not a power of two: uneven leaves
+    pts, order, starts, lo, hi = _stacked_leaves(np.stack([cloud, cloud[::-1]]))
+    assert sorted(order[0].tolist()) == list(range(1000))
+    bound = np.empty(lo.shape[1])
+    for q in np.concatenate([g.normal(size=(200, 3)) * 1.5, cloud[:50] + 1e-9, cloud[50:60]]):
+        want = int(np.argmin(((cloud - q) ** 2).sum(-1)))
+        assert fused_kernels._nearest_point(q[0], q[1], q[2], pts[0], order[0], starts[0], lo[0], hi[0], bound) == want
