@@ -25,6 +25,9 @@ Speed (``benchmarks/bench_env.py``): the step computes every quantity several co
 interaction-graph pass that yields the observation's nearest-point vectors, the reward's graph
 error and the early termination's deviation ratio, and E_h/E_o reused by the deviation tests.
 ``config.pipeline`` additionally overlaps that work with the physics (bit-identical results).
+On CPU with a few worlds that torch work is dispatch-bound, so ``config.fused_cpu_step`` (on by
+default where it applies, ``sim.fused_step``) runs the action map, the per-world terms and the
+per-world bookkeeping as compiled loops instead: equal to the torch terms to float32 rounding.
 ``config.skeleton="subject"`` builds the humanoid from the clips' own bones (``sim.subject``).
 """
 

@@ -1,12 +1,16 @@
-"""The fused CPU step: ``env_step.simulated_side`` (and the reference side it needs) as one compiled
-pass per backend, for the few-world CPU environment (the sim bridge, small CPU training runs).
+"""The fused CPU step: the per-world work of ``HOIEnv.step`` as compiled passes, for the few-world
+CPU environment (the sim bridge, small CPU training runs).
 
 Why: with 1-8 worlds the torch step is dispatch-bound (hundreds of tiny ops cost ~4-6 ms per step,
-more than the physics of a world). :func:`sim.fused_kernels.step_worlds` reads the simulator's
-arrays and the motion library's table in place and writes every output of the step into fresh
-arrays, which are handed back as tensors (no copies).
+more than the physics of a world). Here the action map is one compiled pass, and
+:func:`sim.fused_kernels.step_worlds` does, per backend, everything ``env_step.simulated_side``
+returns (state, reward factors, terminations, E_h/E_o, hand counters, the observation through
+``observation.compiled_obs``) and the per-world part of the env's bookkeeping (masked reward,
+episode ends, metric sums), reading the simulator's arrays and the motion library's table in
+place and writing fresh arrays that are handed back as tensors (no copies). Episode ends, resets,
+perturbations and logging stay in ``HOIEnv``.
 
-It applies (:func:`fused_step_applies`) to the SMPL-X humanoid on the CPU MuJoCo backend, with an
+It applies (:func:`fused_step_applies`) to the SMPL-X humanoid on the CPU MuJoCo backend with an
 object in every scene, PSI off, no pipeline and an observation spec of the standard terms
 (``observation.numpy_obs.NUMPY_TERMS``). Everything else, robots, MuJoCo Warp, GPU devices, PSI
 recording, the pipelined step and custom observation terms, runs the torch path, which stays the
