@@ -485,7 +485,7 @@ class HOIEnv:
     def pd_replay_actions(self) -> Tensor:
         """The no-learning baseline: actions whose PD targets are the reference joints at t + 1."""
         if self._fused is not None:
-            return self._fused.pd_replay_actions(self.clip, self.t)
+            return self._fused.pd_replay_actions()
         with torch_threads(self.config.torch_threads, self.device):
             return self.targets_to_action(self.motion_library.joint_rotvec(self.clip, self.t + 1))
 

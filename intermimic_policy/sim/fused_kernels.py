@@ -665,3 +665,18 @@ def hinge_targets(actions: np.ndarray, offset: np.ndarray, scale: np.ndarray, cl
     ``compiled_obs``'s action map, the rotation vectors formed in float32 as ``pd_targets`` forms them."""
     for w in range(actions.shape[0]):
         hinge_targets_kernel(actions[w], offset, scale, clip, out[w])
+
+
+@_jit
+def replay_actions(joint_rotvec: np.ndarray, clip: np.ndarray, t: np.ndarray, num_frames: np.ndarray,
+                   offset: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """``HOIEnv.pd_replay_actions``: per world, the actions ((r - offset) / scale, clipped to [-1, 1],
+    float32 as ``action_map.actions_for_targets``) whose targets are the reference joints at t + 1."""
+    one = np.float32(1.0)
+    for w in range(clip.shape[0]):
+        c = clip[w]
+        frame = min(max(t[w] + 1, 0), num_frames[c] - 1)
+        r = joint_rotvec[c, frame].ravel()
+        for i in range(out.shape[1]):
+            a = (r[i] - offset[i]) / scale[i]
+            out[w, i] = -one if a < -one else (one if a > one else a)

@@ -128,12 +128,12 @@ class FusedStep:
         kern.hinge_targets(a, self._action_offset, self._action_scale, np.float32(1.0), out)
         return torch.from_numpy(out)
 
-    def pd_replay_actions(self, clip: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``HOIEnv.pd_replay_actions`` (the same float32 operations) with numpy's few-microsecond ops."""
-        c = clip.numpy()
-        frames = np.minimum(np.maximum(t.numpy() + 1, 0), self._num_frames[c] - 1)
-        flat = self._joint_rotvec[c, frames].reshape(c.shape[0], -1)
-        return torch.from_numpy(np.clip((flat - self._action_offset) / self._action_scale, -1.0, 1.0))
+    def pd_replay_actions(self) -> torch.Tensor:
+        """``HOIEnv.pd_replay_actions`` of the bound worlds (the same float32 operations), compiled."""
+        out = np.empty((self.num_worlds, self._action_offset.shape[0]), np.float32)
+        kern.replay_actions(self._joint_rotvec, self._clip, self._t, self._num_frames, self._action_offset,
+                            self._action_scale, out)
+        return torch.from_numpy(out)
 
     @staticmethod
     def _backend_rows(backend: MujocoCPUBackend, start: int, threshold: float) -> _BackendRows:
