@@ -24,6 +24,7 @@ from intermimic_policy.sim import fused_kernels
 from intermimic_policy.sim.env import HOIEnv
 from intermimic_policy.sim.env_config import HOIEnvConfig
 from intermimic_policy.sim.fused_step import FusedOutcome, _stacked_leaves
+from intermimic_policy.sim.metrics import EpisodeMetrics
 from intermimic_policy.sim.perturb import Perturbation
 from intermimic_policy.sim.psi import PSIConfig
 
@@ -90,10 +91,10 @@ def test_fused_step_equals_the_torch_step_on_the_same_state(clips: list[HOIMotio
     fused_step = env._fused.step
     seen: dict[str, int] = {}
 
-    def both(hand_lost, prev):  # type: ignore[no-untyped-def]
+    def both(hand_lost, prev, metrics):  # type: ignore[no-untyped-def]
         # first: the fused call advances t and steps and adds to the metrics' sums
         want = _torch_outcome(env, env.t + 1, env.steps + 1)
-        out = fused_step(hand_lost, prev)
+        out = fused_step(hand_lost, prev, metrics)
         step = seen.setdefault("steps", 0)
         _compare(out, want, step)
         seen["steps"] = step + 1
@@ -140,7 +141,11 @@ def test_fused_env_runs_the_torch_env_trajectory(clips: list[HOIMotion]) -> None
             env._fused.targets = lambda a: torch_map(torch.as_tensor(a))  # type: ignore[method-assign,assignment]
         out: list[Any] = [env.reset()]
         noise = torch.Generator().manual_seed(3)
-        for _ in range(30):
+        for i in range(30):
+            if i == 10:  # a caller may start fresh metrics (training.vec_env does at full resets)
+                lib = env.motion_library
+                env.metrics = EpisodeMetrics(lib.num_frames, 3, lib.fps, lib.clip_names)
+                env.metrics.begin(torch.arange(3), env.clip, env.t)
             actions = env.pd_replay_actions() + 0.3 * torch.randn(3, env.num_actions, generator=noise)
             out.append(env.step(actions))
         return env, out

@@ -250,7 +250,7 @@ class HOIEnv:
             cfg, lib, [(g.backend, g.start) for g in self.groups], self.world_object, self._bodies,  # type: ignore[misc]
             self.dt, (offset, scale))
         if self._fused is not None:
-            self._fused.bind(self.clip, self.t, self.steps, self.active, self.metrics)
+            self._fused.bind(self.clip, self.t, self.steps, self.active)
         self._no_ids = torch.zeros(0, dtype=torch.long, device=self.device)
 
     @property
@@ -557,7 +557,7 @@ class HOIEnv:
         targets = self._delayed(self._fused.targets(a))
         self._apply_pushes()
         self._physics.start(targets)
-        out = self._fused.step(self.hand_lost, self._prev)
+        out = self._fused.step(self.hand_lost, self._prev, self.metrics)
         self.hand_lost = out.hand_lost
         self._prev = out.prev
         if out.num_bad_live:

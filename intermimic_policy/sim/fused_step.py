@@ -111,13 +111,21 @@ class FusedStep:
         self._action_offset, self._action_scale = (np.ascontiguousarray(x, dtype=np.float32) for x in action_offset_scale)
         self._joint_rotvec = library.joint_rotvec_table.numpy()
         self._settings_args = self._settings()
+        self._metrics_of: EpisodeMetrics | None = None
+        self._metrics: tuple[np.ndarray, ...] = ()
 
-    def bind(self, clip: torch.Tensor, t: torch.Tensor, steps: torch.Tensor, active: torch.Tensor,
-             metrics: EpisodeMetrics) -> None:
+    def bind(self, clip: torch.Tensor, t: torch.Tensor, steps: torch.Tensor, active: torch.Tensor) -> None:
         """The env's per-world tensors that live as long as it (updated in place, never replaced):
         :meth:`step` reads them, and advances ``t`` and ``steps``, through numpy views."""
         self._clip, self._t, self._steps, self._active = (x.numpy() for x in (clip, t, steps, active))
-        self._metrics = tuple(x.numpy() for x in metrics.accumulators())
+
+    def _metric_views(self, metrics: EpisodeMetrics) -> tuple[np.ndarray, ...]:
+        """Numpy views of ``metrics``' sums, kept while the env keeps that object (callers may
+        start a fresh ``EpisodeMetrics``, e.g. ``training.vec_env`` at every full reset)."""
+        if metrics is not self._metrics_of:
+            self._metrics_of = metrics
+            self._metrics = tuple(x.numpy() for x in metrics.accumulators())
+        return self._metrics
 
     def targets(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Hinge-angle PD targets [N, 153] (float64) of actions [N, 153]: ``HOIEnv.action_to_targets``
@@ -157,9 +165,9 @@ class FusedStep:
                 o.key, o.nh, o.contact, o.lay, o.sim_at, o.blk_at, o.blk_size, o.ig_at, o.blk_extra, o.tail, o.x,
                 o.work, o.index, o.refs)
 
-    def step(self, hand_lost: torch.Tensor, prev: PrevVelocities) -> FusedOutcome:
+    def step(self, hand_lost: torch.Tensor, prev: PrevVelocities, metrics: EpisodeMetrics) -> FusedOutcome:
         """The step's per-world results for all worlds, from the backends' current state: advances
-        the bound ``t`` and ``steps`` by one and adds to the metrics' sums (in place); ``hand_lost``
+        the bound ``t`` and ``steps`` by one and adds to ``metrics``' sums (in place); ``hand_lost``
         and ``prev`` are the counters and velocities after the last step."""
         self._t += 1
         self._steps += 1
@@ -173,7 +181,7 @@ class FusedStep:
         lost = np.empty((n, 2), f32)
         state = (self._clip, self._t, self._steps, self._num_frames, hand_lost.numpy(),
                  prev.joint_ang_vel.numpy(), prev.object_lin_vel.numpy(), prev.object_ang_vel.numpy())
-        tail = (self._active, *self._metrics, obs, floats[0], floats[3:18], flags[:10],
+        tail = (self._active, *self._metric_views(metrics), obs, floats[0], floats[3:18], flags[:10],
                 flags[10], flags[11], flags[12], lost, floats[1], floats[2], jav, vel[0], vel[1])
         n_done = n_bad_live = n_bad = 0
         for g in self._rows:
