@@ -495,6 +495,8 @@ class HOIEnv:
         Worlds that are not active (ended, with ``auto_reset=False``) still simulate but report
         zero reward and no new ends.
         """
+        if self._fused is not None:  # the compiled path: torch threads matter only at episode ends
+            return self._step(actions)
         with torch_threads(self.config.torch_threads, self.device):
             return self._step(actions)
 
@@ -566,7 +568,8 @@ class HOIEnv:
         info = self._info(out.terms, out.reasons, out.e_h, out.e_o, out.truncated, done_ids)
         self.obs = out.obs
         if out.num_done:
-            self._end_episodes(done_ids, out.terminated, info)
+            with torch_threads(self.config.torch_threads, self.device):
+                self._end_episodes(done_ids, out.terminated, info)
         if out.num_nonfinite_obs:
             self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
         return self._noisy(self.obs.clone()), out.reward, out.terminated, out.truncated, info
