@@ -193,13 +193,12 @@ class FusedStep:
             n_bad_live += bad_live
             n_bad += bad
         tt = torch.from_numpy
-        floats_t, flags_t, vel_t = tt(floats), tt(flags), tt(vel)
-        rows = floats_t.unbind(0)
+        rows, bits, vels = tt(floats).unbind(0), tt(flags).unbind(0), tt(vel).unbind(0)
         return FusedOutcome(
             obs=tt(obs), reward=rows[0], terms=dict(zip(kern.TERM_NAMES, rows[3:18])),
-            reasons=dict(zip(kern.REASON_NAMES, flags_t.unbind(0))), done=flags_t[10], terminated=flags_t[11],
-            truncated=flags_t[12], hand_lost=tt(lost), e_h=rows[1], e_o=rows[2],
-            prev=PrevVelocities(tt(jav), vel_t[0], vel_t[1]), num_done=n_done, num_bad_live=n_bad_live,
+            reasons=dict(zip(kern.REASON_NAMES, bits[:10])), done=bits[10], terminated=bits[11],
+            truncated=bits[12], hand_lost=tt(lost), e_h=rows[1], e_o=rows[2],
+            prev=PrevVelocities(tt(jav), vels[0], vels[1]), num_done=n_done, num_bad_live=n_bad_live,
             num_nonfinite_obs=n_bad)
 
 

@@ -57,8 +57,8 @@ class RawState:
 
 
 # warnings after which a world's state is not trustworthy (MuJoCo resets such a world itself)
-_UNSTABLE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
-                              mujoco.mjtWarning.mjWARN_BADQACC)]
+_UNSTABLE = np.array([int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                              mujoco.mjtWarning.mjWARN_BADQACC)])
 
 
 def default_threads(num_worlds: int) -> int:
@@ -88,12 +88,13 @@ class MujocoCPUBackend:
         self._index = StateIndex(self.layout, torch.device("cpu"))
         self._actuators = self.layout.actuator_ids
         self._failed = np.zeros(self.num_worlds, dtype=bool)
+        self._warning_counts = np.asarray(b.warning)  # live [N, warnings, 2] (index, count) view
         b.reset()  # model defaults (standing pose) + mj_forward
         self._ctrl[:, self._actuators] = self._qpos[:, self.layout.joint_qpos_adr]
         self._warnings = self._unstable_counts()
 
     def _unstable_counts(self) -> np.ndarray:
-        return np.asarray(self.batch.warning)[:, _UNSTABLE, 1].sum(-1).copy()
+        return self._warning_counts[:, _UNSTABLE, 1].sum(-1)  # (a fancy index: a copy)
 
     def reset(self, env_ids: Tensor, state: InitialState) -> None:
         ids, order = sorted_env_ids(env_ids, self.num_worlds)
