@@ -176,40 +176,50 @@ def _place_points(pts: np.ndarray, q: np.ndarray, x: float, y: float, z: float, 
 
 
 @_jit_reorder
-def _edge_sq(ax: float, ay: float, az: float, x: np.ndarray, y: np.ndarray, z: np.ndarray,
-             out: np.ndarray) -> None:  # pragma: no cover
-    """|a - p|^2 for every point p (float32, one vectorised pass)."""
-    for p in range(x.shape[0]):
-        ex, ey, ez = ax - x[p], ay - y[p], az - z[p]
-        out[p] = ex * ex + ey * ey + ez * ez
-
-
-@_jit_reorder
-def _weighted_sum(edge: np.ndarray, dev: np.ndarray) -> tuple[float, float]:  # pragma: no cover
-    """(sum dev w, sum w) with w = 1 / max(|G|^2, 0.01) (``interaction_graph._reward_error``)."""
+def _sim_edges(ax: float, ay: float, az: float, kx: float, ky: float, kz: float, scratch: np.ndarray,
+               edge: np.ndarray, dev: np.ndarray) -> tuple[float, float]:  # pragma: no cover
+    """One key body's simulated edges |G|^2 and deviations |G - G_ref|^2 to every point (stored),
+    and (sum dev w, sum w) with w = 1 / max(|G|^2, 0.01) (``interaction_graph._reward_error``);
+    float32, one vectorised pass. ``a``: the key body, ``k``: its move, rows 0-2 / 6-8 of
+    ``scratch``: the points and their moves."""
     lo, one = np.float32(0.01), np.float32(1.0)
     s, w = np.float32(0.0), np.float32(0.0)
-    for p in range(edge.shape[0]):
-        e = edge[p]
+    cx, cy, cz, dx, dy, dz = scratch[0], scratch[1], scratch[2], scratch[6], scratch[7], scratch[8]
+    for p in range(cx.shape[0]):
+        ex, ey, ez = ax - cx[p], ay - cy[p], az - cz[p]
+        e = ex * ex + ey * ey + ez * ez
+        gx, gy, gz = kx - dx[p], ky - dy[p], kz - dz[p]
+        d = gx * gx + gy * gy + gz * gz
+        edge[p] = e
+        dev[p] = d
         a = one / (e if e > lo else lo)
-        s += dev[p] * a
+        s += d * a
         w += a
     return float(s), float(w)
 
 
 @_jit_reorder
-def _deviations(edge: np.ndarray, ref_edge: np.ndarray, dev: np.ndarray, floor_sq: float,
-                ratio_sq: float) -> float:  # pragma: no cover
-    """How many edges moved more than ratio x max(min(|G|, |G_ref|), floor) (squared: no division,
-    and a count, not a maximum, vectorises: ``interaction_graph._deviation_ratio`` > ratio)."""
+def _ref_edges(bx: float, by: float, bz: float, scratch: np.ndarray, edge: np.ndarray, dev: np.ndarray,
+               floor_sq: float, ratio_sq: float) -> tuple[float, float, float]:  # pragma: no cover
+    """The same key body's reference edges |G_ref|^2 (rows 3-5 of ``scratch``): (sum dev w_ref,
+    sum w_ref, how many edges moved more than ratio x max(min(|G|, |G_ref|), floor)); squared, no
+    division, and a count, not a maximum, so it vectorises (``_deviation_ratio`` > ratio)."""
+    lo, one, zero = np.float32(0.01), np.float32(1.0), np.float32(0.0)
     f, r2 = np.float32(floor_sq), np.float32(ratio_sq)
-    count = np.float32(0.0)
-    for p in range(edge.shape[0]):
-        a, b = edge[p], ref_edge[p]
-        m = a if a < b else b
+    s, w, count = zero, zero, zero
+    rx, ry, rz = scratch[3], scratch[4], scratch[5]
+    for p in range(rx.shape[0]):
+        fx, fy, fz = bx - rx[p], by - ry[p], bz - rz[p]
+        er = fx * fx + fy * fy + fz * fz
+        b = one / (er if er > lo else lo)
+        d = dev[p]
+        s += d * b
+        w += b
+        e = edge[p]
+        m = e if e < er else er
         m = m if m > f else f
-        count += np.float32(1.0) if dev[p] > r2 * m else np.float32(0.0)
-    return float(count)
+        count += one if d > r2 * m else zero
+    return float(s), float(w), float(count)
 
 
 @_jit
@@ -219,7 +229,7 @@ def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: n
     ``ig_reward_error``, ``ig_deviation_ratio(...) > ratio`` and ``metrics.object_error``.
 
     ``pts``/``ref_pts`` [3, P] world-frame points; edges are taken relative to each side's object
-    position as the torch path does, in float32 as it does. ``scratch`` [12, P] float32.
+    position as the torch path does, in float32 as it does. ``scratch`` [11, P] float32.
     """
     npts = pts.shape[1]
     f32 = np.float32
@@ -231,23 +241,20 @@ def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: n
         ex, ey, ez = pts[0, p] - ref_pts[0, p], pts[1, p] - ref_pts[1, p], pts[2, p] - ref_pts[2, p]
         scratch[6, p], scratch[7, p], scratch[8, p] = f32(ex), f32(ey), f32(ez)
         e_o += np.sqrt(ex * ex + ey * ey + ez * ez)
-    edge, ref_edge, dev = scratch[9], scratch[10], scratch[11]
+    edge, dev = scratch[9], scratch[10]
     s1 = w1 = s2 = w2 = 0.0
     over = 0.0
     for k in range(key_pos.shape[0]):
-        _edge_sq(f32(key_pos[k, 0] - centre[0]), f32(key_pos[k, 1] - centre[1]), f32(key_pos[k, 2] - centre[2]),
-                 scratch[0], scratch[1], scratch[2], edge)
-        _edge_sq(f32(ref_key[k, 0] - ref_centre[0]), f32(ref_key[k, 1] - ref_centre[1]),
-                 f32(ref_key[k, 2] - ref_centre[2]), scratch[3], scratch[4], scratch[5], ref_edge)
-        _edge_sq(f32(key_pos[k, 0] - ref_key[k, 0]), f32(key_pos[k, 1] - ref_key[k, 1]),
-                 f32(key_pos[k, 2] - ref_key[k, 2]), scratch[6], scratch[7], scratch[8], dev)
-        a, b = _weighted_sum(edge, dev)
+        a, b = _sim_edges(f32(key_pos[k, 0] - centre[0]), f32(key_pos[k, 1] - centre[1]),
+                          f32(key_pos[k, 2] - centre[2]), f32(key_pos[k, 0] - ref_key[k, 0]),
+                          f32(key_pos[k, 1] - ref_key[k, 1]), f32(key_pos[k, 2] - ref_key[k, 2]), scratch, edge, dev)
         s1 += a
         w1 += b
-        a, b = _weighted_sum(ref_edge, dev)
+        a, b, c = _ref_edges(f32(ref_key[k, 0] - ref_centre[0]), f32(ref_key[k, 1] - ref_centre[1]),
+                             f32(ref_key[k, 2] - ref_centre[2]), scratch, edge, dev, floor * floor, ratio * ratio)
         s2 += a
         w2 += b
-        over += _deviations(edge, ref_edge, dev, floor * floor, ratio * ratio)
+        over += c
     return s1 / w1 + s2 / w2, over > 0.0, e_o / npts
 
 
@@ -445,7 +452,7 @@ def step_worlds(
     force = np.empty((nb, 3))
     opos, oquat, omat, olin, oang = np.empty(3), np.empty(4), np.empty((3, 3)), np.empty(3), np.empty(3)
     rq = np.empty(4)
-    pts, ref_pts, scratch = np.empty((3, npts)), np.empty((3, npts)), np.empty((12, npts), np.float32)
+    pts, ref_pts, scratch = np.empty((3, npts)), np.empty((3, npts)), np.empty((11, npts), np.float32)
     key_pos, ref_key = np.empty((key.shape[0], 3)), np.empty((key.shape[0], 3))
     err = np.empty(neg_weights.shape[0])
     nk = key.shape[0]
