@@ -163,18 +163,6 @@ def _extract_world(w: int, xpos: np.ndarray, xquat: np.ndarray, cvel: np.ndarray
     return finite
 
 
-@_jit
-def _place_points(pts: np.ndarray, q: np.ndarray, x: float, y: float, z: float, out: np.ndarray) -> None:  # pragma: no cover
-    """``object_points_world``: R p + x for object-frame points [P, 3], into ``out`` [3, P]."""
-    m = np.empty((3, 3))
-    _quat_matrix(q[0], q[1], q[2], q[3], m)
-    for p in range(pts.shape[0]):
-        a, b, c = pts[p, 0], pts[p, 1], pts[p, 2]
-        out[0, p] = m[0, 0] * a + m[0, 1] * b + m[0, 2] * c + x
-        out[1, p] = m[1, 0] * a + m[1, 1] * b + m[1, 2] * c + y
-        out[2, p] = m[2, 0] * a + m[2, 1] * b + m[2, 2] * c + z
-
-
 @_jit_reorder
 def _sim_edges(ax: float, ay: float, az: float, kx: float, ky: float, kz: float, scratch: np.ndarray,
                edge: np.ndarray, dev: np.ndarray) -> tuple[float, float]:  # pragma: no cover
@@ -223,24 +211,32 @@ def _ref_edges(bx: float, by: float, bz: float, scratch: np.ndarray, edge: np.nd
 
 
 @_jit
-def _graph(key_pos: np.ndarray, ref_key: np.ndarray, pts: np.ndarray, ref_pts: np.ndarray, centre: np.ndarray,
-           ref_centre: np.ndarray, floor: float, ratio: float, scratch: np.ndarray) -> tuple[float, bool, float]:  # pragma: no cover
+def _graph(key_pos: np.ndarray, ref_key: np.ndarray, points: np.ndarray, q: np.ndarray, centre: np.ndarray,
+           ref_q: np.ndarray, ref_centre: np.ndarray, floor: float, ratio: float,
+           scratch: np.ndarray) -> tuple[float, bool, float]:  # pragma: no cover
     """(ig reward error, graph deviation, E_o) of one world: ``state.interaction_graph``'s
     ``ig_reward_error``, ``ig_deviation_ratio(...) > ratio`` and ``metrics.object_error``.
 
-    ``pts``/``ref_pts`` [3, P] world-frame points; edges are taken relative to each side's object
-    position as the torch path does, in float32 as it does. ``scratch`` [11, P] float32.
+    ``points`` [P, 3] object frame, placed at (``q``, ``centre``) and (``ref_q``, ``ref_centre``)
+    (``object_points_world``); edges are taken relative to each side's object position as the
+    torch path does, in float32 as it does. ``scratch`` [11, P] float32.
     """
-    npts = pts.shape[1]
+    npts = points.shape[0]
     f32 = np.float32
+    m, r = np.empty((3, 3)), np.empty((3, 3))
+    _quat_matrix(q[0], q[1], q[2], q[3], m)
+    _quat_matrix(ref_q[0], ref_q[1], ref_q[2], ref_q[3], r)
     e_o = 0.0
     for p in range(npts):
+        a, b, c = points[p, 0], points[p, 1], points[p, 2]
+        d2 = 0.0
         for i in range(3):
-            scratch[i, p] = f32(pts[i, p] - centre[i])
-            scratch[3 + i, p] = f32(ref_pts[i, p] - ref_centre[i])
-        ex, ey, ez = pts[0, p] - ref_pts[0, p], pts[1, p] - ref_pts[1, p], pts[2, p] - ref_pts[2, p]
-        scratch[6, p], scratch[7, p], scratch[8, p] = f32(ex), f32(ey), f32(ez)
-        e_o += np.sqrt(ex * ex + ey * ey + ez * ez)
+            sim = m[i, 0] * a + m[i, 1] * b + m[i, 2] * c  # the point relative to the object
+            ref = r[i, 0] * a + r[i, 1] * b + r[i, 2] * c
+            d = (sim + centre[i]) - (ref + ref_centre[i])
+            scratch[i, p], scratch[3 + i, p], scratch[6 + i, p] = f32(sim), f32(ref), f32(d)
+            d2 += d * d
+        e_o += np.sqrt(d2)
     edge, dev = scratch[9], scratch[10]
     s1 = w1 = s2 = w2 = 0.0
     over = 0.0
@@ -452,7 +448,7 @@ def step_worlds(
     force = np.empty((nb, 3))
     opos, oquat, omat, olin, oang = np.empty(3), np.empty(4), np.empty((3, 3)), np.empty(3), np.empty(3)
     rq = np.empty(4)
-    pts, ref_pts, scratch = np.empty((3, npts)), np.empty((3, npts)), np.empty((11, npts), np.float32)
+    scratch = np.empty((11, npts), np.float32)
     key_pos, ref_key = np.empty((key.shape[0], 3)), np.empty((key.shape[0], 3))
     err = np.empty(neg_weights.shape[0])
     nk = key.shape[0]
@@ -543,12 +539,10 @@ def step_worlds(
         err[9] = ea / 3.0 if active else 0.0
         err[10] = eb / 3.0 if active else 0.0
         # the interaction graph, E_o (state.interaction_graph, metrics.object_error)
-        pw = points[world_object[w]]
-        _place_points(pw, oquat, opos[0], opos[1], opos[2], pts)
         rq[0], rq[1], rq[2], rq[3] = ref[ror], ref[ror + 1], ref[ror + 2], ref[ror + 3]
-        _place_points(pw, rq, ref[rop], ref[rop + 1], ref[rop + 2], ref_pts)
         ref_centre = ref[rop:rop + 3].astype(np.float64)
-        ig_err, ig_dev, eo = _graph(key_pos, ref_key, pts, ref_pts, opos, ref_centre, ig_floor, ig_ratio, scratch)
+        ig_err, ig_dev, eo = _graph(key_pos, ref_key, points[world_object[w]], oquat, opos, rq, ref_centre, ig_floor,
+                                    ig_ratio, scratch)
         err[11] = ig_err
         # contacts (rewards.hand_contact_errors, other_contact_error, penalty_contact_error)
         wanted = np.zeros(2, np.bool_)
