@@ -15,8 +15,9 @@ controls of one clip (8 physics substeps per control step):
 
 and prints world control steps per second and env / rollout, torch / rollout (the share of the raw
 physics rate the environment keeps; the rest is our overhead). Every measurement is repeated
-``--repeats`` times, interleaved, and the best of each is kept: other processes on the machine only
-ever slow a run down, so the best runs are the comparable ones (the load average is printed).
+``--repeats`` times, the repeats sweeping all configurations in turn, and the best of each is kept:
+other processes on the machine only ever slow a run down, so the best runs are the comparable ones
+(the load average is printed).
 
     python benchmarks/bench_env.py [--clip CLIP] [--steps 30] [--repeats 5] [--worlds 1 8 64]
                                    [--threads 1 2] [--pipeline]
@@ -162,10 +163,11 @@ def main() -> None:
             f"{'pool':>9} {'env/rollout':>11} {'torch/rollout':>13}   (world control steps per second)")
     print(head)
     print("-" * len(head))
+    configs: dict[tuple[int, int], dict[str, EnvRun | PhysicsRun]] = {}
     for worlds in args.worlds:
         model, qpos, qvel, ctrl = physics_inputs(clip, worlds, args.steps)
         for threads in args.threads:
-            runs = {
+            runs: dict[str, EnvRun | PhysicsRun] = {
                 "env": EnvRun(clip, worlds, threads),
                 "torch": EnvRun(clip, worlds, threads, fused_cpu_step=False),
                 **{name: PhysicsRun(fn, (model, qpos, qvel, ctrl, worlds, threads))
@@ -173,17 +175,23 @@ def main() -> None:
             }
             if args.pipeline:
                 runs["pipe"] = EnvRun(clip, worlds, threads, fused_cpu_step=False, pipeline=True)
-            best = {name: 0.0 for name in runs}
-            for _ in range(args.repeats):
-                for name, run in runs.items():
-                    best[name] = max(best[name], run(args.steps))
-            for run in runs.values():
-                if isinstance(run, EnvRun):
-                    run.close()
-            pipe, raw = best.get("pipe", float("nan")), best["rollout"]
-            print(f"{worlds:>6} {threads:>7} {best['env']:>9.0f} {best['torch']:>9.0f} {pipe:>9.0f} {raw:>9.0f} "
-                  f"{best['batch']:>9.0f} {best['pool']:>9.0f} {100.0 * best['env'] / raw:>10.0f}% "
-                  f"{100.0 * best['torch'] / raw:>12.0f}%", flush=True)
+            configs[(worlds, threads)] = runs
+    # the repeats sweep every configuration in turn, so each one's runs spread over the whole
+    # benchmark: a burst of other load spoils a few runs of each, not all runs of one
+    best = {key: {name: 0.0 for name in runs} for key, runs in configs.items()}
+    for _ in range(args.repeats):
+        for key, runs in configs.items():
+            for name, run in runs.items():
+                best[key][name] = max(best[key][name], run(args.steps))
+    for (worlds, threads), runs in configs.items():
+        for run in runs.values():
+            if isinstance(run, EnvRun):
+                run.close()
+        b = best[(worlds, threads)]
+        pipe, raw = b.get("pipe", float("nan")), b["rollout"]
+        print(f"{worlds:>6} {threads:>7} {b['env']:>9.0f} {b['torch']:>9.0f} {pipe:>9.0f} {raw:>9.0f} "
+              f"{b['batch']:>9.0f} {b['pool']:>9.0f} {100.0 * b['env'] / raw:>10.0f}% "
+              f"{100.0 * b['torch'] / raw:>12.0f}%", flush=True)
     print(f"load avg after: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
