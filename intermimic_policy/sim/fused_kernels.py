@@ -9,9 +9,10 @@ whatever the tensor size. Here each world is a few loops over its own numbers. T
 and ``tests/test_env_fused_step.py`` checks the two paths equal on real clips.
 
 Precision: simulator values are rounded to float32 where ``backends.base.extract_state`` rounds
-them (so both paths read the same state), the arithmetic is float64, results are float32.
-The observation is ``observation.compiled_obs``'s kernel, fed here with each world's state and
-its reference frames packed from the motion library's table.
+them (so both paths read the same state); the arithmetic is float64 except the interaction-graph
+pair sums, which are float32 as the torch path's; results are float32. The observation is
+``observation.compiled_obs``'s kernel, fed here with each world's state and its reference frames
+packed from the motion library's table. The constants are the torch terms' own (imported).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numba
 import numpy as np
 
 from intermimic_policy.observation.compiled_obs import hinge_targets_kernel, observation_kernel_given_ig
+from intermimic_policy.sim.rewards import ENERGY_WARMUP_STEPS, LABEL_THRESHOLD, PROXIMITY_DECAY
+from intermimic_policy.state.interaction_graph import IG_DECAY, IG_EPS
 
 
 def _jit(fn: Any) -> Any:
@@ -42,10 +45,6 @@ REASON_NAMES = ("nonfinite", "fall", "human_deviation", "object_deviation", "ig_
 # the error rows of the reward, as ``rewards._ROWS`` (their weights come in this order)
 ERROR_ROWS = ("p", "r", "pv", "rv", "eg1", "op", "or", "opv", "orv", "eg2", "eg2", "ig", "cg_hand", "cg_hand",
               "cg_other", "cg_all", "eg3")
-LABEL_THRESHOLD = 0.1  # rewards.LABEL_THRESHOLD (checked equal by the caller)
-IG_EPS = 1e-6
-IG_DECAY = 5.0
-PROXIMITY_DECAY = 5.0
 
 
 @_jit
@@ -464,7 +463,7 @@ def step_worlds(
         ref = table[row]
         rb, rr, rl, ra = fo[0], fo[1], fo[2], fo[3]
         rop, ror, rol, roa, rc, rig = fo[4], fo[5], fo[6], fo[7], fo[8], fo[9]
-        active = steps[w] > 2  # rewards.ENERGY_WARMUP_STEPS (checked by the caller)
+        active = steps[w] > ENERGY_WARMUP_STEPS
         # -- reward errors (rewards.compute_reward's rows) -----------------------------------------------
         p_err = 0.0
         for j in range(nk):

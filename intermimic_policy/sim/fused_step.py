@@ -82,8 +82,8 @@ class FusedStep:
     def __init__(self, config: HOIEnvConfig, library: MotionLibrary, groups: Sequence[tuple[MujocoCPUBackend, int]],
                  world_object: torch.Tensor, bodies: RewardBodies, dt: float,
                  action_offset_scale: tuple[np.ndarray, np.ndarray]) -> None:
-        if rewards.ENERGY_WARMUP_STEPS != 2 or rewards.LABEL_THRESHOLD != kern.LABEL_THRESHOLD:
-            raise AssertionError("sim.fused_kernels mirrors rewards' constants: update it")  # pragma: no cover
+        if rewards._ROWS != kern.ERROR_ROWS:
+            raise AssertionError("sim.fused_kernels mirrors compute_reward's rows: update it")  # pragma: no cover
         self.config = cfg = config
         self.num_worlds = cfg.num_worlds
         self.dt = float(dt)
