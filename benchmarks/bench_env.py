@@ -3,20 +3,25 @@
 For each (worlds, threads) it measures, on the same instrumented scene and the same PD-replay
 controls of one clip (8 physics substeps per control step):
 
-* env      ``HOIEnv.step`` (physics + state + observation + reward + terminations + metrics),
+* env      ``HOIEnv.step`` with the default config (physics + state + observation + reward +
+           terminations + metrics): the fused CPU step (``sim.fused_step``) where it applies,
            PD-replay actions, auto-reset on;
-* pipe     the same with ``HOIEnvConfig.pipeline`` (physics on a background thread, worlds in two
-           blocks, the finished block's terms computed meanwhile); only with ``--pipeline``;
+* torch    the same with ``fused_cpu_step=False``: the torch terms (the GPU path, on CPU);
+* pipe     the torch step with ``HOIEnvConfig.pipeline`` (physics on a background thread, worlds in
+           two blocks, the finished block's terms computed meanwhile); only with ``--pipeline``;
 * rollout  ``mujoco.rollout.Rollout`` (persistent thread pool), physics only;
 * batch    ``mujoco.batch.Batch`` (what the backend uses), physics only;
 * pool     a ``ThreadPoolExecutor`` over one ``MjData`` per world calling ``mj_step(nstep=8)``.
 
-and prints world control steps per second and env / rollout (the share of the raw physics rate
-the environment keeps; the rest is our overhead). Run it on a quiet machine:
+and prints world control steps per second and env / rollout, torch / rollout (the share of the raw
+physics rate the environment keeps; the rest is our overhead). Every measurement is repeated
+``--repeats`` times, the repeats sweeping all configurations in turn, and the best of each is kept:
+other processes on the machine only ever slow a run down, so the best runs are the comparable ones
+(the load average is printed).
 
-    python benchmarks/bench_env.py [--clip CLIP] [--steps 30] [--worlds 1 8 64] [--threads 1 2] [--pipeline]
+    python benchmarks/bench_env.py [--clip CLIP] [--steps 30] [--repeats 5] [--worlds 1 8 64]
+                                   [--threads 1 2] [--pipeline]
 """
-
 from __future__ import annotations
 
 import argparse
@@ -110,45 +115,84 @@ def bench_pool(model, qpos, qvel, ctrl, worlds: int, threads: int) -> float:
         return worlds * ctrl.shape[0] / (time.perf_counter() - t)
 
 
-def bench_env(clip, worlds: int, threads: int, steps: int, pipeline: bool = False) -> float:
-    config = HOIEnvConfig(num_worlds=worlds, threads=threads, state_init="start", episode_cap=None,
-                          pipeline=pipeline)
-    env = HOIEnv(config, [clip])
-    env.reset()
-    env.step(env.pd_replay_actions())  # warm up
-    t = time.perf_counter()
-    for _ in range(steps):
-        env.step(env.pd_replay_actions())
-    rate = worlds * steps / (time.perf_counter() - t)
-    env.close()
-    return rate
+class PhysicsRun:
+    """One raw-physics measurement (its control rows fix the step count)."""
+
+    def __init__(self, fn, args) -> None:
+        self.fn, self.args = fn, args
+
+    def __call__(self, steps: int) -> float:
+        return self.fn(*self.args)
+
+
+class EnvRun:
+    """One environment, kept across repeats: each run restarts it from frame 0 and times ``steps``
+    PD-replay control steps (the same physics every run)."""
+
+    def __init__(self, clip, worlds: int, threads: int, **changes) -> None:
+        config = HOIEnvConfig(num_worlds=worlds, threads=threads, state_init="start", episode_cap=None, **changes)
+        self.env = HOIEnv(config, [clip])
+        self.worlds = worlds
+
+    def __call__(self, steps: int) -> float:
+        env = self.env
+        env.reset()
+        env.step(env.pd_replay_actions())  # warm up
+        t = time.perf_counter()
+        for _ in range(steps):
+            env.step(env.pd_replay_actions())
+        return self.worlds * steps / (time.perf_counter() - t)
+
+    def close(self) -> None:
+        self.env.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clip", type=Path, default=None)
     ap.add_argument("--steps", type=int, default=30, help="control steps per measurement")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved runs of each measurement (best kept)")
     ap.add_argument("--worlds", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--pipeline", action="store_true", help="also measure the pipelined environment")
     args = ap.parse_args()
     clip = load_motion(args.clip or default_clip())
-    print(f"clip {clip.name} ({clip.object_name}), {args.steps} control steps x {SUBSTEPS} substeps, "
-          f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}")
-    head = (f"{'worlds':>6} {'threads':>7} {'env':>9} {'pipe':>9} {'rollout':>9} {'batch':>9} {'pool':>9} "
-            f"{'env/rollout':>11} {'pipe/rollout':>12}   (world control steps per second)")
+    print(f"clip {clip.name} ({clip.object_name}), {args.steps} control steps x {SUBSTEPS} substeps, best of "
+          f"{args.repeats}, {os.cpu_count()} CPUs, load avg {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    head = (f"{'worlds':>6} {'threads':>7} {'env':>9} {'torch':>9} {'pipe':>9} {'rollout':>9} {'batch':>9} "
+            f"{'pool':>9} {'env/rollout':>11} {'torch/rollout':>13}   (world control steps per second)")
     print(head)
     print("-" * len(head))
+    configs: dict[tuple[int, int], dict[str, EnvRun | PhysicsRun]] = {}
     for worlds in args.worlds:
         model, qpos, qvel, ctrl = physics_inputs(clip, worlds, args.steps)
         for threads in args.threads:
-            raw = bench_rollout(model, qpos, qvel, ctrl, worlds, threads)
-            bat = bench_batch(model, qpos, qvel, ctrl, worlds, threads)
-            pool = bench_pool(model, qpos, qvel, ctrl, worlds, threads)
-            env = bench_env(clip, worlds, threads, args.steps)
-            pipe = bench_env(clip, worlds, threads, args.steps, pipeline=True) if args.pipeline else float("nan")
-            print(f"{worlds:>6} {threads:>7} {env:>9.0f} {pipe:>9.0f} {raw:>9.0f} {bat:>9.0f} {pool:>9.0f} "
-                  f"{100.0 * env / raw:>10.0f}% {100.0 * pipe / raw:>11.0f}%", flush=True)
+            runs: dict[str, EnvRun | PhysicsRun] = {
+                "env": EnvRun(clip, worlds, threads),
+                "torch": EnvRun(clip, worlds, threads, fused_cpu_step=False),
+                **{name: PhysicsRun(fn, (model, qpos, qvel, ctrl, worlds, threads))
+                   for name, fn in (("rollout", bench_rollout), ("batch", bench_batch), ("pool", bench_pool))},
+            }
+            if args.pipeline:
+                runs["pipe"] = EnvRun(clip, worlds, threads, fused_cpu_step=False, pipeline=True)
+            configs[(worlds, threads)] = runs
+    # the repeats sweep every configuration in turn, so each one's runs spread over the whole
+    # benchmark: a burst of other load spoils a few runs of each, not all runs of one
+    best = {key: {name: 0.0 for name in runs} for key, runs in configs.items()}
+    for _ in range(args.repeats):
+        for key, runs in configs.items():
+            for name, run in runs.items():
+                best[key][name] = max(best[key][name], run(args.steps))
+    for (worlds, threads), runs in configs.items():
+        for run in runs.values():
+            if isinstance(run, EnvRun):
+                run.close()
+        b = best[(worlds, threads)]
+        pipe, raw = b.get("pipe", float("nan")), b["rollout"]
+        print(f"{worlds:>6} {threads:>7} {b['env']:>9.0f} {b['torch']:>9.0f} {pipe:>9.0f} {raw:>9.0f} "
+              f"{b['batch']:>9.0f} {b['pool']:>9.0f} {100.0 * b['env'] / raw:>10.0f}% "
+              f"{100.0 * b['torch'] / raw:>12.0f}%", flush=True)
+    print(f"load avg after: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -197,8 +197,10 @@ def test_library_reads_every_offset_in_one_gather(clips: list[HOIMotion]) -> Non
     assert torch.equal(lib.joint_rotvec(clip_ids, t), lib.initial_state(clip_ids, t).joint_rotvec)
 
 
-def test_step_equals_the_plain_term_functions_on_its_own_state(clips: list[HOIMotion]) -> None:
-    env = HOIEnv(eval_config(num_worlds=3), clips)
+@pytest.mark.parametrize("fused", [False, True])
+def test_step_equals_the_plain_term_functions_on_its_own_state(clips: list[HOIMotion], fused: bool) -> None:
+    env = HOIEnv(eval_config(num_worlds=3, fused_cpu_step=fused), clips)
+    assert env.fused_step_active == fused
     env.reset(clip_ids=torch.tensor([1, 1, 0]), start_frames=torch.tensor([0, 10, 20]))  # box: worlds 0-1
     for _ in range(3):
         assert env._prev is not None
@@ -212,7 +214,11 @@ def test_step_equals_the_plain_term_functions_on_its_own_state(clips: list[HOIMo
         for name, v in terms.items():
             torch.testing.assert_close(info["reward_terms"][name], v, rtol=1e-5, atol=1e-7, msg=name)
         e_h, e_o = step_errors(sim, ref, pts)
-        assert torch.equal(info["E_h"], e_h) and torch.equal(info["E_o"], e_o)
+        if fused:  # the compiled step: the same terms to float32 rounding
+            torch.testing.assert_close(info["E_h"], e_h, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(info["E_o"], e_o, rtol=1e-5, atol=1e-7)
+        else:
+            assert torch.equal(info["E_h"], e_h) and torch.equal(info["E_o"], e_o)
         refs = [lib.frames(env.clip, env.t + d) for d in env.obs_spec.ref_offsets]
         torch.testing.assert_close(obs, _per_term(env.obs_builder, sim, refs, pts), atol=1e-5, rtol=0)
 

@@ -164,12 +164,67 @@ def _rotation_error_rows(x: np.ndarray, row: int, ref: np.ndarray, m: int, rot: 
 
 
 @_jit
+def _nearest_index(lx: float, ly: float, lz: float, table: np.ndarray, dist: np.ndarray) -> int:  # pragma: no cover
+    """The first index of the smallest |p|^2 - 2 x.p over the cloud's [4, P] table (the nearest
+    point to x): the distances in one vectorised pass, their minimum in four independent chains
+    (one chain is a serial dependency: ~2x slower), then the first point at that minimum."""
+    n = table.shape[1]
+    for q in range(n):
+        dist[q] = lx * table[0, q] + ly * table[1, q] + lz * table[2, q] + table[3, q]
+    a0 = a1 = a2 = a3 = np.inf
+    full = n - n % 4
+    for q in range(0, full, 4):
+        v0, v1, v2, v3 = dist[q], dist[q + 1], dist[q + 2], dist[q + 3]
+        a0 = v0 if v0 < a0 else a0
+        a1 = v1 if v1 < a1 else a1
+        a2 = v2 if v2 < a2 else a2
+        a3 = v3 if v3 < a3 else a3
+    best = min(min(a0, a1), min(a2, a3))
+    for q in range(full, n):
+        if dist[q] < best:
+            best = dist[q]
+    for q in range(n):
+        if dist[q] == best:
+            return q
+    return 0
+
+
+@_jit
 def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, contact_b: np.ndarray,
            opos: np.ndarray, omat: np.ndarray, olin: np.ndarray, oang: np.ndarray,
            cloud_pts: np.ndarray, cloud_table: np.ndarray, refs: np.ndarray,
            key: np.ndarray, nh: np.ndarray, cidx: np.ndarray, lay: np.ndarray, sim_at: np.ndarray,
            blk_at: np.ndarray, blk_size: int, ig_at: int, blk_extra: int, tail: int,
            x: np.ndarray, work: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    _simulated_ig_rows(pos, opos, omat, cloud_pts, cloud_table, sim_at[6], x)
+    _build_given_ig(pos, mat, lin, ang, contact_b, opos, omat, olin, oang, refs, key, nh, cidx, lay, sim_at, blk_at,
+                    blk_size, ig_at, blk_extra, tail, x, work, index, out)
+
+
+@_jit
+def _simulated_ig_rows(pos: np.ndarray, opos: np.ndarray, omat: np.ndarray, cloud_pts: np.ndarray,
+                       cloud_table: np.ndarray, r0: int, x: np.ndarray) -> None:  # pragma: no cover
+    """Rows ``r0 + b`` of ``x``: the simulated interaction graph, body minus its nearest object
+    point, found in the object frame."""
+    dist = np.empty(cloud_pts.shape[0])
+    for b in range(pos.shape[0]):
+        dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
+        lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
+        ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
+        lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
+        arg = _nearest_index(lx, ly, lz, cloud_table, dist)
+        vx, vy, vz = lx - cloud_pts[arg, 0], ly - cloud_pts[arg, 1], lz - cloud_pts[arg, 2]
+        for i in range(3):
+            x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
+
+
+@_jit
+def _build_given_ig(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, contact_b: np.ndarray,
+                    opos: np.ndarray, omat: np.ndarray, olin: np.ndarray, oang: np.ndarray, refs: np.ndarray,
+                    key: np.ndarray, nh: np.ndarray, cidx: np.ndarray, lay: np.ndarray, sim_at: np.ndarray,
+                    blk_at: np.ndarray, blk_size: int, ig_at: int, blk_extra: int, tail: int,
+                    x: np.ndarray, work: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """:func:`_build` with the simulated interaction-graph rows of ``x`` already written."""
     nb = pos.shape[0]
     nk, nr, nc = key.shape[0], nh.shape[0], cidx.shape[0]
     k_blocks = refs.shape[0]
@@ -195,22 +250,6 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
     for i in range(3):
         x[r2, i] = olin[i]
         x[r3, i] = oang[i]
-    # simulated interaction graph: body minus nearest object point, found in the object frame
-    r0 = sim_at[6]
-    npts = cloud_pts.shape[0]
-    for b in range(nb):
-        dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
-        lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
-        ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
-        lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
-        best, arg = np.inf, 0
-        for q in range(npts):
-            d = lx * cloud_table[0, q] + ly * cloud_table[1, q] + lz * cloud_table[2, q] + cloud_table[3, q]
-            if d < best:
-                best, arg = d, q
-        vx, vy, vz = lx - cloud_pts[arg, 0], ly - cloud_pts[arg, 1], lz - cloud_pts[arg, 2]
-        for i in range(3):
-            x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
     # per block: the rows that a reference frame and the state give together
     h0x, h0y = c, s  # the heading row of h (its z is 0)
     for blk in range(k_blocks):
@@ -273,6 +312,12 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
             work[tail + 1 + nc + blk * nc + q] = label * ((label + 1.0) * 0.5 - work[tail + 1 + q])
     for q in range(index.shape[0]):
         out[q] = work[index[q]]
+
+
+# the observation kernel under a public name (and its form for a caller that wrote the simulated
+# interaction-graph rows itself): the environment's fused CPU step calls it per world
+observation_kernel = _build
+observation_kernel_given_ig = _build_given_ig
 
 
 class CompiledObservation(NumpyObservation):
@@ -372,6 +417,10 @@ def _hinge_targets(actions: np.ndarray, offset: np.ndarray, scale: np.ndarray, c
         out[3 * j] = np.arctan2(-m12, m22)
         out[3 * j + 1] = np.arcsin(min(1.0, max(-1.0, m02)))
         out[3 * j + 2] = np.arctan2(-m01, m00)
+
+
+# the action map kernel under a public name (one row): the environment's fused CPU step calls it per world
+hinge_targets_kernel = _hinge_targets
 
 
 class CompiledTargets:

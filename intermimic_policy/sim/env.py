@@ -25,6 +25,9 @@ Speed (``benchmarks/bench_env.py``): the step computes every quantity several co
 interaction-graph pass that yields the observation's nearest-point vectors, the reward's graph
 error and the early termination's deviation ratio, and E_h/E_o reused by the deviation tests.
 ``config.pipeline`` additionally overlaps that work with the physics (bit-identical results).
+On CPU with a few worlds that torch work is dispatch-bound, so ``config.fused_cpu_step`` (on by
+default where it applies, ``sim.fused_step``) runs the action map, the per-world terms and the
+per-world bookkeeping as compiled loops instead: equal to the torch terms to float32 rounding.
 ``config.skeleton="subject"`` builds the humanoid from the clips' own bones (``sim.subject``).
 """
 
@@ -65,6 +68,7 @@ from intermimic_policy.sim.env_step import (
     reference_side,
     simulated_side,
 )
+from intermimic_policy.sim.fused_step import FusedStep, fused_step_applies
 from intermimic_policy.sim.metrics import EpisodeMetrics
 from intermimic_policy.sim.objects import ObjectAsset, load_object
 from intermimic_policy.sim.policy_contract import env_contract
@@ -240,6 +244,19 @@ class HOIEnv:
         self._push = torch.full((n,), pert.push, device=self.device)
         self._push_every = max(1, int(round(pert.push_interval_s * cfg.control_hz)))
         self._delay_line: Tensor | None = None
+        # the compiled step where it applies (sim.fused_step); why not, otherwise
+        self.fused_step_fallback = fused_step_applies(cfg, [g.backend for g in self.groups], self.psi.config.enabled)
+        self._fused = None if self.fused_step_fallback is not None else FusedStep(
+            cfg, lib, [(g.backend, g.start) for g in self.groups], self.world_object, self._bodies,  # type: ignore[misc]
+            self.dt, (offset, scale))
+        if self._fused is not None:
+            self._fused.bind(self.clip, self.t, self.steps, self.active)
+        self._no_ids = torch.zeros(0, dtype=torch.long, device=self.device)
+
+    @property
+    def fused_step_active(self) -> bool:
+        """Whether steps run the compiled CPU path (``config.fused_cpu_step`` and it applies)."""
+        return self._fused is not None
 
     def _skeleton(self, given: Skeleton | None, clips: Sequence[HOIMotion]) -> Skeleton | None:
         """The humanoid: ``given`` when the caller has one (e.g. a subject skeleton fitted to more
@@ -467,6 +484,8 @@ class HOIEnv:
 
     def pd_replay_actions(self) -> Tensor:
         """The no-learning baseline: actions whose PD targets are the reference joints at t + 1."""
+        if self._fused is not None:
+            return self._fused.pd_replay_actions()
         with torch_threads(self.config.torch_threads, self.device):
             return self.targets_to_action(self.motion_library.joint_rotvec(self.clip, self.t + 1))
 
@@ -476,14 +495,17 @@ class HOIEnv:
         Worlds that are not active (ended, with ``auto_reset=False``) still simulate but report
         zero reward and no new ends.
         """
+        if self._fused is not None:  # the compiled path: torch threads matter only at episode ends
+            return self._step(actions)
         with torch_threads(self.config.torch_threads, self.device):
             return self._step(actions)
 
     def _step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
-        cfg, lib = self.config, self.motion_library
         n = self.num_worlds
         if tuple(actions.shape) != (n, self.num_actions):
             raise EnvError(f"actions have shape {tuple(actions.shape)}, expected ({n}, {self.num_actions})")
+        if self._fused is not None:  # the compiled path (sim.fused_step): the same steps, fewer ops
+            return self._fused_step(actions)
         if not bool(torch.isfinite(actions).all()):
             raise EnvError("actions contain NaN or inf")
         if self._prev is None:
@@ -493,16 +515,7 @@ class HOIEnv:
         t, steps = self.t + 1, self.steps + 1
         runner = self._physics
         runner.start(targets)
-        try:
-            parts = []
-            # the reference side needs no physics: with a pipeline it runs while the worlds step
-            ref_sides = [self._reference_side(b.worlds, t) for b in self._blocks]
-            for i, (block, ref_side) in enumerate(zip(self._blocks, ref_sides)):
-                runner.wait(i)
-                parts.append(self._simulated_side(block, ref_side, t, steps))
-        finally:
-            runner.settle()
-        part = merge(parts)
+        part = self._torch_part(t, steps)
         self.t.copy_(t)
         self.steps.copy_(steps)
         self.hand_lost = part.hand_lost
@@ -514,10 +527,7 @@ class HOIEnv:
         reset = reset | failed
         live = self.active.clone()
         if bool((bad_obs & live).any()):
-            bad_ids = torch.nonzero(bad_obs & live).flatten()
-            self.nonfinite_resets += int(bad_ids.numel())
-            logger.warning("non-finite observation in worlds %s (clips %s); resetting them",
-                           bad_ids.tolist(), [lib.clip_names[int(c)] for c in self.clip[bad_ids]])
+            self._count_nonfinite(torch.nonzero(bad_obs & live).flatten())
         reward = torch.where(live & ~failed, torch.nan_to_num(reward, nan=0.0), torch.zeros_like(reward))
         live_ids = torch.nonzero(live).flatten()
         self.metrics.step(e_h, e_o)
@@ -529,23 +539,76 @@ class HOIEnv:
         terminated = terminated & live
         truncated = done & ~terminated
         done_ids = torch.nonzero(done).flatten()
-        info: dict[str, Any] = {
-            "reward_terms": terms, "reasons": reasons, "E_h": e_h, "E_o": e_o,
-            "time_outs": truncated, "episode_steps": self.steps.clone(), "frame": self.t.clone(),
-            "clip": self.clip.clone(), "done_ids": done_ids,
-        }
+        info = self._info(terms, reasons, e_h, e_o, truncated, done_ids)
         self.obs = obs
         if done_ids.numel():
-            info["terminal_obs"] = obs[done_ids].clone()
-            end, term = self.t[done_ids], terminated[done_ids]
-            self.psi.on_episode_end(done_ids, end, term)
-            self.metrics.end(done_ids, end, term)
-            self.active[done_ids] = False
-            if cfg.auto_reset:
-                clips = self._sample_clips(done_ids)
-                self._reset_worlds(done_ids, clips, self._sample_frames(clips))
+            self._end_episodes(done_ids, terminated, info)
         self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
         return self._noisy(self.obs.clone()), reward, terminated, truncated, info
+
+    def _fused_step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        """:meth:`_step` on the compiled path (``sim.fused_step``): the action map, the per-world
+        terms and the per-world part of the bookkeeping are compiled (``t`` and ``steps`` advance in
+        place); episode ends and resets run here as on the torch path."""
+        assert self._fused is not None
+        a = actions.detach().to("cpu", torch.float32).numpy()
+        if not np.isfinite(a).all():
+            raise EnvError("actions contain NaN or inf")
+        if self._prev is None:
+            raise EnvError("call reset() before step()")
+        targets = self._delayed(self._fused.targets(a))
+        self._apply_pushes()
+        self._physics.start(targets)
+        out = self._fused.step(self.hand_lost, self._prev, self.metrics)
+        self.hand_lost = out.hand_lost
+        self._prev = out.prev
+        if out.num_bad_live:
+            self._count_nonfinite(torch.nonzero(out.reasons["nonfinite_obs"] & self.active).flatten())
+        done_ids = torch.nonzero(out.done).flatten() if out.num_done else self._no_ids
+        info = self._info(out.terms, out.reasons, out.e_h, out.e_o, out.truncated, done_ids)
+        self.obs = out.obs
+        if out.num_done:
+            with torch_threads(self.config.torch_threads, self.device):
+                self._end_episodes(done_ids, out.terminated, info)
+        if out.num_nonfinite_obs:
+            self.obs = torch.nan_to_num(self.obs, nan=0.0, posinf=0.0, neginf=0.0)
+        return self._noisy(self.obs.clone()), out.reward, out.terminated, out.truncated, info
+
+    def _count_nonfinite(self, bad_ids: Tensor) -> None:
+        self.nonfinite_resets += int(bad_ids.numel())
+        logger.warning("non-finite observation in worlds %s (clips %s); resetting them", bad_ids.tolist(),
+                       [self.motion_library.clip_names[int(c)] for c in self.clip[bad_ids]])
+
+    def _info(self, terms: dict[str, Tensor], reasons: dict[str, Tensor], e_h: Tensor, e_o: Tensor,
+              truncated: Tensor, done_ids: Tensor) -> dict[str, Any]:
+        return {"reward_terms": terms, "reasons": reasons, "E_h": e_h, "E_o": e_o, "time_outs": truncated,
+                "episode_steps": self.steps.clone(), "frame": self.t.clone(), "clip": self.clip.clone(),
+                "done_ids": done_ids}
+
+    def _end_episodes(self, done_ids: Tensor, terminated: Tensor, info: dict[str, Any]) -> None:
+        """Close the episodes of ``done_ids`` (PSI, metrics) and, with auto-reset, start new ones."""
+        info["terminal_obs"] = self.obs[done_ids].clone()
+        end, term = self.t[done_ids], terminated[done_ids]
+        self.psi.on_episode_end(done_ids, end, term)
+        self.metrics.end(done_ids, end, term)
+        self.active[done_ids] = False
+        if self.config.auto_reset:
+            clips = self._sample_clips(done_ids)
+            self._reset_worlds(done_ids, clips, self._sample_frames(clips))
+
+    def _torch_part(self, t: Tensor, steps: Tensor) -> StepPart:
+        """The per-world results of the step from the torch terms (``sim.env_step``), block by block."""
+        runner = self._physics
+        try:
+            parts = []
+            # the reference side needs no physics: with a pipeline it runs while the worlds step
+            ref_sides = [self._reference_side(b.worlds, t) for b in self._blocks]
+            for i, (block, ref_side) in enumerate(zip(self._blocks, ref_sides)):
+                runner.wait(i)
+                parts.append(self._simulated_side(block, ref_side, t, steps))
+        finally:
+            runner.settle()
+        return merge(parts)
 
     # -- perturbations (sim.perturb) -------------------------------------------------------------
     def _draw_perturbation(self, ids: Tensor) -> None:

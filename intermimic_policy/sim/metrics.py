@@ -79,6 +79,11 @@ class EpisodeMetrics:
         self._sum_o[env_ids] = 0.0
         self._count[env_ids] = 0
 
+    def accumulators(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(active [N] bool, sum E_h, sum E_o [N] float64, count [N] long): the per-world sums
+        :meth:`step` adds to, for a caller that adds them itself (``sim.fused_step``, in place)."""
+        return self._active, self._sum_h, self._sum_o, self._count
+
     def step(self, e_h: Tensor, e_o: Tensor, env_ids: Tensor | None = None) -> None:
         """Add one step's errors [n] (of ``env_ids``, default all worlds); inactive worlds are skipped."""
         ids = torch.arange(self._clip.shape[0]) if env_ids is None else env_ids.cpu().long()

@@ -168,6 +168,20 @@ class MotionLibrary:
         last = self.num_frames[clip_ids] - 1
         return torch.minimum(t.clamp_min(0), last)
 
+    @property
+    def frame_table(self) -> Tensor:
+        """Every (clip, frame) as one float32 row [clips * max_frames, F] (``RefFrame`` fields in
+        :meth:`field_offsets` order; row ``clip * max_frames + frame``)."""
+        return self._table
+
+    def field_offsets(self) -> dict[str, int]:
+        """Where each ``RefFrame`` field starts in a :attr:`frame_table` row."""
+        out, start = {}, 0
+        for name, tail in self._layout:
+            out[name] = start
+            start += math.prod(tail)
+        return out
+
     def rows(self, clip_ids: Tensor, t: Tensor) -> Tensor:
         """Flat table rows of (clip, frame), frames clamped to each clip's end."""
         clip_ids = clip_ids.to(self.device, torch.long)
@@ -197,6 +211,11 @@ class MotionLibrary:
             start += size
         out["object_contact"] = out["object_contact"] > 0.5
         return RefFrame(**out)
+
+    @property
+    def joint_rotvec_table(self) -> Tensor:
+        """Every clip's joint rotation vectors, [clips, max_frames, 51, 3] (padded as the table)."""
+        return self._data["joint_rotvec"]
 
     def joint_rotvec(self, clip_ids: Tensor, t: Tensor) -> Tensor:
         """Reference joint rotation vectors [N, 51, 3] at (clip, frame) (clamped)."""

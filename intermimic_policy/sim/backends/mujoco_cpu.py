@@ -19,6 +19,7 @@ does. After a reset the full ``mj_forward`` runs, so the first observation is ne
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import mujoco
@@ -40,9 +41,24 @@ from intermimic_policy.sim.backends.base import (
 )
 from intermimic_policy.state.frames import InitialState, SimState
 
+
+@dataclass(frozen=True)
+class RawState:
+    """A backend's raw per-world MuJoCo arrays ([N, ...] float64 numpy, live views)."""
+
+    xpos: np.ndarray
+    xquat: np.ndarray
+    cvel: np.ndarray
+    subtree_com: np.ndarray
+    qpos: np.ndarray
+    qvel: np.ndarray
+    sensordata: np.ndarray
+    failed: np.ndarray  # [N] bool, this step's physics failures
+
+
 # warnings after which a world's state is not trustworthy (MuJoCo resets such a world itself)
-_UNSTABLE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
-                              mujoco.mjtWarning.mjWARN_BADQACC)]
+_UNSTABLE = np.array([int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                              mujoco.mjtWarning.mjWARN_BADQACC)])
 
 
 def default_threads(num_worlds: int) -> int:
@@ -72,12 +88,13 @@ class MujocoCPUBackend:
         self._index = StateIndex(self.layout, torch.device("cpu"))
         self._actuators = self.layout.actuator_ids
         self._failed = np.zeros(self.num_worlds, dtype=bool)
+        self._warning_counts = np.asarray(b.warning)  # live [N, warnings, 2] (index, count) view
         b.reset()  # model defaults (standing pose) + mj_forward
         self._ctrl[:, self._actuators] = self._qpos[:, self.layout.joint_qpos_adr]
         self._warnings = self._unstable_counts()
 
     def _unstable_counts(self) -> np.ndarray:
-        return np.asarray(self.batch.warning)[:, _UNSTABLE, 1].sum(-1).copy()
+        return self._warning_counts[:, _UNSTABLE, 1].sum(-1)  # (a fancy index: a copy)
 
     def reset(self, env_ids: Tensor, state: InitialState) -> None:
         ids, order = sorted_env_ids(env_ids, self.num_worlds)
@@ -124,6 +141,13 @@ class MujocoCPUBackend:
             sensordata=raw["sensordata"], contact_threshold=self.config.contact_threshold,
         )
         return s if self.device.type == "cpu" else s.to(self.device)
+
+    def raw_state(self) -> RawState:
+        """The simulator's live arrays (views, rewritten by every step) and the failure flags:
+        what ``sim.fused_step`` reads instead of :meth:`state`."""
+        o = self._outputs
+        return RawState(o["xpos"], o["xquat"], o["cvel"], o["subtree_com"], self._qpos, self._qvel, o["sensordata"],
+                        self._failed)
 
     def get_data(self, world: int) -> mujoco.MjData:
         """World ``world``'s full ``MjData`` (a copy): for rendering and debugging."""
