@@ -202,20 +202,30 @@ def _build(pos: np.ndarray, mat: np.ndarray, lin: np.ndarray, ang: np.ndarray, c
 
 
 @_jit
+def in_object_frame(p: np.ndarray, opos: np.ndarray, omat: np.ndarray) -> tuple[float, float, float]:  # pragma: no cover
+    """Point ``p`` [3] in the object frame (``omat``'s columns are the object's axes)."""
+    dx, dy, dz = p[0] - opos[0], p[1] - opos[1], p[2] - opos[2]
+    return (dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0], dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1],
+            dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2])
+
+
+@_jit
+def write_world_vector(omat: np.ndarray, vx: float, vy: float, vz: float, row: np.ndarray) -> None:  # pragma: no cover
+    """``row[:3]`` = the object-frame vector (vx, vy, vz) in the world frame."""
+    for i in range(3):
+        row[i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
+
+
+@_jit
 def _simulated_ig_rows(pos: np.ndarray, opos: np.ndarray, omat: np.ndarray, cloud_pts: np.ndarray,
                        cloud_table: np.ndarray, r0: int, x: np.ndarray) -> None:  # pragma: no cover
     """Rows ``r0 + b`` of ``x``: the simulated interaction graph, body minus its nearest object
     point, found in the object frame."""
     dist = np.empty(cloud_pts.shape[0])
     for b in range(pos.shape[0]):
-        dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
-        lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
-        ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
-        lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
+        lx, ly, lz = in_object_frame(pos[b], opos, omat)
         arg = _nearest_index(lx, ly, lz, cloud_table, dist)
-        vx, vy, vz = lx - cloud_pts[arg, 0], ly - cloud_pts[arg, 1], lz - cloud_pts[arg, 2]
-        for i in range(3):
-            x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
+        write_world_vector(omat, lx - cloud_pts[arg, 0], ly - cloud_pts[arg, 1], lz - cloud_pts[arg, 2], x[r0 + b])
 
 
 @_jit

@@ -22,7 +22,12 @@ from typing import Any
 import numba
 import numpy as np
 
-from intermimic_policy.observation.compiled_obs import hinge_targets_kernel, observation_kernel_given_ig
+from intermimic_policy.observation.compiled_obs import (
+    hinge_targets_kernel,
+    in_object_frame,
+    observation_kernel_given_ig,
+    write_world_vector,
+)
 from intermimic_policy.sim.rewards import ENERGY_WARMUP_STEPS, LABEL_THRESHOLD, PROXIMITY_DECAY
 from intermimic_policy.state.interaction_graph import IG_DECAY, IG_EPS
 
@@ -318,14 +323,9 @@ def _simulated_ig(pos: np.ndarray, opos: np.ndarray, omat: np.ndarray, cloud: np
     object frame, as ``compiled_obs`` does; ``sim.interaction_graph.nearest_point_vectors``)."""
     bound = np.empty(lo.shape[0])
     for b in range(pos.shape[0]):
-        dx, dy, dz = pos[b, 0] - opos[0], pos[b, 1] - opos[1], pos[b, 2] - opos[2]
-        lx = dx * omat[0, 0] + dy * omat[1, 0] + dz * omat[2, 0]
-        ly = dx * omat[0, 1] + dy * omat[1, 1] + dz * omat[2, 1]
-        lz = dx * omat[0, 2] + dy * omat[1, 2] + dz * omat[2, 2]
+        lx, ly, lz = in_object_frame(pos[b], opos, omat)
         q = _nearest_point(lx, ly, lz, leaf_pts, order, starts, lo, hi, bound)
-        vx, vy, vz = lx - cloud[q, 0], ly - cloud[q, 1], lz - cloud[q, 2]
-        for i in range(3):
-            x[r0 + b, i] = omat[i, 0] * vx + omat[i, 1] * vy + omat[i, 2] * vz
+        write_world_vector(omat, lx - cloud[q, 0], ly - cloud[q, 1], lz - cloud[q, 2], x[r0 + b])
 
 
 @_jit
