@@ -42,14 +42,14 @@ def _jit_reorder(fn: Any) -> Any:
 
 
 # rows of the reward-factor output, in ``compute_reward``'s term order
-TERM_NAMES = ("p", "r", "pv", "rv", "eg1", "op", "or", "opv", "orv", "eg2", "ig", "cg_hand", "cg_other",
-              "cg_all", "eg3")
 # rows of the reasons output, in the torch step's dict order
 REASON_NAMES = ("nonfinite", "fall", "human_deviation", "object_deviation", "ig_deviation", "hand_contact_lost",
                 "clip_end", "episode_cap", "physics_failure", "nonfinite_obs")
 # the error rows of the reward, as ``rewards._ROWS`` (their weights come in this order)
 ERROR_ROWS = ("p", "r", "pv", "rv", "eg1", "op", "or", "opv", "orv", "eg2", "eg2", "ig", "cg_hand", "cg_hand",
               "cg_other", "cg_all", "eg3")
+# the reward factors (the torch terms' dict keys): each error row's name once, in order
+TERM_NAMES = tuple(dict.fromkeys(ERROR_ROWS))
 
 
 @_jit

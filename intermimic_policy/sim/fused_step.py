@@ -32,7 +32,7 @@ from intermimic_policy.observation.compiled_obs import CompiledObservation, avai
 from intermimic_policy.observation.numpy_obs import NUMPY_TERMS
 from intermimic_policy.observation.spec import ObservationSpec
 from intermimic_policy.sim import fused_kernels as kern
-from intermimic_policy.sim import rewards
+from intermimic_policy.sim import rewards, terminations
 from intermimic_policy.sim.backends.mujoco_cpu import MujocoCPUBackend
 from intermimic_policy.sim.env_config import HOIEnvConfig
 from intermimic_policy.sim.metrics import EpisodeMetrics
@@ -84,6 +84,9 @@ class FusedStep:
                  action_offset_scale: tuple[np.ndarray, np.ndarray]) -> None:
         if rewards._ROWS != kern.ERROR_ROWS:
             raise AssertionError("sim.fused_kernels mirrors compute_reward's rows: update it")  # pragma: no cover
+        if kern.REASON_NAMES != (*terminations.FAILURE_REASONS, *terminations.TIMEOUT_REASONS, "physics_failure",
+                                 "nonfinite_obs"):
+            raise AssertionError("sim.fused_kernels mirrors check_terminations' reasons: update it")  # pragma: no cover
         self.config = cfg = config
         self.num_worlds = cfg.num_worlds
         self.dt = float(dt)
