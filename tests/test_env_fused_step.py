@@ -138,7 +138,8 @@ def test_fused_env_runs_the_torch_env_trajectory(clips: list[HOIMotion]) -> None
         assert env.fused_step_active == fused
         if env._fused is not None:
             torch_map = env._action_to_targets
-            env._fused.targets = lambda a: torch_map(torch.as_tensor(a))  # type: ignore[method-assign,assignment]
+            env._fused.target_array = lambda a: (  # type: ignore[method-assign]
+                torch_map(torch.as_tensor(a)).to(torch.float64).numpy())
         out: list[Any] = [env.reset()]
         noise = torch.Generator().manual_seed(3)
         for i in range(30):
@@ -217,3 +218,39 @@ def test_leaf_pruned_nearest_point_is_exact() -> None:
     for q in np.concatenate([g.normal(size=(200, 3)) * 1.5, cloud[:50] + 1e-9, cloud[50:60]]):
         want = int(np.argmin(((cloud - q) ** 2).sum(-1)))
         assert fused_kernels._nearest_point(q[0], q[1], q[2], pts[0], order[0], starts[0], lo[0], hi[0], bound) == want
+
+
+def test_fused_results_stay_as_returned_and_read_by_name(clips: list[HOIMotion]) -> None:
+    """Every step hands out fresh arrays (a caller keeping one step's results sees them unchanged
+    after later steps), and the reward factors and reasons read by name like the torch path's dicts."""
+    env = HOIEnv(_config(3), clips)
+    env.reset()
+    obs, reward, terminated, _, info = env.step(env.pd_replay_actions())
+    kept = (obs.clone(), reward.clone(), terminated.clone(), {k: v.clone() for k, v in info["reward_terms"].items()},
+            {k: v.clone() for k, v in info["reasons"].items()}, info["E_h"].clone())
+    assert list(info["reward_terms"]) == list(fused_kernels.TERM_NAMES) and len(info["reasons"]) == 10
+    assert "clip_end" in info["reasons"] and "no_such_reason" not in info["reasons"]
+    with pytest.raises(KeyError):
+        info["reasons"]["no_such_reason"]
+    noise = torch.Generator().manual_seed(0)
+    for _ in range(20):  # episodes end (cap 15), worlds reset, previous velocities are replaced
+        env.step(env.pd_replay_actions() + 0.5 * torch.randn(3, env.num_actions, generator=noise))
+    assert torch.equal(obs, kept[0]) and torch.equal(reward, kept[1]) and torch.equal(terminated, kept[2])
+    assert all(torch.equal(info["reward_terms"][k], v) for k, v in kept[3].items())
+    assert all(torch.equal(info["reasons"][k], v) for k, v in kept[4].items())
+    assert torch.equal(info["E_h"], kept[5])
+
+
+def test_fused_physics_refuses_bad_targets(clips: list[HOIMotion]) -> None:
+    """The array path into MuJoCo checks what the tensor path checks: the shape and finiteness."""
+    from intermimic_policy.sim.backends.base import BackendError
+
+    env = HOIEnv(_config(2), clips)
+    env.reset()
+    backend = env.groups[0].backend
+    rows = np.zeros((backend.num_worlds, 153))
+    with pytest.raises(BackendError, match="shape"):
+        backend.step_array(rows[:, :152])
+    rows[0, 7] = np.nan
+    with pytest.raises(BackendError, match="NaN"):
+        backend.step_array(rows)

@@ -556,9 +556,13 @@ class HOIEnv:
             raise EnvError("actions contain NaN or inf")
         if self._prev is None:
             raise EnvError("call reset() before step()")
-        targets = self._delayed(self._fused.targets(a))
+        targets = self._fused.target_array(a)
+        delayed = self._delayed(torch.from_numpy(targets)) if self.config.perturb.action_delay > 0 else None
         self._apply_pushes()
-        self._physics.start(targets)
+        if delayed is None:
+            self._fused.step_physics(targets)  # arrays all the way to MuJoCo
+        else:
+            self._physics.start(delayed)
         out = self._fused.step(self.hand_lost, self._prev, self.metrics)
         self.hand_lost = out.hand_lost
         self._prev = out.prev

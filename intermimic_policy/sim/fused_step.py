@@ -20,14 +20,14 @@ outside this part of the step, so they are covered.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from intermimic_policy.embodiment.smplx_body import NUM_BODIES
+from intermimic_policy.embodiment.smplx_body import NUM_BODIES, NUM_JOINTS
 from intermimic_policy.observation.compiled_obs import CompiledObservation, available
 from intermimic_policy.observation.numpy_obs import NUMPY_TERMS
 from intermimic_policy.observation.spec import ObservationSpec
@@ -74,6 +74,7 @@ class _BackendRows:
 
     backend: MujocoCPUBackend
     args: tuple[Any, ...]
+    worlds: slice  # its rows among the env's worlds
 
 
 class FusedStep:
@@ -116,6 +117,10 @@ class FusedStep:
         self._settings_args = self._settings()
         self._metrics_of: EpisodeMetrics | None = None
         self._metrics: tuple[np.ndarray, ...] = ()
+        self._jav_shape = (self.num_worlds, NUM_JOINTS, 3)
+        self._term_index = {name: i for i, name in enumerate(kern.TERM_NAMES)}
+        self._reason_index = {name: i for i, name in enumerate(kern.REASON_NAMES)}
+        self._handed: tuple[tuple[torch.Tensor, np.ndarray], ...] = ()  # last step's tensors and their arrays
 
     def bind(self, clip: torch.Tensor, t: torch.Tensor, steps: torch.Tensor, active: torch.Tensor) -> None:
         """The env's per-world tensors that live as long as it (updated in place, never replaced):
@@ -134,10 +139,20 @@ class FusedStep:
         """Hinge-angle PD targets [N, 153] (float64) of actions [N, 153]: ``HOIEnv.action_to_targets``
         to float32 rounding (the rotation vectors are the same floats; the angles come from float64)."""
         a = actions.detach().to("cpu", torch.float32).numpy() if isinstance(actions, torch.Tensor) else actions
-        a = np.ascontiguousarray(a, dtype=np.float32)
+        return torch.from_numpy(self.target_array(a))
+
+    def target_array(self, actions: np.ndarray) -> np.ndarray:
+        """:meth:`targets` of float32 actions [N, 153], as an array."""
+        a = np.ascontiguousarray(actions, dtype=np.float32)
         out = np.empty((a.shape[0], a.shape[1]))
         kern.hinge_targets(a, self._action_offset, self._action_scale, np.float32(1.0), out)
-        return torch.from_numpy(out)
+        return out
+
+    def step_physics(self, targets: np.ndarray) -> None:
+        """Step every backend on its rows of ``targets`` [N, 153] (:meth:`target_array`): the
+        physics of a step whose targets need no delay line, with no tensor on the way."""
+        for g in self._rows:
+            g.backend.step_array(targets[g.worlds])
 
     def pd_replay_actions(self) -> torch.Tensor:
         """``HOIEnv.pd_replay_actions`` of the bound worlds (the same float32 operations), compiled."""
@@ -154,7 +169,8 @@ class FusedStep:
             lay.humanoid_body_ids.astype(i64), lay.body_rootid[lay.humanoid_body_ids].astype(i64),
             lay.joint_qpos_adr.astype(i64), lay.joint_qvel_adr.astype(i64), lay.any_contact_adr.astype(i64),
             lay.object_contact_adr.astype(i64), int(lay.object_body_id), int(lay.body_rootid[lay.object_body_id]),
-            float(threshold), np.arange(start, start + backend.num_worlds, dtype=i64)))
+            float(threshold), np.arange(start, start + backend.num_worlds, dtype=i64)),
+            slice(start, start + backend.num_worlds))
 
     def _settings(self) -> tuple[Any, ...]:
         """The kernel arguments fixed for the env's life, from ``world_object`` to the observation's."""
@@ -168,10 +184,21 @@ class FusedStep:
                 o.key, o.nh, o.contact, o.lay, o.sim_at, o.blk_at, o.blk_size, o.ig_at, o.blk_extra, o.tail, o.x,
                 o.work, o.index, o.refs)
 
+    def _numpy_of(self, tensors: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
+        """Numpy views of ``tensors``: the arrays this object handed back last step when they are
+        the same tensors (the usual case: the env passes its last outcome back), else ``.numpy()``."""
+        last = self._handed
+        if len(last) == len(tensors) and all(t is h for t, (h, _) in zip(tensors, last)):
+            return tuple(a for _, a in last)
+        return tuple(t.numpy() for t in tensors)
+
     def step(self, hand_lost: torch.Tensor, prev: PrevVelocities, metrics: EpisodeMetrics) -> FusedOutcome:
         """The step's per-world results for all worlds, from the backends' current state: advances
         the bound ``t`` and ``steps`` by one and adds to ``metrics``' sums (in place); ``hand_lost``
-        and ``prev`` are the counters and velocities after the last step."""
+        and ``prev`` are the counters and velocities after the last step.
+
+        Every result is a fresh tensor over a fresh array (nothing is overwritten by a later step);
+        the reward factors and termination reasons are :class:`NamedRows` of one tensor each."""
         self._t += 1
         self._steps += 1
         n, o = self.num_worlds, self._obs
@@ -179,11 +206,11 @@ class FusedStep:
         obs = np.empty((n, o.dim), f32)
         floats = np.empty((18, n), f32)  # reward, e_h, e_o, the reward factors
         flags = np.empty((13, n), np.bool_)  # termination reasons; done, terminated, truncated
-        jav = np.empty(tuple(prev.joint_ang_vel.shape), f32)
+        jav = np.empty(self._jav_shape, f32)
         vel = np.empty((2, n, 3), f32)  # object linear, angular velocity
         lost = np.empty((n, 2), f32)
-        state = (self._clip, self._t, self._steps, self._num_frames, hand_lost.numpy(),
-                 prev.joint_ang_vel.numpy(), prev.object_lin_vel.numpy(), prev.object_ang_vel.numpy())
+        state = (self._clip, self._t, self._steps, self._num_frames,
+                 *self._numpy_of((hand_lost, prev.joint_ang_vel, prev.object_lin_vel, prev.object_ang_vel)))
         tail = (self._active, *self._metric_views(metrics), obs, floats[0], floats[3:18], flags[:10],
                 flags[10], flags[11], flags[12], lost, floats[1], floats[2], jav, vel[0], vel[1])
         n_done = n_bad_live = n_bad = 0
@@ -195,14 +222,45 @@ class FusedStep:
             n_done += done
             n_bad_live += bad_live
             n_bad += bad
+        # one tensor per result (each ~1.5 us to make): rows are sliced from the arrays, and the
+        # factors and reasons stay one tensor each until someone reads them by name
         tt = torch.from_numpy
-        rows, bits, vels = tt(floats).unbind(0), tt(flags).unbind(0), tt(vel).unbind(0)
-        return FusedOutcome(
-            obs=tt(obs), reward=rows[0], terms=dict(zip(kern.TERM_NAMES, rows[3:18])),
-            reasons=dict(zip(kern.REASON_NAMES, bits[:10])), done=bits[10], terminated=bits[11],
-            truncated=bits[12], hand_lost=tt(lost), e_h=rows[1], e_o=rows[2],
-            prev=PrevVelocities(tt(jav), vels[0], vels[1]), num_done=n_done, num_bad_live=n_bad_live,
-            num_nonfinite_obs=n_bad)
+        out = FusedOutcome(
+            obs=tt(obs), reward=tt(floats[0]), terms=NamedRows(kern.TERM_NAMES, self._term_index, tt(floats[3:18])),
+            reasons=NamedRows(kern.REASON_NAMES, self._reason_index, tt(flags[:10])), done=tt(flags[10]),
+            terminated=tt(flags[11]), truncated=tt(flags[12]), hand_lost=tt(lost), e_h=tt(floats[1]),
+            e_o=tt(floats[2]), prev=PrevVelocities(tt(jav), tt(vel[0]), tt(vel[1])), num_done=n_done,
+            num_bad_live=n_bad_live, num_nonfinite_obs=n_bad)
+        p = out.prev
+        self._handed = ((out.hand_lost, lost), (p.joint_ang_vel, jav), (p.object_lin_vel, vel[0]),
+                        (p.object_ang_vel, vel[1]))
+        return out
+
+
+class NamedRows(Mapping[str, torch.Tensor]):
+    """Rows of one [K, n] tensor by name, each a view made when it is read: a step reports 15
+    reward factors and 10 termination reasons, and making 25 tensors nobody reads cost more than
+    the compiled work of a world (``info["reward_terms"]``, ``info["reasons"]``)."""
+
+    __slots__ = ("_index", "_names", "rows")
+
+    def __init__(self, names: tuple[str, ...], index: dict[str, int], rows: torch.Tensor) -> None:
+        self._names, self._index, self.rows = names, index, rows
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.rows[self._index[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __repr__(self) -> str:
+        return f"NamedRows({dict(self)!r})"
 
 
 @dataclass(slots=True)

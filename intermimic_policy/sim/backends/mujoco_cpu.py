@@ -61,6 +61,14 @@ _UNSTABLE = np.array([int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.
                               mujoco.mjtWarning.mjWARN_BADQACC)])
 
 
+def as_slice(ids: np.ndarray) -> slice | np.ndarray:
+    """``ids`` as a slice when they are consecutive (a view, no gather on every step), else as is."""
+    ids = np.asarray(ids)
+    if ids.ndim == 1 and ids.size and np.array_equal(ids, np.arange(ids[0], ids[0] + ids.size)):
+        return slice(int(ids[0]), int(ids[0]) + ids.size)
+    return ids
+
+
 def default_threads(num_worlds: int) -> int:
     return max(1, min(num_worlds, os.cpu_count() or 1))
 
@@ -86,7 +94,8 @@ class MujocoCPUBackend:
         self._warmstart, self._time = b.bind("qacc_warmstart"), b.bind("time")
         self._outputs = {name: b.bind(name) for name in ("xpos", "xquat", "cvel", "subtree_com", "sensordata")}
         self._index = StateIndex(self.layout, torch.device("cpu"))
-        self._actuators = self.layout.actuator_ids
+        self._actuators = as_slice(self.layout.actuator_ids)
+        self._unstable = as_slice(_UNSTABLE)
         self._failed = np.zeros(self.num_worlds, dtype=bool)
         self._warning_counts = np.asarray(b.warning)  # live [N, warnings, 2] (index, count) view
         b.reset()  # model defaults (standing pose) + mj_forward
@@ -94,7 +103,7 @@ class MujocoCPUBackend:
         self._warnings = self._unstable_counts()
 
     def _unstable_counts(self) -> np.ndarray:
-        return self._warning_counts[:, _UNSTABLE, 1].sum(-1)  # (a fancy index: a copy)
+        return self._warning_counts[:, self._unstable, 1].sum(-1)  # (a new array: the counts are live)
 
     def reset(self, env_ids: Tensor, state: InitialState) -> None:
         ids, order = sorted_env_ids(env_ids, self.num_worlds)
@@ -116,7 +125,14 @@ class MujocoCPUBackend:
 
     def step(self, pd_targets: Tensor) -> None:
         check_targets(pd_targets, self.num_worlds, self.layout.body.num_dofs)
-        targets = pd_targets.detach().to("cpu", torch.float64).numpy()
+        self.step_array(pd_targets.detach().to("cpu", torch.float64).numpy())
+
+    def step_array(self, targets: np.ndarray) -> None:
+        """:meth:`step` from hinge targets [N, dofs] as a float64 array (what ``sim.fused_step``
+        computes): no tensor on the way."""
+        if targets.shape != (self.num_worlds, self.layout.body.num_dofs):
+            raise BackendError(f"PD targets have shape {targets.shape}, expected "
+                               f"({self.num_worlds}, {self.layout.body.num_dofs})")
         if not np.isfinite(targets).all():
             raise BackendError("PD targets contain NaN or inf")
         self._ctrl[:, self._actuators] = targets
