@@ -687,3 +687,20 @@ def test_loop_stats_report_the_ticks_cpu_time_and_switched_out_ticks() -> None:
     sum(range(100_000))
     after = thread_cpu_and_switches()
     assert all(b >= a for a, b in zip(before, after))
+
+
+def test_deadline_misses_say_whether_the_nodes_own_work_caused_them() -> None:
+    """A tick over the deadline whose CPU time fit it was time off the CPU (preempted, blocked or
+    taken by the hypervisor); one whose CPU time alone exceeded it was the node's work."""
+    from intermimic_policy.ros.policy_node import LATENCY_WINDOW, LoopStats
+
+    stats = LoopStats(0.02, 0.005)
+    stats.record(1.0, 1.0, 1.004, 0, cpu_s=0.004)  # within the deadline
+    stats.record(2.0, 2.0, 2.009, 20_000_000, cpu_s=0.0012)  # 9 ms wall, 1.2 ms CPU: off the CPU
+    stats.record(3.0, 3.0, 3.008, 40_000_000, cpu_s=0.0075)  # the work itself took 7.5 ms
+    stats.record(4.0, 4.0, 4.006, 60_000_000)  # no CPU figure: not attributed
+    values = stats.values()
+    assert values["deadline_misses"] == "3" and values["deadline_misses_off_cpu"] == "1"
+    for k in range(LATENCY_WINDOW):  # the worst tick stays reported after it left the windows
+        stats.record(10.0 + k, 10.0 + k, 10.001 + k, 80_000_000 + k * 20_000_000, cpu_s=0.001)
+    assert max(stats.tick_ms) < 2.0 and stats.values()["tick_ms_max"] == "9.000"

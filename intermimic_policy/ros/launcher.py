@@ -346,7 +346,7 @@ def _report(doc: Mapping[str, Any], options: LaunchOptions, bridge: dict[str, An
     # the control loop's timing as the policy node measured it (tick = state in -> targets out)
     loop = {key: _number(policy_status.get(key)) for key in (
         "tick_ms_p50", "tick_ms_p99", "tick_ms_max", "jitter_ms_p99", "deadline_ms", "deadline_misses",
-        "state_gaps", "late_inputs", "duplicates", "out_of_order", "stale_stamps", "clock_jumps",
+        "deadline_misses_off_cpu", "state_gaps", "late_inputs", "duplicates", "out_of_order", "stale_stamps", "clock_jumps",
         "unknown_objects")}
     report: dict[str, Any] = {
         "ok": error is None and not interrupted, "error": error, "interrupted": interrupted,
