@@ -216,3 +216,18 @@ def test_stop_escalates_from_sigint_to_sigterm_to_sigkill(tmp_path: Path) -> Non
     assert codes["deaf_to_int"] == -signal.SIGTERM
     assert codes["deaf"] == -signal.SIGKILL
     assert all(p.returncode is not None for p in procs)
+
+
+def test_status_monitor_keeps_when_each_node_stamped_its_status() -> None:
+    """The launcher takes as final a policy-node status stamped after the run ended (not one that
+    merely arrived later): the monitor keeps each node's stamp beside its values."""
+    from intermimic_policy.ros.launcher import StatusMonitor
+    from intermimic_policy.ros.msgs import time_from_ns
+    from intermimic_policy.ros.node_common import status_array
+
+    monitor = StatusMonitor()
+    on_status = monitor.callback("policy_node")
+    stamp = 1_765_000_000_123_456_789
+    on_status(status_array(name="n", hardware_id="h", level=0, message="running",
+                           values={"published": "31"}, stamp=time_from_ns(stamp)))
+    assert monitor.values["policy_node"]["published"] == "31" and monitor.stamped["policy_node"] == stamp

@@ -38,6 +38,7 @@ from intermimic_policy.atomic import atomic_output
 from intermimic_policy.errors import IntermimicError
 from intermimic_policy.ros import node_params
 from intermimic_policy.ros.messages_convert import load_clip
+from intermimic_policy.ros.msgs import ns_from_time
 from intermimic_policy.ros.msgs.diagnostic_msgs import DiagnosticArray
 from intermimic_policy.ros.topics import Topics
 
@@ -184,18 +185,25 @@ def stop_processes(procs: list[ManagedProcess], timeout_s: float = 5.0) -> dict[
 
 
 # -- status ----------------------------------------------------------------------------------------
+# how long after the bridge's summary a policy-node status must be stamped to count as the final one
+FINAL_STATUS_SETTLE_NS = 100_000_000
+
+
 @dataclass
 class StatusMonitor:
-    """The newest DiagnosticArray key/values of each node, and when they arrived (monotonic s)."""
+    """The newest DiagnosticArray key/values of each node, when they arrived (monotonic s) and
+    when the node stamped them (its clock, ns)."""
 
     values: dict[str, dict[str, str]] = field(default_factory=dict)
     received: dict[str, float] = field(default_factory=dict)
+    stamped: dict[str, int] = field(default_factory=dict)
 
     def callback(self, name: str) -> Any:
         def on_status(msg: DiagnosticArray) -> None:
             if msg.status:
                 self.values[name] = {kv.key: kv.value for kv in msg.status[0].values}
                 self.received[name] = time.monotonic()
+                self.stamped[name] = ns_from_time(msg.header.stamp)
         return on_status
 
 
@@ -485,9 +493,11 @@ def run_sim_hoi(options: LaunchOptions) -> dict[str, Any]:
                 interrupted = True
         if error is None and not interrupted:
             # the policy node's status after the last tick (it reports at a few Hz; the bridge
-            # keeps its inputs fresh meanwhile)
-            ended = time.monotonic()
-            node.spin(until=lambda: monitor.received.get("policy_node", 0.0) > ended, timeout_s=3.0)
+            # keeps its inputs fresh meanwhile): one the node stamped a moment after the bridge
+            # finished, so that it has answered the bridge's last state (a status that merely
+            # arrives later may have been built before that answer)
+            ended_ns = time.time_ns() + FINAL_STATUS_SETTLE_NS
+            node.spin(until=lambda: monitor.stamped.get("policy_node", 0) > ended_ns, timeout_s=3.0)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -583,7 +583,7 @@ class HOIEnv:
         logger.warning("non-finite observation in worlds %s (clips %s); resetting them", bad_ids.tolist(),
                        [self.motion_library.clip_names[int(c)] for c in self.clip[bad_ids]])
 
-    def _info(self, terms: dict[str, Tensor], reasons: dict[str, Tensor], e_h: Tensor, e_o: Tensor,
+    def _info(self, terms: Mapping[str, Tensor], reasons: Mapping[str, Tensor], e_h: Tensor, e_o: Tensor,
               truncated: Tensor, done_ids: Tensor) -> dict[str, Any]:
         return {"reward_terms": terms, "reasons": reasons, "E_h": e_h, "E_o": e_o, "time_outs": truncated,
                 "episode_steps": self.steps.clone(), "frame": self.t.clone(), "clip": self.clip.clone(),

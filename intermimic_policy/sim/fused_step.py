@@ -270,8 +270,8 @@ class FusedOutcome:
 
     obs: torch.Tensor  # [n, D] (non-finite values passed through)
     reward: torch.Tensor  # [n] 0 where the world is not running or failed
-    terms: dict[str, torch.Tensor]  # reward factors, [n] each
-    reasons: dict[str, torch.Tensor]  # termination reasons, [n] bool each
+    terms: Mapping[str, torch.Tensor]  # reward factors, [n] each
+    reasons: Mapping[str, torch.Tensor]  # termination reasons, [n] bool each
     done: torch.Tensor  # [n] bool: running worlds whose episode ends
     terminated: torch.Tensor  # [n] bool: ... in failure
     truncated: torch.Tensor  # [n] bool: ... by a time-out
