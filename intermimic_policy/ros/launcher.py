@@ -191,18 +191,16 @@ FINAL_STATUS_SETTLE_NS = 100_000_000
 
 @dataclass
 class StatusMonitor:
-    """The newest DiagnosticArray key/values of each node, when they arrived (monotonic s) and
-    when the node stamped them (its clock, ns)."""
+    """The newest DiagnosticArray key/values of each node and when the node stamped them (its
+    clock, ns)."""
 
     values: dict[str, dict[str, str]] = field(default_factory=dict)
-    received: dict[str, float] = field(default_factory=dict)
     stamped: dict[str, int] = field(default_factory=dict)
 
     def callback(self, name: str) -> Any:
         def on_status(msg: DiagnosticArray) -> None:
             if msg.status:
                 self.values[name] = {kv.key: kv.value for kv in msg.status[0].values}
-                self.received[name] = time.monotonic()
                 self.stamped[name] = ns_from_time(msg.header.stamp)
         return on_status
 
